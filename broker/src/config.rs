@@ -1,0 +1,230 @@
+//! Broker settings: a TOML file (path from `--config` or `BROKER_CONFIG`) with
+//! environment overrides, and defaults that work out of the box.
+//!
+//! Without any configured app the broker serves one default app (id `1`, key
+//! `app-key`, secret `app-secret`), so `cargo run -p broker` is enough to try it.
+
+use std::{fmt, path::PathBuf};
+
+use protocol::{AppId, AppKey, AppSecret, Limits};
+use serde::Deserialize;
+
+/// Everything the broker reads at start.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub host: String,
+    pub port: u16,
+    /// Seconds of silence after which the broker pings a client; also sent to
+    /// clients in `connection_established` so they ping the broker.
+    pub activity_timeout: u64,
+    /// Seconds to wait for any message after a ping before closing with 4201.
+    pub pong_timeout: u64,
+    /// Frames one connection may have queued before it is disconnected (4100) as too slow.
+    pub send_queue: usize,
+    /// HTTP worker threads; 0 means one per core.
+    pub workers: usize,
+    pub apps: Vec<AppConfig>,
+}
+
+/// One tenant. Events, channels and connections never cross apps.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    pub id: AppId,
+    pub key: AppKey,
+    pub secret: AppSecret,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            host: "0.0.0.0".into(),
+            port: 6001,
+            activity_timeout: 120,
+            pong_timeout: 30,
+            send_queue: 1024,
+            workers: 0,
+            apps: Vec::new(),
+        }
+    }
+}
+
+impl AppConfig {
+    pub fn default_app() -> Self {
+        Self {
+            id: AppId::new("1").expect("valid"),
+            key: AppKey::new("app-key").expect("valid"),
+            secret: AppSecret::new("app-secret").expect("valid"),
+            enabled: true,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// A setting that could not be used; the message names it.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads the file named by `--config PATH` or `BROKER_CONFIG`, then applies the environment.
+    pub fn load(args: &[String]) -> Result<Self, ConfigError> {
+        let path = match args.iter().position(|a| a == "--config") {
+            Some(i) => Some(PathBuf::from(
+                args.get(i + 1).ok_or_else(|| ConfigError("--config needs a file path".into()))?,
+            )),
+            None => std::env::var_os("BROKER_CONFIG").map(PathBuf::from),
+        };
+        let mut config = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(&p)
+                    .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", p.display())))?;
+                Self::from_toml(&text).map_err(|e| ConfigError(format!("{}: {}", p.display(), e.0)))?
+            }
+            None => Self::default(),
+        };
+        config.apply_env(|k| std::env::var(k).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError(e.to_string()))
+    }
+
+    /// Environment overrides. `BROKER_APP_ID`/`KEY`/`SECRET` replace the default
+    /// app's credentials (or the first configured app's).
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn num<T: std::str::FromStr>(name: &str, v: String) -> Result<T, ConfigError> {
+            v.trim().parse().map_err(|_| ConfigError(format!("{name}={v:?} is not a valid number")))
+        }
+        if let Some(v) = get("BROKER_HOST") {
+            self.host = v;
+        }
+        if let Some(v) = get("BROKER_PORT") {
+            self.port = num("BROKER_PORT", v)?;
+        }
+        if let Some(v) = get("BROKER_ACTIVITY_TIMEOUT") {
+            self.activity_timeout = num("BROKER_ACTIVITY_TIMEOUT", v)?;
+        }
+        if let Some(v) = get("BROKER_PONG_TIMEOUT") {
+            self.pong_timeout = num("BROKER_PONG_TIMEOUT", v)?;
+        }
+        if let Some(v) = get("BROKER_SEND_QUEUE") {
+            self.send_queue = num("BROKER_SEND_QUEUE", v)?;
+        }
+        if let Some(v) = get("BROKER_WORKERS") {
+            self.workers = num("BROKER_WORKERS", v)?;
+        }
+        let (id, key, secret) = (get("BROKER_APP_ID"), get("BROKER_APP_KEY"), get("BROKER_APP_SECRET"));
+        if id.is_some() || key.is_some() || secret.is_some() {
+            if self.apps.is_empty() {
+                self.apps.push(AppConfig::default_app());
+            }
+            let app = &mut self.apps[0];
+            let bad = |name: &str, e: protocol::app::InvalidIdentifier| ConfigError(format!("{name}: {e}"));
+            if let Some(v) = id {
+                app.id = AppId::new(v).map_err(|e| bad("BROKER_APP_ID", e))?;
+            }
+            if let Some(v) = key {
+                app.key = AppKey::new(v).map_err(|e| bad("BROKER_APP_KEY", e))?;
+            }
+            if let Some(v) = secret {
+                app.secret = AppSecret::new(v).map_err(|e| bad("BROKER_APP_SECRET", e))?;
+            }
+        }
+        if self.apps.is_empty() {
+            self.apps.push(AppConfig::default_app());
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.activity_timeout == 0 {
+            return Err(ConfigError("activity_timeout must be at least 1 second".into()));
+        }
+        if self.pong_timeout == 0 {
+            return Err(ConfigError("pong_timeout must be at least 1 second".into()));
+        }
+        if self.send_queue == 0 {
+            return Err(ConfigError("send_queue must be at least 1".into()));
+        }
+        for (i, a) in self.apps.iter().enumerate() {
+            for b in &self.apps[..i] {
+                if a.id == b.id {
+                    return Err(ConfigError(format!("apps: id {:?} is used twice", a.id.as_str())));
+                }
+                if a.key == b.key {
+                    return Err(ConfigError(format!("apps: key {:?} is used twice", a.key.as_str())));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+    }
+
+    #[test]
+    fn defaults_give_the_default_app() {
+        let mut c = Config::default();
+        c.apply_env(env(&[])).unwrap();
+        assert_eq!(c.port, 6001);
+        assert_eq!(c.apps.len(), 1);
+        assert_eq!(c.apps[0].key.as_str(), "app-key");
+    }
+
+    #[test]
+    fn file_and_env() {
+        let mut c = Config::from_toml(
+            r#"
+            port = 7000
+            [[apps]]
+            id = "9"
+            key = "k9"
+            secret = "s9"
+            limits = { client_events_per_second = 3 }
+            "#,
+        )
+        .unwrap();
+        c.apply_env(env(&[("BROKER_PORT", "7100"), ("BROKER_APP_SECRET", "s10")])).unwrap();
+        assert_eq!(c.port, 7100);
+        assert_eq!(c.apps[0].limits.client_events_per_second, 3);
+        assert_eq!(c.apps[0].secret, AppSecret::new("s10").unwrap());
+    }
+
+    #[test]
+    fn bad_settings_name_the_key() {
+        let e = Config::from_toml("prot = 1").unwrap_err();
+        assert!(e.0.contains("prot"), "{e}");
+        let e = Config::from_toml("[[apps]]\nid='1'\nkey='k'\nsecret='s'\nlimits={nope=1}").unwrap_err();
+        assert!(e.0.contains("nope"), "{e}");
+        let e = Config::default().apply_env(env(&[("BROKER_PORT", "x")])).unwrap_err();
+        assert!(e.0.contains("BROKER_PORT"), "{e}");
+        let c = Config::from_toml("[[apps]]\nid='1'\nkey='k'\nsecret='s'\n[[apps]]\nid='1'\nkey='k2'\nsecret='s'").unwrap();
+        assert!(c.validate().unwrap_err().0.contains("used twice"));
+    }
+}

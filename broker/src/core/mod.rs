@@ -1,0 +1,13 @@
+//! Node-local state, independent of any transport: who is connected, which
+//! channels exist, who subscribes to them and who is present on them.
+//!
+//! The WebSocket and HTTP layers talk to this through [`crate::adapter::Adapter`],
+//! which decides whether an operation stays on this node or goes to the cluster.
+
+pub mod channel;
+pub mod connection;
+pub mod hub;
+
+pub use channel::{ChannelCounts, Member};
+pub use connection::{ConnHandle, Outbox};
+pub use hub::Hub;

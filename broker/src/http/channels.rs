@@ -1,0 +1,68 @@
+//! `GET /apps/{id}/channels`, `/channels/{name}` and `/channels/{name}/users`.
+
+use std::collections::BTreeMap;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use protocol::{
+    rest::{ChannelResponse, ChannelStats, ChannelsResponse, InfoRequest, UserRef, UsersResponse},
+    ChannelKind, ChannelName,
+};
+
+use super::{
+    auth::authenticate,
+    error::{bad_request, ApiError},
+};
+use crate::state::State;
+
+fn channel_name(raw: &str, max: usize) -> Result<ChannelName, ApiError> {
+    ChannelName::parse_with_max(raw, max).map_err(|e| bad_request(format!("invalid channel name {raw:?}: {e}")))
+}
+
+pub async fn list(req: HttpRequest, body: web::Bytes, app_id: web::Path<String>, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+    let authed = authenticate(&req, &body, &state, &app_id)?;
+    let prefix = authed.param("filter_by_prefix").unwrap_or("");
+    let info = InfoRequest::parse(authed.param("info")).map_err(bad_request)?;
+    if info.subscription_count {
+        return Err(bad_request("info=subscription_count is not available when listing channels"));
+    }
+    if info.user_count && !prefix.starts_with("presence-") {
+        return Err(bad_request("info=user_count needs filter_by_prefix=presence-"));
+    }
+    let mut channels = BTreeMap::new();
+    for (name, counts) in state.adapter.channels(&authed.app, prefix).await {
+        // Server-to-user channels are an implementation detail of sign-in.
+        if name.kind() == ChannelKind::ServerToUser {
+            continue;
+        }
+        let stats = ChannelStats { user_count: info.user_count.then_some(counts.users), subscription_count: None };
+        channels.insert(name.as_str().to_owned(), stats);
+    }
+    Ok(HttpResponse::Ok().json(ChannelsResponse { channels }))
+}
+
+pub async fn show(req: HttpRequest, body: web::Bytes, path: web::Path<(String, String)>, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+    let (app_id, raw) = path.into_inner();
+    let authed = authenticate(&req, &body, &state, &app_id)?;
+    let name = channel_name(&raw, authed.app.limits.max_channel_name_len)?;
+    let info = InfoRequest::parse(authed.param("info")).map_err(bad_request)?;
+    if info.user_count && name.kind() != ChannelKind::Presence {
+        return Err(bad_request("info=user_count is only available for presence channels"));
+    }
+    let counts = state.adapter.channel_counts(&authed.app, &name).await;
+    Ok(HttpResponse::Ok().json(ChannelResponse {
+        occupied: counts.subscriptions > 0,
+        user_count: info.user_count.then_some(counts.users),
+        subscription_count: info.subscription_count.then_some(counts.subscriptions),
+    }))
+}
+
+pub async fn users(req: HttpRequest, body: web::Bytes, path: web::Path<(String, String)>, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+    let (app_id, raw) = path.into_inner();
+    let authed = authenticate(&req, &body, &state, &app_id)?;
+    let name = channel_name(&raw, authed.app.limits.max_channel_name_len)?;
+    if name.kind() != ChannelKind::Presence {
+        return Err(bad_request("users can only be listed for presence channels"));
+    }
+    let users = state.adapter.users(&authed.app, &name).await.into_iter().map(|id| UserRef { id }).collect();
+    Ok(HttpResponse::Ok().json(UsersResponse { users }))
+}

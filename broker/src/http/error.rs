@@ -1,0 +1,40 @@
+//! Every way a REST request can fail, and the status each maps to.
+//!
+//! Bodies are plain text explaining the problem, as the hosted service answers.
+
+use actix_web::{http::StatusCode, HttpResponse, ResponseError};
+use protocol::sign::RestAuthError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("unknown app id {0:?}")]
+    AppNotFound(String),
+    #[error("app is disabled")]
+    AppDisabled,
+    #[error("{0}")]
+    Unauthorized(#[from] RestAuthError),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::AppNotFound(_) => StatusCode::NOT_FOUND,
+            Self::AppDisabled => StatusCode::FORBIDDEN,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code()).content_type("text/plain; charset=utf-8").body(format!("{self}\n"))
+    }
+}
+
+pub fn bad_request(msg: impl Into<String>) -> ApiError {
+    ApiError::BadRequest(msg.into())
+}

@@ -1,0 +1,17 @@
+//! A Pusher Channels compatible broker.
+//!
+//! - [`config`]: settings from file and environment.
+//! - [`apps`]: the tenants, by key and id.
+//! - [`core`]: node-local state (connections' queues, channels, presence).
+//! - [`adapter`]: the seam between this node and a cluster.
+//! - [`ws`]: the WebSocket protocol, one task per connection.
+//! - [`http`]: the signed REST API.
+
+pub mod adapter;
+pub mod apps;
+pub mod config;
+pub mod core;
+pub mod http;
+pub mod server;
+pub mod state;
+pub mod ws;

@@ -1,0 +1,25 @@
+//! Builds the HTTP server that serves both the WebSocket and REST endpoints.
+
+use std::sync::Arc;
+
+use actix_web::{web, App, HttpServer};
+
+use crate::{adapter::LocalAdapter, config::Config, http, state::State, ws};
+
+/// Binds and runs the broker until it is stopped (SIGINT/SIGTERM).
+pub async fn run(config: Config) -> std::io::Result<()> {
+    let state = web::Data::new(State::new(&config, Arc::new(LocalAdapter)));
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .route("/app/{key}", web::get().to(ws::connect))
+            .configure(http::routes)
+    })
+    .shutdown_timeout(5)
+    .bind((config.host.as_str(), config.port))?;
+    if config.workers > 0 {
+        server = server.workers(config.workers);
+    }
+    tracing::info!(host = %config.host, port = config.port, apps = config.apps.len(), "broker listening");
+    server.run().await
+}

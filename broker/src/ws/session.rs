@@ -1,0 +1,329 @@
+//! One WebSocket connection: reads client frames, writes queued broadcasts,
+//! keeps the connection alive, and cleans up after it.
+//!
+//! Everything about a connection that only it needs (its subscriptions, its
+//! rate bucket, its signed-in user) lives in this task, not in shared state.
+
+use std::{sync::Arc, time::Instant};
+
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, MessageStream};
+use bytestring::ByteString;
+use protocol::{
+    channel::InvalidName,
+    frame::{self, ChannelData, ClientFrame, Subscribe, UserData},
+    sign, ChannelKind, ChannelName, ErrorCode, EventName,
+};
+use serde_json::value::RawValue;
+use tokio::time::{sleep_until, Instant as TokioInstant};
+
+use super::rate::TokenBucket;
+use crate::{
+    apps::App,
+    core::{connection, ConnHandle, Outbox},
+    state::State,
+};
+
+/// How long a closing connection may take to accept its last frames.
+const WRITE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How a session ended, for the close frame.
+enum End {
+    /// The client closed or the socket broke; nothing more to send.
+    Gone,
+    /// Close with this code and reason.
+    Close(u16, &'static str),
+}
+
+struct Session {
+    state: Arc<State>,
+    app: Arc<App>,
+    conn: ConnHandle,
+    ws: actix_ws::Session,
+    channels: Vec<ChannelName>,
+    client_events: TokenBucket,
+    user_id: Option<String>,
+}
+
+/// Runs a connection to its end. The app's connection count was already
+/// incremented by the handshake; it is decremented here.
+pub async fn run(state: Arc<State>, app: Arc<App>, ws: actix_ws::Session, stream: MessageStream) {
+    let id = state.socket_ids.next();
+    let (conn, outbox) = connection::queue(id, state.send_queue);
+    let stream = stream.max_frame_size(app.limits.max_ws_message_bytes).aggregate_continuations().max_continuation_size(app.limits.max_ws_message_bytes);
+    let mut session = Session {
+        client_events: TokenBucket::new(app.limits.client_events_per_second),
+        state,
+        app,
+        conn,
+        ws,
+        channels: Vec::new(),
+        user_id: None,
+    };
+    tracing::debug!(socket_id = %id, app = session.app.id.as_str(), "connected");
+    let end = session.serve(stream, outbox).await;
+    session.cleanup().await;
+    tracing::debug!(socket_id = %id, "disconnected");
+    if let End::Close(code, reason) = end {
+        let reason = CloseReason { code: CloseCode::Other(code), description: Some(reason.into()) };
+        let _ = tokio::time::timeout(WRITE_GRACE, session.ws.close(Some(reason))).await;
+    }
+}
+
+impl Session {
+    async fn serve(&mut self, mut stream: AggregatedMessageStream, mut outbox: Outbox) -> End {
+        let established = frame::connection_established(self.conn.id, self.state.activity_timeout.as_secs());
+        if self.ws.text(established).await.is_err() {
+            return End::Gone;
+        }
+        let mut last_heard = TokioInstant::now();
+        let mut pinged_at: Option<TokioInstant> = None;
+        let closing = outbox.close_watch();
+        loop {
+            let deadline = match pinged_at {
+                Some(t) => t + self.state.pong_timeout,
+                None => last_heard + self.state.activity_timeout,
+            };
+            tokio::select! {
+                biased;
+                code = closing.requested() => return self.closing(code).await,
+                msg = stream.recv() => {
+                    last_heard = TokioInstant::now();
+                    pinged_at = None;
+                    match msg {
+                        Some(Ok(m)) => {
+                            if let Some(end) = self.on_message(m).await {
+                                return end;
+                            }
+                        }
+                        Some(Err(e)) => {
+                            tracing::debug!(socket_id = %self.conn.id, error = %e, "protocol error");
+                            let _ = self.send(frame::error(None, &format!("WebSocket protocol error: {e}"))).await;
+                            return End::Close(1009, "message too big or malformed");
+                        }
+                        None => return End::Gone,
+                    }
+                }
+                queued = outbox.recv() => {
+                    // Write what is queued, then what else is already waiting, before
+                    // looking at the socket again. A client that stops reading blocks the
+                    // write; a close request (its queue overflowing) still gets through.
+                    let mut next = queued;
+                    if next.is_none() {
+                        return End::Gone;
+                    }
+                    while let Some(f) = next {
+                        tokio::select! {
+                            biased;
+                            code = closing.requested() => return self.closing(code).await,
+                            sent = self.ws.text(f) => if sent.is_err() { return End::Gone },
+                        }
+                        next = outbox.try_recv();
+                    }
+                }
+                _ = sleep_until(deadline) => {
+                    if pinged_at.is_some() {
+                        return End::Close(ErrorCode::PongNotReceived.code(), ErrorCode::PongNotReceived.message());
+                    }
+                    if self.send(frame::PING.to_owned()).await.is_err() {
+                        return End::Gone;
+                    }
+                    pinged_at = Some(TokioInstant::now());
+                }
+            }
+        }
+    }
+
+    /// Tells the client why it is being closed, without waiting on a stuck socket.
+    async fn closing(&mut self, code: u16) -> End {
+        let reason = if code == ErrorCode::OverCapacity.code() { "send queue overflow" } else { "closed by server" };
+        if let Some(c) = error_code(code) {
+            let _ = tokio::time::timeout(WRITE_GRACE, self.ws.text(frame::error_code(c))).await;
+        }
+        End::Close(code, reason)
+    }
+
+    async fn send(&mut self, text: impl Into<ByteString>) -> Result<(), actix_ws::Closed> {
+        self.ws.text(text).await
+    }
+
+    /// Handles one message; `Some` ends the session.
+    async fn on_message(&mut self, msg: AggregatedMessage) -> Option<End> {
+        match msg {
+            AggregatedMessage::Text(text) => {
+                let result = match ClientFrame::parse(&text) {
+                    Ok(f) => self.on_frame(f).await,
+                    Err(e) => self.send(frame::error(None, &e.to_string())).await,
+                };
+                result.err().map(|_| End::Gone)
+            }
+            AggregatedMessage::Binary(_) => {
+                self.send(frame::error(None, "binary messages are not supported")).await.err().map(|_| End::Gone)
+            }
+            AggregatedMessage::Ping(p) => self.ws.pong(&p).await.err().map(|_| End::Gone),
+            AggregatedMessage::Pong(_) => None,
+            AggregatedMessage::Close(_) => Some(End::Close(1000, "")),
+        }
+    }
+
+    async fn on_frame(&mut self, f: ClientFrame) -> Result<(), actix_ws::Closed> {
+        match f {
+            ClientFrame::Ping => self.send(frame::PONG).await,
+            ClientFrame::Pong => Ok(()),
+            ClientFrame::Subscribe(s) => self.subscribe(s).await,
+            ClientFrame::Unsubscribe { channel } => {
+                if let Ok(name) = ChannelName::parse(&channel) {
+                    if let Some(i) = self.channels.iter().position(|c| *c == name) {
+                        self.channels.swap_remove(i);
+                        self.leave(&name).await;
+                    }
+                }
+                Ok(())
+            }
+            ClientFrame::Signin(s) => self.signin(&s.auth, &s.user_data).await,
+            ClientFrame::ClientEvent { event, channel, data } => self.client_event(&event, &channel, data).await,
+            ClientFrame::Unknown { event } => self.send(frame::error(None, &format!("unsupported event {event:?}"))).await,
+        }
+    }
+
+    async fn subscribe(&mut self, s: Subscribe) -> Result<(), actix_ws::Closed> {
+        let name = match ChannelName::parse_with_max(&s.channel, self.app.limits.max_channel_name_len) {
+            Ok(n) => n,
+            Err(e) => return self.send(frame::error(None, &invalid_channel(&s.channel, e))).await,
+        };
+        let kind = name.kind();
+        if kind == ChannelKind::ServerToUser {
+            let msg = "#server-to-user- channels are joined by signing in, not by subscribing";
+            return self.send(frame::subscription_error(name.as_str(), "AuthError", msg, 403)).await;
+        }
+        if kind.needs_auth() {
+            let Some(auth) = s.auth.as_deref() else {
+                return self.send(frame::subscription_error(name.as_str(), "AuthError", "missing auth for a private channel", 401)).await;
+            };
+            let data = if kind == ChannelKind::Presence { s.channel_data.as_deref() } else { None };
+            if let Err(e) = sign::verify_channel(&self.app.key, &self.app.secret, self.conn.id, name.as_str(), data, auth) {
+                let msg = format!("invalid signature for {}: {e}", name.as_str());
+                return self.send(frame::subscription_error(name.as_str(), "AuthError", &msg, 401)).await;
+            }
+        }
+        if kind == ChannelKind::Presence {
+            return self.join_presence(name, s.channel_data.as_deref()).await;
+        }
+        if self.state.adapter.subscribe(&self.app, &name, &self.conn) {
+            self.channels.push(name.clone());
+        }
+        self.send(frame::subscription_succeeded(name.as_str())).await
+    }
+
+    async fn join_presence(&mut self, name: ChannelName, channel_data: Option<&str>) -> Result<(), actix_ws::Closed> {
+        let refuse = |msg: &str, status| frame::subscription_error(name.as_str(), "AuthError", msg, status);
+        let Some(raw) = channel_data else {
+            return self.send(refuse("presence channels need channel_data", 400)).await;
+        };
+        let data: ChannelData = match serde_json::from_str(raw) {
+            Ok(d) => d,
+            Err(e) => return self.send(refuse(&format!("invalid channel_data: {e}"), 400)).await,
+        };
+        let info = data.user_info.unwrap_or_else(|| RawValue::from_string("null".into()).expect("valid JSON"));
+        if info.get().len() > self.app.limits.max_presence_user_info_bytes {
+            let msg = format!("user_info is larger than {} bytes", self.app.limits.max_presence_user_info_bytes);
+            return self.send(refuse(&msg, 413)).await;
+        }
+        let joined = self.state.adapter.join(&self.app, &name, &self.conn, &data.user_id, info.clone()).await;
+        match joined {
+            Err(_) => {
+                let msg = format!("presence channel is full ({} members)", self.app.limits.max_presence_members);
+                self.send(refuse(&msg, 403)).await
+            }
+            Ok(None) => Ok(()),
+            Ok(Some(joined)) => {
+                self.channels.push(name.clone());
+                self.send(joined.succeeded_frame).await?;
+                if joined.first {
+                    let added = frame::member_added(name.as_str(), &data.user_id, &info);
+                    self.state.adapter.broadcast(&self.app, &name, added.into(), Some(self.conn.id));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Removes one subscription and tells the others if a presence user left.
+    async fn leave(&self, name: &ChannelName) {
+        if let Some(user_id) = self.state.adapter.unsubscribe(&self.app, name, self.conn.id).await {
+            let removed = frame::member_removed(name.as_str(), &user_id);
+            self.state.adapter.broadcast(&self.app, name, removed.into(), Some(self.conn.id));
+        }
+    }
+
+    async fn signin(&mut self, auth: &str, user_data: &str) -> Result<(), actix_ws::Closed> {
+        let user: UserData = match serde_json::from_str(user_data) {
+            Ok(u) => u,
+            Err(e) => return self.send(frame::error(Some(ErrorCode::Unauthorized.code()), &format!("invalid user_data: {e}"))).await,
+        };
+        if let Err(e) = sign::verify_user(&self.app.key, &self.app.secret, self.conn.id, user_data, auth) {
+            return self.send(frame::error(Some(ErrorCode::Unauthorized.code()), &format!("sign-in refused: {e}"))).await;
+        }
+        let Ok(channel) = ChannelName::for_user(&user.id) else {
+            return self.send(frame::error(Some(ErrorCode::Unauthorized.code()), "user id has characters a channel name cannot hold")).await;
+        };
+        if let Some(old) = self.user_id.replace(user.id.clone()) {
+            if old != user.id {
+                if let Ok(old_channel) = ChannelName::for_user(&old) {
+                    self.channels.retain(|c| *c != old_channel);
+                    self.leave(&old_channel).await;
+                }
+            }
+        }
+        if self.state.adapter.subscribe(&self.app, &channel, &self.conn) {
+            self.channels.push(channel);
+        }
+        self.send(frame::signin_success(user_data)).await
+    }
+
+    async fn client_event(&mut self, event: &str, channel: &str, data: Box<RawValue>) -> Result<(), actix_ws::Closed> {
+        let limits = &self.app.limits;
+        let name = match ChannelName::parse_with_max(channel, limits.max_channel_name_len) {
+            Ok(n) => n,
+            Err(e) => return self.send(frame::error(None, &invalid_channel(channel, e))).await,
+        };
+        if EventName::parse_with_max(event, limits.max_event_name_len).is_err() {
+            let msg = format!("invalid event name (at most {} characters, no control characters)", limits.max_event_name_len);
+            return self.send(frame::error(None, &msg)).await;
+        }
+        if !name.kind().allows_client_events() {
+            return self.send(frame::error(None, "client events are only allowed on private and presence channels")).await;
+        }
+        if !self.channels.contains(&name) {
+            return self.send(frame::error(None, &format!("not subscribed to {}", name.as_str()))).await;
+        }
+        if data.get().len() > limits.max_event_data_bytes {
+            let msg = format!("client event data is larger than {} bytes", limits.max_event_data_bytes);
+            return self.send(frame::error(None, &msg)).await;
+        }
+        if !self.client_events.take(Instant::now()) {
+            return self.send(frame::error_code(ErrorCode::ClientEventRateLimit)).await;
+        }
+        let user_id = if name.kind() == ChannelKind::Presence { self.app.hub.user_of(&name, self.conn.id) } else { None };
+        let out = frame::client_event(name.as_str(), event, &data, user_id.as_deref());
+        self.state.adapter.broadcast(&self.app, &name, out.into(), Some(self.conn.id));
+        Ok(())
+    }
+
+    async fn cleanup(&mut self) {
+        for name in std::mem::take(&mut self.channels) {
+            self.leave(&name).await;
+        }
+        self.app.hub.remove_connection();
+    }
+}
+
+fn invalid_channel(raw: &str, e: InvalidName) -> String {
+    format!("invalid channel name {raw:?}: {e}")
+}
+
+/// The `pusher:error` to send before closing with a code, if the code is one of ours.
+fn error_code(code: u16) -> Option<ErrorCode> {
+    [ErrorCode::OverCapacity, ErrorCode::ReconnectImmediately, ErrorCode::Unauthorized, ErrorCode::PongNotReceived]
+        .into_iter()
+        .find(|c| c.code() == code)
+}
