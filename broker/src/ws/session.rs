@@ -199,7 +199,9 @@ impl Session {
             let Some(auth) = s.auth.as_deref() else {
                 return self.send(frame::subscription_error(name.as_str(), "AuthError", "missing auth for a private channel", 401)).await;
             };
-            let data = if kind == ChannelKind::Presence { s.channel_data.as_deref() } else { None };
+            // SDKs sign `channel_data` into a private channel's auth too when the app
+            // passes user data; the signature then covers it, so check it that way.
+            let data = s.channel_data.as_deref();
             if let Err(e) = sign::verify_channel(&self.app.key, &self.app.secret, self.conn.id, name.as_str(), data, auth) {
                 let msg = format!("invalid signature for {}: {e}", name.as_str());
                 return self.send(frame::subscription_error(name.as_str(), "AuthError", &msg, 401)).await;
