@@ -1,0 +1,74 @@
+//! One error type for every handler, and the HTTP status each case answers with.
+
+use actix_web::{http::StatusCode, HttpResponse, ResponseError};
+use serde_json::json;
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("login required")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the database is unavailable, try again shortly")]
+    Unavailable(String),
+    /// The text is logged; the client only learns that something went wrong.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl AppError {
+    pub fn bad_request(msg: impl Into<String>) -> Self {
+        Self::BadRequest(msg.into())
+    }
+
+    pub fn csrf() -> Self {
+        Self::Forbidden("missing or invalid CSRF token".into())
+    }
+}
+
+impl ResponseError for AppError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::Unauthorized => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            AppError::Internal(detail) => tracing::error!(%detail, "request failed"),
+            AppError::Unavailable(detail) => tracing::warn!(%detail, "database unavailable"),
+            _ => {}
+        }
+        HttpResponse::build(self.status_code()).json(json!({ "error": self.to_string() }))
+    }
+}
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::UsernameTaken => AppError::Conflict("that username is taken".into()),
+            StoreError::NoSuchUser => AppError::Unauthorized,
+            StoreError::Db(e) => AppError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<actix_web::error::BlockingError> for AppError {
+    fn from(e: actix_web::error::BlockingError) -> Self {
+        AppError::Internal(e.to_string())
+    }
+}

@@ -1,0 +1,35 @@
+//! What every handler shares: settings, the database pool, the broker client.
+
+use std::sync::Arc;
+
+use actix_web::web;
+
+use crate::{broadcast::Broadcaster, config::Config, db::DbPool, error::AppError};
+
+/// Built per worker thread, because the broker client (awc) is not `Send`.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub pool: DbPool,
+    pub broadcaster: Broadcaster,
+}
+
+impl AppState {
+    pub fn new(config: Arc<Config>, pool: DbPool) -> Self {
+        let broadcaster = Broadcaster::new(&config);
+        Self { config, pool, broadcaster }
+    }
+
+    /// Runs blocking database work off the async threads.
+    pub async fn db<T, F>(&self, f: F) -> Result<T, AppError>
+    where
+        F: FnOnce(&mut diesel::PgConnection) -> Result<T, AppError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let pool = self.pool.clone();
+        web::block(move || {
+            let mut conn = pool.get().map_err(|e| AppError::Unavailable(e.to_string()))?;
+            f(&mut conn)
+        })
+        .await?
+    }
+}
