@@ -3,24 +3,30 @@
 //! Sessions and REST handlers never touch another node directly; they call an
 //! [`Adapter`]. [`LocalAdapter`] serves a single node from its in-memory
 //! [`Hub`](crate::core::Hub)s. A clustered adapter implements the same trait by
-//! also publishing to, and asking, the other nodes; queries are therefore async.
+//! also publishing to, and asking, the other nodes; queries are therefore async,
+//! and the transitions it reports (occupied, vacated, a user's first or last
+//! connection) are cluster-wide.
+
+use std::time::Instant;
 
 use bytestring::ByteString;
 use futures_util::future::{self, BoxFuture, FutureExt};
-use protocol::{ChannelName, SocketId};
+use protocol::{ChannelName, ErrorCode, SocketId};
 use serde_json::value::RawValue;
 
 use crate::{
     apps::App,
-    core::{hub::ChannelFull, hub::Joined, ChannelCounts, ConnHandle},
+    core::{
+        hub::{ChannelFull, Joined, Subscribed, Unsubscribed},
+        ChannelCounts, ConnHandle,
+    },
 };
 
 pub trait Adapter: Send + Sync + 'static {
-    /// Subscribes a local connection to a non-presence channel. False if it already was.
-    fn subscribe(&self, app: &App, channel: &ChannelName, conn: &ConnHandle) -> bool;
+    /// Subscribes a local connection to a non-presence channel. `None` if it already was.
+    fn subscribe(&self, app: &App, channel: &ChannelName, conn: &ConnHandle) -> Option<Subscribed>;
 
     /// Subscribes a local connection to a presence channel as `user_id`.
-    /// `first` in the answer is cluster-wide: the user was on no node before.
     fn join<'a>(
         &'a self,
         app: &'a App,
@@ -30,11 +36,31 @@ pub trait Adapter: Send + Sync + 'static {
         info: Box<RawValue>,
     ) -> BoxFuture<'a, Result<Option<Joined>, ChannelFull>>;
 
-    /// Removes a subscription; `Some(user)` when the user left the channel cluster-wide.
-    fn unsubscribe<'a>(&'a self, app: &'a App, channel: &'a ChannelName, socket: SocketId) -> BoxFuture<'a, Option<String>>;
+    /// Removes a subscription; `None` if there was none.
+    fn unsubscribe<'a>(&'a self, app: &'a App, channel: &'a ChannelName, socket: SocketId) -> BoxFuture<'a, Option<Unsubscribed>>;
 
     /// Delivers a serialized frame to every subscriber of the channel but `except`, on every node.
     fn broadcast(&self, app: &App, channel: &ChannelName, frame: ByteString, except: Option<SocketId>);
+
+    /// Keeps a cache channel's last event.
+    fn cache_put(&self, app: &App, channel: &ChannelName, frame: ByteString);
+
+    /// A cache channel's last event, if one is still kept.
+    fn cached<'a>(&'a self, app: &'a App, channel: &'a ChannelName) -> BoxFuture<'a, Option<ByteString>>;
+
+    /// An event (REST trigger or client event): cached if the channel is a cache channel, then broadcast.
+    fn publish(&self, app: &App, channel: &ChannelName, frame: ByteString, except: Option<SocketId>) {
+        if channel.is_cache() {
+            self.cache_put(app, channel, frame.clone());
+        }
+        self.broadcast(app, channel, frame, except);
+    }
+
+    /// Closes every connection subscribed to `channel`, on every node.
+    fn close_subscribers(&self, app: &App, channel: &ChannelName, code: ErrorCode);
+
+    /// Sends a frame to every connection watching `user_id`, on every node.
+    fn notify_watchers(&self, app: &App, user_id: &str, frame: ByteString);
 
     /// Counts for one channel, cluster-wide.
     fn channel_counts<'a>(&'a self, app: &'a App, channel: &'a ChannelName) -> BoxFuture<'a, ChannelCounts>;
@@ -51,7 +77,7 @@ pub trait Adapter: Send + Sync + 'static {
 pub struct LocalAdapter;
 
 impl Adapter for LocalAdapter {
-    fn subscribe(&self, app: &App, channel: &ChannelName, conn: &ConnHandle) -> bool {
+    fn subscribe(&self, app: &App, channel: &ChannelName, conn: &ConnHandle) -> Option<Subscribed> {
         app.hub.subscribe(channel, conn)
     }
 
@@ -66,13 +92,28 @@ impl Adapter for LocalAdapter {
         future::ready(app.hub.join(channel, conn, user_id, info, app.limits.max_presence_members)).boxed()
     }
 
-    fn unsubscribe<'a>(&'a self, app: &'a App, channel: &'a ChannelName, socket: SocketId) -> BoxFuture<'a, Option<String>> {
-        let left = app.hub.unsubscribe(channel, socket).flatten().map(|u| u.to_string());
-        future::ready(left).boxed()
+    fn unsubscribe<'a>(&'a self, app: &'a App, channel: &'a ChannelName, socket: SocketId) -> BoxFuture<'a, Option<Unsubscribed>> {
+        future::ready(app.hub.unsubscribe(channel, socket)).boxed()
     }
 
     fn broadcast(&self, app: &App, channel: &ChannelName, frame: ByteString, except: Option<SocketId>) {
         app.hub.deliver(channel, &frame, except);
+    }
+
+    fn cache_put(&self, app: &App, channel: &ChannelName, frame: ByteString) {
+        app.hub.cache_put(channel, frame, Instant::now());
+    }
+
+    fn cached<'a>(&'a self, app: &'a App, channel: &'a ChannelName) -> BoxFuture<'a, Option<ByteString>> {
+        future::ready(app.hub.cache_get(channel, Instant::now())).boxed()
+    }
+
+    fn close_subscribers(&self, app: &App, channel: &ChannelName, code: ErrorCode) {
+        app.hub.close_subscribers(channel, code);
+    }
+
+    fn notify_watchers(&self, app: &App, user_id: &str, frame: ByteString) {
+        app.hub.notify_watchers(user_id, &frame);
     }
 
     fn channel_counts<'a>(&'a self, app: &'a App, channel: &'a ChannelName) -> BoxFuture<'a, ChannelCounts> {

@@ -9,6 +9,8 @@ use std::{fmt, path::PathBuf};
 use protocol::{AppId, AppKey, AppSecret, Limits};
 use serde::Deserialize;
 
+use crate::webhooks::{WebhookConfig, WebhookSettings};
+
 /// Everything the broker reads at start.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -25,6 +27,8 @@ pub struct Config {
     pub send_queue: usize,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
+    /// How webhooks are batched, retried and bounded (all apps).
+    pub webhooks: WebhookSettings,
     pub apps: Vec<AppConfig>,
 }
 
@@ -39,6 +43,17 @@ pub struct AppConfig {
     pub enabled: bool,
     #[serde(default)]
     pub limits: Limits,
+    /// REST requests per second for the app (token bucket); 0 means no limit. Over it: 429.
+    #[serde(default)]
+    pub rest_requests_per_second: u32,
+    /// Origins (`https://example.com`) allowed to open WebSockets; empty allows any.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Send `pusher_internal:subscription_count` to subscribers (and the webhook) when counts change.
+    #[serde(default)]
+    pub subscription_count: bool,
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 fn yes() -> bool {
@@ -54,6 +69,7 @@ impl Default for Config {
             pong_timeout: 30,
             send_queue: 1024,
             workers: 0,
+            webhooks: WebhookSettings::default(),
             apps: Vec::new(),
         }
     }
@@ -67,6 +83,10 @@ impl AppConfig {
             secret: AppSecret::new("app-secret").expect("valid"),
             enabled: true,
             limits: Limits::default(),
+            rest_requests_per_second: 0,
+            allowed_origins: Vec::new(),
+            subscription_count: false,
+            webhooks: Vec::new(),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! - [`adapter`]: the seam between this node and a cluster.
 //! - [`ws`]: the WebSocket protocol, one task per connection.
 //! - [`http`]: the signed REST API.
+//! - [`webhooks`]: batched, signed, bounded notifications to the app's server.
 
 pub mod adapter;
 pub mod apps;
@@ -14,4 +15,5 @@ pub mod core;
 pub mod http;
 pub mod server;
 pub mod state;
+pub mod webhooks;
 pub mod ws;

@@ -4,11 +4,26 @@ use std::sync::Arc;
 
 use actix_web::{web, App, HttpServer};
 
-use crate::{adapter::LocalAdapter, config::Config, http, state::State, ws};
+use crate::{adapter::LocalAdapter, config::Config, http, state::State, webhooks, ws};
 
 /// Binds and runs the broker until it is stopped (SIGINT/SIGTERM).
 pub async fn run(config: Config) -> std::io::Result<()> {
-    let state = web::Data::new(State::new(&config, Arc::new(LocalAdapter)));
+    let (state, webhook_receivers) = State::new(&config, Arc::new(LocalAdapter));
+    let state = web::Data::new(state);
+    for receiver in webhook_receivers {
+        actix_web::rt::spawn(webhooks::run_sender(receiver, config.webhooks.clone()));
+    }
+    let sweeper = state.clone().into_inner();
+    actix_web::rt::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let now = std::time::Instant::now();
+            for app in sweeper.apps.iter() {
+                app.hub.cache_sweep(now);
+            }
+        }
+    });
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())

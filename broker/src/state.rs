@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use protocol::socket_id::SocketIdGenerator;
 
-use crate::{adapter::Adapter, apps::AppRegistry, config::Config};
+use crate::{adapter::Adapter, apps::AppRegistry, config::Config, webhooks::WebhookReceiver};
 
 pub struct State {
     pub activity_timeout: Duration,
@@ -16,14 +16,17 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(config: &Config, adapter: Arc<dyn Adapter>) -> Self {
-        Self {
+    /// The shared state, and the webhook senders the caller must spawn.
+    pub fn new(config: &Config, adapter: Arc<dyn Adapter>) -> (Self, Vec<WebhookReceiver>) {
+        let (apps, receivers) = AppRegistry::new(&config.apps, &config.webhooks);
+        let state = Self {
             activity_timeout: Duration::from_secs(config.activity_timeout),
             pong_timeout: Duration::from_secs(config.pong_timeout),
             send_queue: config.send_queue,
-            apps: AppRegistry::new(&config.apps),
+            apps,
             adapter,
             socket_ids: SocketIdGenerator::new(),
-        }
+        };
+        (state, receivers)
     }
 }

@@ -292,6 +292,24 @@ pub fn signin_success(user_data: &str) -> String {
     ServerFrame { event: "pusher:signin_success", channel: None, data: Data::Text(&data), user_id: None }.to_json()
 }
 
+/// `pusher_internal:subscription_count`: how many connections subscribe to the channel.
+pub fn subscription_count(channel: &str, count: u64) -> String {
+    let data = serde_json::json!({ "subscription_count": count }).to_string();
+    ServerFrame { event: "pusher_internal:subscription_count", channel: Some(channel), data: Data::Text(&data), user_id: None }
+        .to_json()
+}
+
+/// `pusher:cache_miss`: a cache channel had no event to replay.
+pub fn cache_miss(channel: &str) -> String {
+    ServerFrame { event: "pusher:cache_miss", channel: Some(channel), data: Data::Text("{}"), user_id: None }.to_json()
+}
+
+/// `pusher_internal:watchlist_events` with one event (`online` or `offline`) for `user_ids`.
+pub fn watchlist_event(name: &str, user_ids: &[&str]) -> String {
+    let data = serde_json::json!({ "events": [{ "name": name, "user_ids": user_ids }] }).to_string();
+    ServerFrame { event: "pusher_internal:watchlist_events", channel: None, data: Data::Text(&data), user_id: None }.to_json()
+}
+
 /// Presence `channel_data`: who the subscriber is. `user_id` may be a number on the wire.
 #[derive(Debug, Deserialize)]
 pub struct ChannelData {

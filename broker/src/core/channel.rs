@@ -119,6 +119,19 @@ impl Channel {
         sent
     }
 
+    /// Asks every subscriber's connection to close with `code`. Returns how many.
+    pub fn close_all(&self, code: protocol::ErrorCode) -> usize {
+        for sub in self.subscribers.values() {
+            sub.conn.close(code);
+        }
+        self.subscribers.len()
+    }
+
+    /// Queues `frame` for one subscriber.
+    pub fn send_to(&self, socket: SocketId, frame: &ByteString) -> bool {
+        self.subscribers.get(&socket).is_some_and(|s| s.conn.send(frame))
+    }
+
     /// The user a connection is present as, if any.
     pub fn user_of(&self, socket: SocketId) -> Option<&str> {
         self.subscribers.get(&socket)?.user_id.as_deref()

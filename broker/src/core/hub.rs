@@ -3,16 +3,21 @@
 //! Channels live in a sharded concurrent map, so publishing to one channel
 //! only read-locks that channel's shard; there is no global lock on the
 //! publish path. A channel is created by its first subscriber and removed
-//! with its last.
+//! with its last; both transitions are reported to the caller exactly once,
+//! because they happen under the channel's shard lock.
 
-use std::sync::{
-    atomic::{AtomicUsize, Ordering},
-    Arc,
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
 };
 
 use bytestring::ByteString;
 use dashmap::DashMap;
-use protocol::{frame, ChannelName, SocketId};
+use protocol::{frame, ChannelName, ErrorCode, SocketId};
 use serde_json::value::RawValue;
 
 use super::{
@@ -20,15 +25,30 @@ use super::{
     connection::ConnHandle,
 };
 
+/// How long a cache channel keeps its last event.
+pub const CACHE_TTL: Duration = Duration::from_secs(30 * 60);
+
 #[derive(Debug, Default)]
 pub struct Hub {
     channels: DashMap<ChannelName, Channel>,
     connections: AtomicUsize,
+    /// Last event of each cache channel, kept whether or not anyone subscribes.
+    cache: DashMap<ChannelName, (ByteString, Instant)>,
+    /// Signed-in connections watching a user id (from `user_data.watchlist`).
+    watchers: DashMap<Arc<str>, HashMap<SocketId, ConnHandle>>,
 }
 
 /// A presence subscription that was refused.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ChannelFull;
+
+/// A subscription that was added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subscribed {
+    /// The channel had no subscribers before.
+    pub occupied: bool,
+    pub subscriptions: u64,
+}
 
 /// A presence subscription that was accepted.
 #[derive(Debug)]
@@ -37,6 +57,17 @@ pub struct Joined {
     pub first: bool,
     /// `pusher_internal:subscription_succeeded` with the member list, for the joiner.
     pub succeeded_frame: String,
+    pub subscribed: Subscribed,
+}
+
+/// A subscription that was removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsubscribed {
+    /// The presence user whose last connection on the channel this was.
+    pub user_left: Option<Arc<str>>,
+    /// The channel has no subscribers left.
+    pub vacated: bool,
+    pub subscriptions: u64,
 }
 
 impl Hub {
@@ -62,9 +93,11 @@ impl Hub {
         self.connections.load(Ordering::Relaxed)
     }
 
-    /// Subscribes to a non-presence channel. Returns false if already subscribed.
-    pub fn subscribe(&self, name: &ChannelName, conn: &ConnHandle) -> bool {
-        self.channels.entry(name.clone()).or_default().subscribe(conn)
+    /// Subscribes to a non-presence channel. `None` if already subscribed.
+    pub fn subscribe(&self, name: &ChannelName, conn: &ConnHandle) -> Option<Subscribed> {
+        let mut channel = self.channels.entry(name.clone()).or_default();
+        let occupied = channel.is_empty();
+        channel.subscribe(conn).then(|| Subscribed { occupied, subscriptions: channel.counts().subscriptions })
     }
 
     /// Subscribes to a presence channel as `user_id`, unless it would exceed `max_members`.
@@ -83,31 +116,47 @@ impl Hub {
             self.remove_if_empty(name);
             return Err(ChannelFull);
         }
+        let occupied = channel.is_empty();
         match channel.join(conn, user_id, info) {
             Join::AlreadySubscribed => Ok(None),
             Join::Joined { first } => {
                 let members: Vec<(&str, &RawValue)> = channel.members().map(|(id, m)| (id, &*m.info)).collect();
                 let succeeded_frame = frame::presence_subscription_succeeded(name.as_str(), &members);
-                Ok(Some(Joined { first, succeeded_frame }))
+                let subscribed = Subscribed { occupied, subscriptions: channel.counts().subscriptions };
+                Ok(Some(Joined { first, succeeded_frame, subscribed }))
             }
         }
     }
 
-    /// Removes a subscription. `None` if there was none; `Some(Some(user))` when
-    /// it was that presence user's last connection on the channel.
-    pub fn unsubscribe(&self, name: &ChannelName, socket: SocketId) -> Option<Option<Arc<str>>> {
-        let left = self.channels.get_mut(name)?.unsubscribe(socket);
-        self.remove_if_empty(name);
-        left
+    /// Removes a subscription; `None` if there was none.
+    pub fn unsubscribe(&self, name: &ChannelName, socket: SocketId) -> Option<Unsubscribed> {
+        let (user_left, subscriptions) = {
+            let mut channel = self.channels.get_mut(name)?;
+            let left = channel.unsubscribe(socket)?;
+            (left, channel.counts().subscriptions)
+        };
+        let vacated = subscriptions == 0 && self.remove_if_empty(name);
+        Some(Unsubscribed { user_left, vacated, subscriptions })
     }
 
-    fn remove_if_empty(&self, name: &ChannelName) {
-        self.channels.remove_if(name, |_, c| c.is_empty());
+    /// Removes the channel if nobody subscribes; true if this call removed it.
+    fn remove_if_empty(&self, name: &ChannelName) -> bool {
+        self.channels.remove_if(name, |_, c| c.is_empty()).is_some()
     }
 
     /// Queues a serialized frame for the channel's local subscribers but `except`.
     pub fn deliver(&self, name: &ChannelName, frame: &ByteString, except: Option<SocketId>) -> usize {
         self.channels.get(name).map_or(0, |c| c.deliver(frame, except))
+    }
+
+    /// Queues a frame for one subscriber of a channel.
+    pub fn send_to(&self, name: &ChannelName, socket: SocketId, frame: &ByteString) -> bool {
+        self.channels.get(name).is_some_and(|c| c.send_to(socket, frame))
+    }
+
+    /// Closes every local connection subscribed to the channel.
+    pub fn close_subscribers(&self, name: &ChannelName, code: ErrorCode) -> usize {
+        self.channels.get(name).map_or(0, |c| c.close_all(code))
     }
 
     pub fn counts(&self, name: &ChannelName) -> ChannelCounts {
@@ -136,6 +185,51 @@ impl Hub {
     pub fn is_subscribed(&self, name: &ChannelName, socket: SocketId) -> bool {
         self.channels.get(name).is_some_and(|c| c.is_subscribed(socket))
     }
+
+    /// Keeps `frame` as the cache channel's last event.
+    pub fn cache_put(&self, name: &ChannelName, frame: ByteString, now: Instant) {
+        self.cache.insert(name.clone(), (frame, now));
+    }
+
+    /// The cache channel's last event, if it is younger than [`CACHE_TTL`].
+    pub fn cache_get(&self, name: &ChannelName, now: Instant) -> Option<ByteString> {
+        let entry = self.cache.get(name)?;
+        (now.saturating_duration_since(entry.1) < CACHE_TTL).then(|| entry.0.clone())
+    }
+
+    /// Drops expired cache entries; run periodically so unread entries do not pile up.
+    pub fn cache_sweep(&self, now: Instant) {
+        self.cache.retain(|_, (_, at)| now.saturating_duration_since(*at) < CACHE_TTL);
+    }
+
+    /// Registers `conn` as watching each of `user_ids`.
+    pub fn watch(&self, conn: &ConnHandle, user_ids: &[String]) {
+        for id in user_ids {
+            self.watchers.entry(Arc::from(id.as_str())).or_default().insert(conn.id, conn.clone());
+        }
+    }
+
+    pub fn unwatch(&self, socket: SocketId, user_ids: &[String]) {
+        for id in user_ids {
+            if let Some(mut w) = self.watchers.get_mut(id.as_str()) {
+                w.remove(&socket);
+                let empty = w.is_empty();
+                drop(w);
+                if empty {
+                    self.watchers.remove_if(id.as_str(), |_, w| w.is_empty());
+                }
+            }
+        }
+    }
+
+    /// Sends a frame to every connection watching `user_id`.
+    pub fn notify_watchers(&self, user_id: &str, frame: &ByteString) {
+        if let Some(w) = self.watchers.get(user_id) {
+            for conn in w.values() {
+                conn.send(frame);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -158,9 +252,9 @@ mod tests {
         let hub = Hub::default();
         let (a, mut ra) = conn(1);
         let (b, mut rb) = conn(2);
-        assert!(hub.subscribe(&ch("news"), &a));
-        assert!(!hub.subscribe(&ch("news"), &a));
-        hub.subscribe(&ch("news"), &b);
+        assert!(hub.subscribe(&ch("news"), &a).unwrap().occupied);
+        assert!(hub.subscribe(&ch("news"), &a).is_none());
+        assert!(!hub.subscribe(&ch("news"), &b).unwrap().occupied);
         let f = ByteString::from(String::from("frame"));
         assert_eq!(hub.deliver(&ch("news"), &f, Some(b.id)), 1);
         let got = ra.recv().await.unwrap();
@@ -169,13 +263,17 @@ mod tests {
     }
 
     #[test]
-    fn empty_channels_are_removed() {
+    fn occupied_and_vacated_are_reported_once() {
         let hub = Hub::default();
         let (a, _ra) = conn(1);
-        hub.subscribe(&ch("x"), &a);
-        assert_eq!(hub.channels("").len(), 1);
-        assert_eq!(hub.unsubscribe(&ch("x"), a.id), Some(None));
-        assert_eq!(hub.unsubscribe(&ch("x"), a.id), None);
+        let (b, _rb) = conn(2);
+        assert!(hub.subscribe(&ch("x"), &a).unwrap().occupied);
+        assert!(!hub.subscribe(&ch("x"), &b).unwrap().occupied);
+        assert!(!hub.unsubscribe(&ch("x"), a.id).unwrap().vacated);
+        let last = hub.unsubscribe(&ch("x"), b.id).unwrap();
+        assert!(last.vacated);
+        assert_eq!(last.subscriptions, 0);
+        assert_eq!(hub.unsubscribe(&ch("x"), b.id), None);
         assert!(hub.channels("").is_empty());
     }
 
@@ -187,7 +285,7 @@ mod tests {
         let (a2, _r2) = conn(2);
         let (b, _r3) = conn(3);
         let j = hub.join(&p, &a1, "alice", info(r#"{"n":1}"#), 100).unwrap().unwrap();
-        assert!(j.first);
+        assert!(j.first && j.subscribed.occupied);
         assert!(j.succeeded_frame.contains(r#"\"count\":1"#), "{}", j.succeeded_frame);
         assert!(!hub.join(&p, &a2, "alice", info(r#"{"n":2}"#), 100).unwrap().unwrap().first);
         assert!(hub.join(&p, &a2, "alice", info("{}"), 100).unwrap().is_none());
@@ -196,8 +294,8 @@ mod tests {
         let mut ids = hub.user_ids(&p);
         ids.sort();
         assert_eq!(ids, ["alice", "bob"]);
-        assert_eq!(hub.unsubscribe(&p, a1.id), Some(None), "alice still has a2");
-        assert_eq!(hub.unsubscribe(&p, a2.id).unwrap().as_deref(), Some("alice"));
+        assert_eq!(hub.unsubscribe(&p, a1.id).unwrap().user_left, None, "alice still has a2");
+        assert_eq!(hub.unsubscribe(&p, a2.id).unwrap().user_left.as_deref(), Some("alice"));
         assert_eq!(hub.user_of(&p, b.id).as_deref(), Some("bob"));
     }
 
@@ -222,5 +320,28 @@ mod tests {
         hub.remove_connection();
         assert!(hub.try_add_connection(2));
         assert!(hub.try_add_connection(0));
+    }
+
+    #[test]
+    fn cache_expires() {
+        let hub = Hub::default();
+        let t0 = Instant::now();
+        hub.cache_put(&ch("cache-x"), ByteString::from_static("e"), t0);
+        assert_eq!(hub.cache_get(&ch("cache-x"), t0 + Duration::from_secs(60)).as_deref(), Some("e"));
+        assert_eq!(hub.cache_get(&ch("cache-x"), t0 + CACHE_TTL), None);
+        hub.cache_sweep(t0 + CACHE_TTL);
+        assert!(hub.cache.is_empty());
+    }
+
+    #[tokio::test]
+    async fn watchers_hear_about_watched_users() {
+        let hub = Hub::default();
+        let (w, mut rw) = conn(1);
+        hub.watch(&w, &["bob".into()]);
+        hub.notify_watchers("bob", &ByteString::from_static("online"));
+        hub.notify_watchers("carol", &ByteString::from_static("nope"));
+        assert_eq!(rw.recv().await.as_deref(), Some("online"));
+        hub.unwatch(w.id, &["bob".into()]);
+        assert!(hub.watchers.is_empty());
     }
 }

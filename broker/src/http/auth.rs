@@ -34,5 +34,8 @@ pub fn authenticate(req: &HttpRequest, body: &[u8], state: &State, app_id: &str)
     if !app.enabled {
         return Err(ApiError::AppDisabled);
     }
+    if !app.allow_rest_request() {
+        return Err(ApiError::RateLimited);
+    }
     Ok(Authed { app, query })
 }

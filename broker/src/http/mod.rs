@@ -4,6 +4,7 @@ mod auth;
 mod channels;
 pub mod error;
 mod events;
+mod users;
 
 use actix_web::{web, HttpResponse};
 
@@ -19,6 +20,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/batch_events", web::post().to(events::batch))
                 .route("/channels", web::get().to(channels::list))
                 .route("/channels/{channel_name}", web::get().to(channels::show))
-                .route("/channels/{channel_name}/users", web::get().to(channels::users)),
+                .route("/channels/{channel_name}/users", web::get().to(channels::users))
+                .route("/users/{user_id}/terminate_connections", web::post().to(users::terminate_connections)),
         );
 }

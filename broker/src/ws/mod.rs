@@ -1,7 +1,7 @@
 //! The WebSocket endpoint `/app/{key}`: the handshake checks, then a
 //! [`session`] task per connection.
 
-mod rate;
+pub mod rate;
 pub mod session;
 
 use std::sync::Arc;
@@ -16,10 +16,13 @@ use crate::{apps::App, state::State};
 const SUPPORTED_PROTOCOLS: std::ops::RangeInclusive<u32> = 5..=7;
 
 /// Why a connection is refused right after the upgrade.
-fn check(state: &State, key: &str, protocol: Option<&str>) -> Result<Arc<App>, ErrorCode> {
+fn check(state: &State, key: &str, protocol: Option<&str>, origin: Option<&str>) -> Result<Arc<App>, ErrorCode> {
     let app = state.apps.by_key(key).ok_or(ErrorCode::AppNotFound)?;
     if !app.enabled {
         return Err(ErrorCode::AppDisabled);
+    }
+    if !app.origin_allowed(origin) {
+        return Err(ErrorCode::Unauthorized);
     }
     let version: u32 = protocol
         .ok_or(ErrorCode::NoProtocolVersion)?
@@ -44,7 +47,8 @@ pub async fn connect(
     let (response, mut ws, stream) = actix_ws::handle(&req, body)?;
     let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string()).map(|q| q.into_inner()).unwrap_or_default();
     let protocol = query.iter().find(|(k, _)| k == "protocol").map(|(_, v)| v.as_str());
-    match check(&state, &key, protocol) {
+    let origin = req.headers().get("origin").and_then(|o| o.to_str().ok());
+    match check(&state, &key, protocol, origin) {
         Ok(app) => {
             let state = state.into_inner();
             actix_web::rt::spawn(session::run(state, app, ws, stream));

@@ -19,8 +19,9 @@ use tokio::time::{sleep_until, Instant as TokioInstant};
 use super::rate::TokenBucket;
 use crate::{
     apps::App,
-    core::{connection, ConnHandle, Outbox},
+    core::{connection, hub::Subscribed, ConnHandle, Outbox},
     state::State,
+    webhooks::WebhookEvent,
 };
 
 /// How long a closing connection may take to accept its last frames.
@@ -42,6 +43,8 @@ struct Session {
     channels: Vec<ChannelName>,
     client_events: TokenBucket,
     user_id: Option<String>,
+    /// User ids this connection watches (from its sign-in's `user_data.watchlist`).
+    watchlist: Vec<String>,
 }
 
 /// Runs a connection to its end. The app's connection count was already
@@ -58,6 +61,7 @@ pub async fn run(state: Arc<State>, app: Arc<App>, ws: actix_ws::Session, stream
         ws,
         channels: Vec::new(),
         user_id: None,
+        watchlist: Vec::new(),
     };
     tracing::debug!(socket_id = %id, app = session.app.id.as_str(), "connected");
     let end = session.serve(stream, outbox).await;
@@ -210,10 +214,44 @@ impl Session {
         if kind == ChannelKind::Presence {
             return self.join_presence(name, s.channel_data.as_deref()).await;
         }
-        if self.state.adapter.subscribe(&self.app, &name, &self.conn) {
+        let subscribed = self.state.adapter.subscribe(&self.app, &name, &self.conn);
+        self.send(frame::subscription_succeeded(name.as_str())).await?;
+        if let Some(sub) = subscribed {
             self.channels.push(name.clone());
+            self.after_subscribe(&name, sub);
         }
-        self.send(frame::subscription_succeeded(name.as_str())).await
+        self.replay_cache(&name).await
+    }
+
+    /// Webhooks and counts that follow a new subscription.
+    fn after_subscribe(&self, name: &ChannelName, sub: Subscribed) {
+        if sub.occupied {
+            self.app.webhook(|| WebhookEvent::ChannelOccupied { channel: name.to_string() });
+        }
+        self.subscription_count_changed(name, sub.subscriptions);
+    }
+
+    fn subscription_count_changed(&self, name: &ChannelName, count: u64) {
+        if !self.app.subscription_count || count == 0 || name.kind() == ChannelKind::Presence {
+            return;
+        }
+        let f = frame::subscription_count(name.as_str(), count);
+        self.state.adapter.broadcast(&self.app, name, f.into(), None);
+        self.app.webhook(|| WebhookEvent::SubscriptionCount { channel: name.to_string(), subscription_count: count });
+    }
+
+    /// Sends a cache channel's last event to the new subscriber, or `pusher:cache_miss`.
+    async fn replay_cache(&mut self, name: &ChannelName) -> Result<(), actix_ws::Closed> {
+        if !name.is_cache() {
+            return Ok(());
+        }
+        match self.state.adapter.cached(&self.app, name).await {
+            Some(last) => self.send(last).await,
+            None => {
+                self.app.webhook(|| WebhookEvent::CacheMiss { channel: name.to_string() });
+                self.send(frame::cache_miss(name.as_str())).await
+            }
+        }
     }
 
     async fn join_presence(&mut self, name: ChannelName, channel_data: Option<&str>) -> Result<(), actix_ws::Closed> {
@@ -240,20 +278,33 @@ impl Session {
             Ok(Some(joined)) => {
                 self.channels.push(name.clone());
                 self.send(joined.succeeded_frame).await?;
+                self.after_subscribe(&name, joined.subscribed);
                 if joined.first {
                     let added = frame::member_added(name.as_str(), &data.user_id, &info);
                     self.state.adapter.broadcast(&self.app, &name, added.into(), Some(self.conn.id));
+                    self.app.webhook(|| WebhookEvent::MemberAdded { channel: name.to_string(), user_id: data.user_id.clone() });
                 }
-                Ok(())
+                self.replay_cache(&name).await
             }
         }
     }
 
     /// Removes one subscription and tells the others if a presence user left.
     async fn leave(&self, name: &ChannelName) {
-        if let Some(user_id) = self.state.adapter.unsubscribe(&self.app, name, self.conn.id).await {
-            let removed = frame::member_removed(name.as_str(), &user_id);
+        let Some(left) = self.state.adapter.unsubscribe(&self.app, name, self.conn.id).await else { return };
+        if let Some(user_id) = &left.user_left {
+            let removed = frame::member_removed(name.as_str(), user_id);
             self.state.adapter.broadcast(&self.app, name, removed.into(), Some(self.conn.id));
+            self.app.webhook(|| WebhookEvent::MemberRemoved { channel: name.to_string(), user_id: user_id.to_string() });
+        }
+        if left.vacated {
+            self.app.webhook(|| WebhookEvent::ChannelVacated { channel: name.to_string() });
+            if let Some(user_id) = name.server_to_user_id() {
+                let offline = frame::watchlist_event("offline", &[user_id]);
+                self.state.adapter.notify_watchers(&self.app, user_id, offline.into());
+            }
+        } else {
+            self.subscription_count_changed(name, left.subscriptions);
         }
     }
 
@@ -276,10 +327,40 @@ impl Session {
                 }
             }
         }
-        if self.state.adapter.subscribe(&self.app, &channel, &self.conn) {
-            self.channels.push(channel);
+        self.send(frame::signin_success(user_data)).await?;
+        if let Some(sub) = self.state.adapter.subscribe(&self.app, &channel, &self.conn) {
+            self.channels.push(channel.clone());
+            self.after_subscribe(&channel, sub);
+            if sub.occupied {
+                let online = frame::watchlist_event("online", &[user.id.as_str()]);
+                self.state.adapter.notify_watchers(&self.app, &user.id, online.into());
+            }
         }
-        self.send(frame::signin_success(user_data)).await
+        // Watchlist ids may be numbers on the wire, like user ids.
+        let watchlist: Vec<String> = user
+            .watchlist
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| match v {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            })
+            .collect();
+        self.app.hub.unwatch(self.conn.id, &self.watchlist);
+        self.app.hub.watch(&self.conn, &watchlist);
+        let mut online = Vec::new();
+        for id in &watchlist {
+            if let Ok(c) = ChannelName::for_user(id) {
+                if self.state.adapter.channel_counts(&self.app, &c).await.subscriptions > 0 {
+                    online.push(id.as_str());
+                }
+            }
+        }
+        if !online.is_empty() {
+            self.send(frame::watchlist_event("online", &online)).await?;
+        }
+        self.watchlist = watchlist;
+        Ok(())
     }
 
     async fn client_event(&mut self, event: &str, channel: &str, data: Box<RawValue>) -> Result<(), actix_ws::Closed> {
@@ -307,11 +388,22 @@ impl Session {
         }
         let user_id = if name.kind() == ChannelKind::Presence { self.app.hub.user_of(&name, self.conn.id) } else { None };
         let out = frame::client_event(name.as_str(), event, &data, user_id.as_deref());
-        self.state.adapter.broadcast(&self.app, &name, out.into(), Some(self.conn.id));
+        self.state.adapter.publish(&self.app, &name, out.into(), Some(self.conn.id));
+        self.app.webhook(|| WebhookEvent::ClientEvent {
+            channel: name.to_string(),
+            event: event.to_owned(),
+            data: match serde_json::from_str::<String>(data.get()) {
+                Ok(text) => text,
+                Err(_) => data.get().to_owned(),
+            },
+            socket_id: self.conn.id.to_string(),
+            user_id,
+        });
         Ok(())
     }
 
     async fn cleanup(&mut self) {
+        self.app.hub.unwatch(self.conn.id, &self.watchlist);
         for name in std::mem::take(&mut self.channels) {
             self.leave(&name).await;
         }
