@@ -55,6 +55,7 @@ fn layout(title: &str, body_class: &str, head_extra: &str, body: &str) -> String
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title}</title>
 <link rel="stylesheet" href="/static/chat.css">
+<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">
 {head_extra}</head>
 <body class="{body_class}">
 {body}
