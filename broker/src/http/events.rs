@@ -72,7 +72,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
 fn publish(state: &State, app: &App, t: &Trigger) {
     for channel in &t.channels {
         let bytes = frame::channel_event(channel.as_str(), t.name.as_str(), &t.data);
-        state.adapter.broadcast(app, channel, bytes.into(), t.except);
+        state.adapter.publish(app, channel, bytes.into(), t.except);
     }
 }
 
