@@ -128,6 +128,23 @@ test('cache channels replay the last event to new subscribers, or send pusher:ca
   const ch = p.subscribe('cache-weather');
   const got = await withTimeout(new Promise((r) => ch.bind('forecast', r)), 'cached event');
   assert.deepEqual(got, { sky: 'blue' }, 'only the last event is kept');
+
+  const info = await (await sdk.get({ path: '/channels/cache-weather', params: { info: 'cache' } })).json();
+  assert.equal(info.cache.event, 'forecast');
+  assert.deepEqual(JSON.parse(info.cache.data), { sky: 'blue' });
+  assert.ok(info.cache.ttl > 1700 && info.cache.ttl <= 1800, `ttl ${info.cache.ttl}`);
+  const none = await (await sdk.get({ path: '/channels/cache-nothing', params: { info: 'cache' } })).json();
+  assert.deepEqual(none, { occupied: false, cache: null });
+  const notCache = await expectRequestError(() => sdk.get({ path: '/channels/plain', params: { info: 'cache' } }));
+  assert.equal(notCache.status, 400);
+
+  // Client events are relayed on private cache channels but never cached.
+  const sender = track(await connect(broker, { sdk }));
+  const senderCh = await subscribe(sender, 'private-cache-chat');
+  senderCh.channel.trigger('client-said', { x: 1 });
+  const late = track(await connect(broker, { sdk }));
+  const lateCh = late.subscribe('private-cache-chat');
+  await withTimeout(new Promise((r) => lateCh.bind('pusher:cache_miss', r)), 'cache_miss after a client event');
   await eventually(() => assert.ok(hooks.events().some((e) => e.name === 'cache_miss' && e.channel === 'cache-empty')), 'cache_miss webhook');
 });
 

@@ -17,7 +17,7 @@ use serde_json::value::RawValue;
 use crate::{
     apps::App,
     core::{
-        hub::{ChannelFull, Joined, Subscribed, Unsubscribed},
+        hub::{CachedEvent, ChannelFull, Joined, Subscribed, Unsubscribed},
         ChannelCounts, ConnHandle,
     },
 };
@@ -42,19 +42,11 @@ pub trait Adapter: Send + Sync + 'static {
     /// Delivers a serialized frame to every subscriber of the channel but `except`, on every node.
     fn broadcast(&self, app: &App, channel: &ChannelName, frame: ByteString, except: Option<SocketId>);
 
-    /// Keeps a cache channel's last event.
-    fn cache_put(&self, app: &App, channel: &ChannelName, frame: ByteString);
+    /// Keeps a cache channel's last server-triggered event.
+    fn cache_put(&self, app: &App, channel: &ChannelName, event: CachedEvent);
 
     /// A cache channel's last event, if one is still kept.
-    fn cached<'a>(&'a self, app: &'a App, channel: &'a ChannelName) -> BoxFuture<'a, Option<ByteString>>;
-
-    /// An event (REST trigger or client event): cached if the channel is a cache channel, then broadcast.
-    fn publish(&self, app: &App, channel: &ChannelName, frame: ByteString, except: Option<SocketId>) {
-        if channel.is_cache() {
-            self.cache_put(app, channel, frame.clone());
-        }
-        self.broadcast(app, channel, frame, except);
-    }
+    fn cached<'a>(&'a self, app: &'a App, channel: &'a ChannelName) -> BoxFuture<'a, Option<CachedEvent>>;
 
     /// Closes every connection subscribed to `channel`, on every node.
     fn close_subscribers(&self, app: &App, channel: &ChannelName, code: ErrorCode);
@@ -100,11 +92,11 @@ impl Adapter for LocalAdapter {
         app.hub.deliver(channel, &frame, except);
     }
 
-    fn cache_put(&self, app: &App, channel: &ChannelName, frame: ByteString) {
-        app.hub.cache_put(channel, frame, Instant::now());
+    fn cache_put(&self, app: &App, channel: &ChannelName, event: CachedEvent) {
+        app.hub.cache_put(channel, event);
     }
 
-    fn cached<'a>(&'a self, app: &'a App, channel: &'a ChannelName) -> BoxFuture<'a, Option<ByteString>> {
+    fn cached<'a>(&'a self, app: &'a App, channel: &'a ChannelName) -> BoxFuture<'a, Option<CachedEvent>> {
         future::ready(app.hub.cache_get(channel, Instant::now())).boxed()
     }
 

@@ -75,6 +75,17 @@ pub struct ChannelResponse {
     pub user_count: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscription_count: Option<u64>,
+    /// With `info=cache`: the cache channel's last event, or `null` when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<Option<CacheInfo>>,
+}
+
+/// A cache channel's kept event and how many seconds it will still be kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheInfo {
+    pub event: String,
+    pub data: String,
+    pub ttl: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +104,8 @@ pub struct UsersResponse {
 pub struct InfoRequest {
     pub user_count: bool,
     pub subscription_count: bool,
+    /// A cache channel's last event (`GET /channels/{name}` only).
+    pub cache: bool,
 }
 
 impl InfoRequest {
@@ -103,12 +116,14 @@ impl InfoRequest {
             match part {
                 "user_count" => out.user_count = true,
                 "subscription_count" => out.subscription_count = true,
+                "cache" => out.cache = true,
                 other => return Err(format!("unknown info attribute {other:?}")),
             }
         }
         Ok(out)
     }
 
+    /// Whether any per-channel count was asked for.
     pub fn any(&self) -> bool {
         self.user_count || self.subscription_count
     }

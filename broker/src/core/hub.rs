@@ -33,9 +33,26 @@ pub struct Hub {
     channels: DashMap<ChannelName, Channel>,
     connections: AtomicUsize,
     /// Last event of each cache channel, kept whether or not anyone subscribes.
-    cache: DashMap<ChannelName, (ByteString, Instant)>,
+    cache: DashMap<ChannelName, CachedEvent>,
     /// Signed-in connections watching a user id (from `user_data.watchlist`).
     watchers: DashMap<Arc<str>, HashMap<SocketId, ConnHandle>>,
+}
+
+/// The last server-triggered event of a cache channel.
+#[derive(Clone, Debug)]
+pub struct CachedEvent {
+    /// The frame as subscribers receive it.
+    pub frame: ByteString,
+    pub event: Arc<str>,
+    pub data: Arc<str>,
+    pub stored: Instant,
+}
+
+impl CachedEvent {
+    /// Seconds it will still be kept.
+    pub fn ttl_secs(&self, now: Instant) -> u64 {
+        CACHE_TTL.saturating_sub(now.saturating_duration_since(self.stored)).as_secs()
+    }
 }
 
 /// A presence subscription that was refused.
@@ -186,20 +203,20 @@ impl Hub {
         self.channels.get(name).is_some_and(|c| c.is_subscribed(socket))
     }
 
-    /// Keeps `frame` as the cache channel's last event.
-    pub fn cache_put(&self, name: &ChannelName, frame: ByteString, now: Instant) {
-        self.cache.insert(name.clone(), (frame, now));
+    /// Keeps `event` as the cache channel's last event.
+    pub fn cache_put(&self, name: &ChannelName, event: CachedEvent) {
+        self.cache.insert(name.clone(), event);
     }
 
     /// The cache channel's last event, if it is younger than [`CACHE_TTL`].
-    pub fn cache_get(&self, name: &ChannelName, now: Instant) -> Option<ByteString> {
+    pub fn cache_get(&self, name: &ChannelName, now: Instant) -> Option<CachedEvent> {
         let entry = self.cache.get(name)?;
-        (now.saturating_duration_since(entry.1) < CACHE_TTL).then(|| entry.0.clone())
+        (now.saturating_duration_since(entry.stored) < CACHE_TTL).then(|| entry.clone())
     }
 
     /// Drops expired cache entries; run periodically so unread entries do not pile up.
     pub fn cache_sweep(&self, now: Instant) {
-        self.cache.retain(|_, (_, at)| now.saturating_duration_since(*at) < CACHE_TTL);
+        self.cache.retain(|_, e| now.saturating_duration_since(e.stored) < CACHE_TTL);
     }
 
     /// Registers `conn` as watching each of `user_ids`.
@@ -326,9 +343,12 @@ mod tests {
     fn cache_expires() {
         let hub = Hub::default();
         let t0 = Instant::now();
-        hub.cache_put(&ch("cache-x"), ByteString::from_static("e"), t0);
-        assert_eq!(hub.cache_get(&ch("cache-x"), t0 + Duration::from_secs(60)).as_deref(), Some("e"));
-        assert_eq!(hub.cache_get(&ch("cache-x"), t0 + CACHE_TTL), None);
+        let e = CachedEvent { frame: ByteString::from_static("f"), event: "e".into(), data: "d".into(), stored: t0 };
+        hub.cache_put(&ch("cache-x"), e);
+        let got = hub.cache_get(&ch("cache-x"), t0 + Duration::from_secs(60)).unwrap();
+        assert_eq!(&*got.frame, "f");
+        assert_eq!(got.ttl_secs(t0 + Duration::from_secs(60)), CACHE_TTL.as_secs() - 60);
+        assert!(hub.cache_get(&ch("cache-x"), t0 + CACHE_TTL).is_none());
         hub.cache_sweep(t0 + CACHE_TTL);
         assert!(hub.cache.is_empty());
     }

@@ -1,10 +1,10 @@
 //! `GET /apps/{id}/channels`, `/channels/{name}` and `/channels/{name}/users`.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Instant};
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use protocol::{
-    rest::{ChannelResponse, ChannelStats, ChannelsResponse, InfoRequest, UserRef, UsersResponse},
+    rest::{CacheInfo, ChannelResponse, ChannelStats, ChannelsResponse, InfoRequest, UserRef, UsersResponse},
     ChannelKind, ChannelName,
 };
 
@@ -22,8 +22,8 @@ pub async fn list(req: HttpRequest, body: web::Bytes, app_id: web::Path<String>,
     let authed = authenticate(&req, &body, &state, &app_id)?;
     let prefix = authed.param("filter_by_prefix").unwrap_or("");
     let info = InfoRequest::parse(authed.param("info")).map_err(bad_request)?;
-    if info.subscription_count {
-        return Err(bad_request("info=subscription_count is not available when listing channels"));
+    if info.subscription_count || info.cache {
+        return Err(bad_request("only info=user_count is available when listing channels"));
     }
     if info.user_count && !prefix.starts_with("presence-") {
         return Err(bad_request("info=user_count needs filter_by_prefix=presence-"));
@@ -48,11 +48,22 @@ pub async fn show(req: HttpRequest, body: web::Bytes, path: web::Path<(String, S
     if info.user_count && name.kind() != ChannelKind::Presence {
         return Err(bad_request("info=user_count is only available for presence channels"));
     }
+    if info.cache && !name.is_cache() {
+        return Err(bad_request("info=cache is only available for cache channels"));
+    }
     let counts = state.adapter.channel_counts(&authed.app, &name).await;
+    let cache = if info.cache {
+        let now = Instant::now();
+        let kept = state.adapter.cached(&authed.app, &name).await;
+        Some(kept.map(|e| CacheInfo { event: e.event.to_string(), data: e.data.to_string(), ttl: e.ttl_secs(now) }))
+    } else {
+        None
+    };
     Ok(HttpResponse::Ok().json(ChannelResponse {
         occupied: counts.subscriptions > 0,
         user_count: info.user_count.then_some(counts.users),
         subscription_count: info.subscription_count.then_some(counts.subscriptions),
+        cache,
     }))
 }
 

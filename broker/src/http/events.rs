@@ -1,6 +1,8 @@
 //! `POST /apps/{id}/events` and `POST /apps/{id}/batch_events`.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc, time::Instant};
+
+use bytestring::ByteString;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use protocol::{
@@ -13,7 +15,7 @@ use super::{
     auth::authenticate,
     error::{bad_request, ApiError},
 };
-use crate::{apps::App, state::State};
+use crate::{apps::App, core::hub::CachedEvent, state::State};
 
 /// A trigger that passed validation.
 struct Trigger {
@@ -61,6 +63,9 @@ fn validate(app: &App, req: TriggerRequest) -> Result<Trigger, ApiError> {
         Some(s) => Some(s.parse::<SocketId>().map_err(|_| bad_request(format!("invalid socket_id {s:?}")))?),
     };
     let info = InfoRequest::parse(req.info.as_deref()).map_err(bad_request)?;
+    if info.cache {
+        return Err(bad_request("info=cache is only available from GET /channels/{name}"));
+    }
     Ok(Trigger { name, data: req.data, channels, except, info })
 }
 
@@ -68,11 +73,17 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
     serde_json::from_slice(body).map_err(|e| bad_request(format!("invalid JSON body: {e}")))
 }
 
-/// Serializes the event once per channel and hands it to the adapter.
+/// Serializes the event once per channel and hands it to the adapter; cache
+/// channels keep it as their last event.
 fn publish(state: &State, app: &App, t: &Trigger) {
+    let mut shared: Option<(Arc<str>, Arc<str>)> = None;
     for channel in &t.channels {
-        let bytes = frame::channel_event(channel.as_str(), t.name.as_str(), &t.data);
-        state.adapter.publish(app, channel, bytes.into(), t.except);
+        let bytes = ByteString::from(frame::channel_event(channel.as_str(), t.name.as_str(), &t.data));
+        if channel.is_cache() {
+            let (event, data) = shared.get_or_insert_with(|| (t.name.as_str().into(), t.data.as_str().into())).clone();
+            state.adapter.cache_put(app, channel, CachedEvent { frame: bytes.clone(), event, data, stored: Instant::now() });
+        }
+        state.adapter.broadcast(app, channel, bytes, t.except);
     }
 }
 

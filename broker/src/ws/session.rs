@@ -246,7 +246,7 @@ impl Session {
             return Ok(());
         }
         match self.state.adapter.cached(&self.app, name).await {
-            Some(last) => self.send(last).await,
+            Some(last) => self.send(last.frame).await,
             None => {
                 self.app.webhook(|| WebhookEvent::CacheMiss { channel: name.to_string() });
                 self.send(frame::cache_miss(name.as_str())).await
@@ -388,7 +388,8 @@ impl Session {
         }
         let user_id = if name.kind() == ChannelKind::Presence { self.app.hub.user_of(&name, self.conn.id) } else { None };
         let out = frame::client_event(name.as_str(), event, &data, user_id.as_deref());
-        self.state.adapter.publish(&self.app, &name, out.into(), Some(self.conn.id));
+        // Client events are relayed but never cached: only server-triggered events fill a cache channel.
+        self.state.adapter.broadcast(&self.app, &name, out.into(), Some(self.conn.id));
         self.app.webhook(|| WebhookEvent::ClientEvent {
             channel: name.to_string(),
             event: event.to_owned(),
