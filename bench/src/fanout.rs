@@ -1,0 +1,235 @@
+//! `fanout`: N subscribers over C public channels; signed REST triggers at a
+//! fixed rate, round-robin over the channels, each stamped with its send time.
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use serde_json::json;
+use tokio::{
+    sync::{watch, Semaphore},
+    time::Instant,
+};
+
+use crate::{
+    ctx::Ctx,
+    rest::Rest,
+    stats::{self, extract_ts, now_ns, pct_json, r3, Shards},
+    ws::{self, note_error, Auth, Handler, Health, SubSpec},
+};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Subscribers (at most 60000).
+    #[arg(long, default_value_t = 100)]
+    pub subs: usize,
+    /// Public channels the subscribers are spread over; triggers go round-robin over them.
+    #[arg(long, default_value_t = 1)]
+    pub channels: usize,
+    /// Triggers per second (one channel each).
+    #[arg(long, default_value_t = 10.0)]
+    pub rate: f64,
+    /// Seconds of triggering (at most 600).
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
+    /// Bytes of event data per trigger (the send timestamp is inside; at most 10240 by default broker limits).
+    #[arg(long, default_value_t = 100)]
+    pub payload: usize,
+    /// Trigger requests in flight at once at most.
+    #[arg(long, default_value_t = 32)]
+    pub inflight: usize,
+    /// Longest wait for outstanding deliveries after the last trigger, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub drain: f64,
+}
+
+pub fn default_timeout(a: &Args) -> f64 {
+    60.0 + a.subs as f64 / 100.0 + a.duration + a.drain + 30.0
+}
+
+/// A subscriber: times every stamped event it receives.
+pub struct Timed {
+    pub shards: Arc<Shards>,
+    pub shard: usize,
+}
+
+impl Handler for Timed {
+    fn on_text(&mut self, text: &str) {
+        if let Some(sent) = extract_ts(text) {
+            self.shards.record(self.shard, sent, now_ns());
+        }
+    }
+}
+
+/// `#T<ns>#S<seq>#` padded with `x` to `len` bytes.
+pub fn stamped(seq: u64, len: usize) -> String {
+    let mut s = String::with_capacity(len.max(48));
+    s.push_str("#T");
+    s.push_str(&now_ns().to_string());
+    s.push_str("#S");
+    s.push_str(&seq.to_string());
+    s.push('#');
+    while s.len() < len {
+        s.push('x');
+    }
+    s
+}
+
+pub async fn run(ctx: &Ctx, a: &Args) -> Result<(), String> {
+    if a.subs == 0 || a.subs > 60_000 || a.channels == 0 || !(a.rate > 0.0 && a.rate <= 100_000.0) || !(a.duration > 0.0 && a.duration <= 600.0) {
+        return Err("need 1 <= --subs <= 60000, --channels >= 1, 0 < --rate <= 100000, 0 < --duration <= 600".into());
+    }
+    for (k, v) in [("subs", json!(a.subs)), ("channels", json!(a.channels)), ("rate", json!(a.rate)), ("duration_s", json!(a.duration)), ("payload_bytes", json!(a.payload))] {
+        ctx.set(k, v);
+    }
+    ctx.check_fds(a.subs);
+    let rest = Arc::new(Rest::new(&ctx.target)?);
+
+    ctx.phase("connecting");
+    let channels: Arc<Vec<String>> = Arc::new((0..a.channels).map(|c| format!("bench-{}-{c}", ctx.tag)).collect());
+    let done = ws::connect_many(&ctx.target, a.subs, ctx.batch, ctx.conn_timeout, |i| SubSpec {
+        channel: channels[i % channels.len()].clone(),
+        auth: Auth::Public,
+    })
+    .await;
+    let mut per_channel = vec![0u64; a.channels];
+    for o in &done.opened {
+        per_channel[o.idx % a.channels] += 1;
+    }
+    let subscribed = done.opened.len();
+    ctx.set("subscribed", subscribed);
+    ctx.set("connect_failed", done.failed);
+    ctx.set("connect_errors", done.errors_json());
+    ctx.set("subscribe_ms", pct_json(&done.hist));
+    if done.failed > 0 {
+        ctx.note(format!("{} subscribers failed to connect; expected deliveries count only the {} that did", done.failed, subscribed));
+    }
+    let offered = a.rate * subscribed as f64 / a.channels as f64;
+    ctx.set("offered_deliveries_per_s", r3(offered));
+
+    let shards = Arc::new(Shards::new(64));
+    let (stop, stop_rx) = watch::channel(false);
+    let health = Arc::new(Health::default());
+    let tasks: Vec<_> = done
+        .opened
+        .into_iter()
+        .map(|o| {
+            let h = Timed { shards: shards.clone(), shard: o.idx };
+            ws::drive(o.ws, h, stop_rx.clone(), None, health.clone())
+        })
+        .collect();
+    // Let the subscribers' tasks settle before the clock starts.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    ctx.phase("triggering");
+    let cpu0 = ctx.cpu();
+    let self_cpu0 = stats::cpu_seconds(None);
+    let per_channel = Arc::new(per_channel);
+    let expected = Arc::new(AtomicU64::new(0));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let http = Arc::new(Mutex::new(stats::hist()));
+    let errors = Arc::new(Mutex::new(std::collections::BTreeMap::new()));
+    let sem = Arc::new(Semaphore::new(a.inflight.max(1)));
+    let planned = (a.rate * a.duration).round() as u64;
+    let period = Duration::from_secs_f64(1.0 / a.rate);
+    let start = Instant::now();
+    let window_end = start + Duration::from_secs_f64(a.duration);
+    let first_send = now_ns();
+    let mut sent = 0u64;
+    let mut max_lag = Duration::ZERO;
+    for k in 0..planned {
+        let at = start + period.mul_f64(k as f64);
+        tokio::time::sleep_until(at).await;
+        let Ok(permit) = tokio::time::timeout_at(window_end, sem.clone().acquire_owned()).await else { break };
+        let now = Instant::now();
+        if now >= window_end + period {
+            break;
+        }
+        max_lag = max_lag.max(now - at);
+        sent += 1;
+        let c = (k % a.channels as u64) as usize;
+        let (rest, channels, per_channel, expected, ok, failed, http, errors) =
+            (rest.clone(), channels.clone(), per_channel.clone(), expected.clone(), ok.clone(), failed.clone(), http.clone(), errors.clone());
+        let payload = a.payload;
+        tokio::spawn(async move {
+            let data = stamped(k, payload);
+            let t0 = std::time::Instant::now();
+            let r = rest.trigger(&channels[c], "bench", &data).await;
+            http.lock().unwrap().saturating_record((t0.elapsed().as_micros() as u64).max(1));
+            match r {
+                Ok(()) => {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                    expected.fetch_add(per_channel[c], Ordering::Relaxed);
+                }
+                Err(e) => {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    note_error(&mut errors.lock().unwrap(), &e);
+                }
+            }
+            drop(permit);
+        });
+    }
+    let send_secs = start.elapsed().as_secs_f64();
+    // Wait for the requests still in flight.
+    let _ = tokio::time::timeout(Duration::from_secs(15), sem.acquire_many(a.inflight.max(1) as u32)).await;
+    ctx.set("triggers_planned", planned);
+    ctx.set("triggers_sent", sent);
+    ctx.set("triggers_ok", ok.load(Ordering::Relaxed));
+    ctx.set("triggers_failed", failed.load(Ordering::Relaxed));
+    ctx.set("trigger_errors", json!(*errors.lock().unwrap()));
+    ctx.set("trigger_rate_achieved", r3(sent as f64 / send_secs.max(1e-9)));
+    ctx.set("trigger_schedule_lag_max_ms", r3(max_lag.as_secs_f64() * 1000.0));
+    ctx.set("trigger_http_ms", pct_json(&http.lock().unwrap()));
+    if sent < planned {
+        ctx.note(format!(
+            "only {sent} of {planned} triggers were sent within {}s: the broker answered too slowly for {} in flight",
+            a.duration, a.inflight
+        ));
+    }
+
+    ctx.phase("draining");
+    let expected = expected.load(Ordering::Relaxed);
+    let drain_end = Instant::now() + Duration::from_secs_f64(a.drain);
+    let (mut last_count, mut last_change) = (shards.count(), Instant::now());
+    while Instant::now() < drain_end {
+        let n = shards.count();
+        if n >= expected {
+            break;
+        }
+        if n != last_count {
+            (last_count, last_change) = (n, Instant::now());
+        } else if last_change.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cpu1 = ctx.cpu();
+    let self_cpu1 = stats::cpu_seconds(None);
+    let (hist, received, last_ns) = shards.merged();
+    let span = (last_ns.saturating_sub(first_send)) as f64 / 1e9;
+    ctx.set("expected_deliveries", expected);
+    ctx.set("received_deliveries", received);
+    ctx.set("lost_deliveries", expected as i64 - received as i64);
+    ctx.set("loss_pct", if expected > 0 { r3(100.0 * (expected as f64 - received as f64) / expected as f64) } else { 0.0 });
+    ctx.set("deliveries_per_s", if span > 0.0 { r3(received as f64 / span) } else { 0.0 });
+    ctx.set("latency_ms", pct_json(&hist));
+    ctx.set("subscribers_dropped", health.json());
+    if let (Some(c0), Some(c1)) = (cpu0, cpu1) {
+        ctx.set("broker_cpu_s", r3(c1 - c0));
+        ctx.set("broker_cpu_us_per_delivery", if received > 0 { r3((c1 - c0) * 1e6 / received as f64) } else { 0.0 });
+    }
+    if let (Some(c0), Some(c1)) = (self_cpu0, self_cpu1) {
+        ctx.set("generator_cpu_s", r3(c1 - c0));
+    }
+    if let Some(r) = ctx.rss() {
+        ctx.set("broker_rss_bytes", r);
+    }
+
+    ctx.phase("closing");
+    ws::stop_all(&stop, tasks, Duration::from_secs(15)).await;
+    Ok(())
+}
