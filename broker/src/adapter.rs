@@ -23,6 +23,11 @@ use crate::{
 };
 
 pub trait Adapter: Send + Sync + 'static {
+    /// Whether the adapter can reach the rest of the cluster (always true on one node).
+    fn healthy(&self) -> bool {
+        true
+    }
+
     /// Subscribes a local connection to a non-presence channel. `None` if it already was.
     fn subscribe(&self, app: &App, channel: &ChannelName, conn: &ConnHandle) -> Option<Subscribed>;
 

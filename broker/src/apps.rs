@@ -97,6 +97,11 @@ impl AppRegistry {
         self.by_id.get(&AppId::new(id).ok()?)
     }
 
+    /// Whether every configured source of apps has been loaded.
+    pub fn ready(&self) -> bool {
+        true
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Arc<App>> {
         self.by_id.values()
     }

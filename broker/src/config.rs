@@ -27,6 +27,12 @@ pub struct Config {
     pub send_queue: usize,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
+    /// Seconds a shutdown may take: clients are told to reconnect (4200), webhooks flushed.
+    pub shutdown_timeout: u64,
+    /// PEM certificate chain; with `tls_key`, serves `wss://` and `https://` instead of plain.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
     /// How webhooks are batched, retried and bounded (all apps).
     pub webhooks: WebhookSettings,
     pub apps: Vec<AppConfig>,
@@ -69,6 +75,9 @@ impl Default for Config {
             pong_timeout: 30,
             send_queue: 1024,
             workers: 0,
+            shutdown_timeout: 10,
+            tls_cert: None,
+            tls_key: None,
             webhooks: WebhookSettings::default(),
             apps: Vec::new(),
         }
@@ -153,6 +162,15 @@ impl Config {
         if let Some(v) = get("BROKER_WORKERS") {
             self.workers = num("BROKER_WORKERS", v)?;
         }
+        if let Some(v) = get("BROKER_SHUTDOWN_TIMEOUT") {
+            self.shutdown_timeout = num("BROKER_SHUTDOWN_TIMEOUT", v)?;
+        }
+        if let Some(v) = get("BROKER_TLS_CERT") {
+            self.tls_cert = Some(v.into());
+        }
+        if let Some(v) = get("BROKER_TLS_KEY") {
+            self.tls_key = Some(v.into());
+        }
         let (id, key, secret) = (get("BROKER_APP_ID"), get("BROKER_APP_KEY"), get("BROKER_APP_SECRET"));
         if id.is_some() || key.is_some() || secret.is_some() {
             if self.apps.is_empty() {
@@ -182,6 +200,9 @@ impl Config {
         }
         if self.pong_timeout == 0 {
             return Err(ConfigError("pong_timeout must be at least 1 second".into()));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError("tls_cert and tls_key must be set together".into()));
         }
         if self.send_queue == 0 {
             return Err(ConfigError("send_queue must be at least 1".into()));

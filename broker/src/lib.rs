@@ -13,6 +13,7 @@ pub mod apps;
 pub mod config;
 pub mod core;
 pub mod http;
+pub mod metrics;
 pub mod server;
 pub mod state;
 pub mod webhooks;

@@ -18,7 +18,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match actix_web::rt::System::new().block_on(broker::server::run(config)) {
+    let tls = match broker::server::tls_config(&config) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("broker: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match actix_web::rt::System::new().block_on(broker::server::run(config, tls)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("broker: {e}");

@@ -1,40 +1,127 @@
-//! Builds the HTTP server that serves both the WebSocket and REST endpoints.
+//! Builds the HTTP server that serves both the WebSocket and REST endpoints,
+//! and runs the shutdown sequence.
 
-use std::sync::Arc;
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use actix_web::{web, App, HttpServer};
 
-use crate::{adapter::LocalAdapter, config::Config, http, state::State, webhooks, ws};
+use crate::{
+    adapter::LocalAdapter,
+    config::{Config, ConfigError},
+    http,
+    state::State,
+    webhooks, ws,
+};
 
-/// Binds and runs the broker until it is stopped (SIGINT/SIGTERM).
-pub async fn run(config: Config) -> std::io::Result<()> {
+/// Loads the TLS certificate and key named in the config, if any.
+pub fn tls_config(config: &Config) -> Result<Option<rustls::ServerConfig>, ConfigError> {
+    let (Some(cert_path), Some(key_path)) = (&config.tls_cert, &config.tls_key) else { return Ok(None) };
+    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| ConfigError(format!("cannot read {}: {e}", p.display())));
+    let cert_pem = read(cert_path)?;
+    let key_pem = read(key_path)?;
+    let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ConfigError(format!("tls_cert {}: {e}", cert_path.display())))?;
+    if certs.is_empty() {
+        return Err(ConfigError(format!("tls_cert {}: no certificate found", cert_path.display())));
+    }
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|e| ConfigError(format!("tls_key {}: {e}", key_path.display())))?
+        .ok_or_else(|| ConfigError(format!("tls_key {}: no private key found", key_path.display())))?;
+    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConfigError(format!("tls: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| ConfigError(format!("tls_cert/tls_key: {e}")))?;
+    Ok(Some(tls))
+}
+
+/// Binds and runs the broker until SIGTERM or SIGINT, then shuts down gracefully.
+pub async fn run(config: Config, tls: Option<rustls::ServerConfig>) -> std::io::Result<()> {
     let (state, webhook_receivers) = State::new(&config, Arc::new(LocalAdapter));
     let state = web::Data::new(state);
-    for receiver in webhook_receivers {
-        actix_web::rt::spawn(webhooks::run_sender(receiver, config.webhooks.clone()));
-    }
+    let senders: Vec<_> = webhook_receivers
+        .into_iter()
+        .map(|r| actix_web::rt::spawn(webhooks::run_sender(r, config.webhooks.clone(), state.webhook_flush_signal())))
+        .collect();
     let sweeper = state.clone().into_inner();
     actix_web::rt::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tick.tick().await;
-            let now = std::time::Instant::now();
+            let now = Instant::now();
             for app in sweeper.apps.iter() {
                 app.hub.cache_sweep(now);
             }
         }
     });
+
+    let app_state = state.clone();
     let mut server = HttpServer::new(move || {
         App::new()
-            .app_data(state.clone())
+            .app_data(app_state.clone())
             .route("/app/{key}", web::get().to(ws::connect))
             .configure(http::routes)
     })
-    .shutdown_timeout(5)
-    .bind((config.host.as_str(), config.port))?;
+    .disable_signals()
+    .shutdown_timeout(1);
     if config.workers > 0 {
         server = server.workers(config.workers);
     }
-    tracing::info!(host = %config.host, port = config.port, apps = config.apps.len(), "broker listening");
-    server.run().await
+    let addr = (config.host.as_str(), config.port);
+    let server = match tls {
+        Some(tls) => server.bind_rustls_0_23(addr, tls)?,
+        None => server.bind(addr)?,
+    };
+    let scheme = if config.tls_cert.is_some() { "https/wss" } else { "http/ws" };
+    tracing::info!(host = %config.host, port = config.port, scheme, apps = state.apps.iter().count(), "broker listening");
+    let server = server.run();
+    let handle = server.handle();
+    let deadline = Duration::from_secs(config.shutdown_timeout);
+    actix_web::rt::spawn(async move {
+        wait_for_signal().await;
+        let until = tokio::time::Instant::now() + deadline;
+        tracing::info!(open_connections = state.connection_count(), "shutting down: telling clients to reconnect");
+        handle.pause().await;
+        state.begin_shutdown();
+        while state.connection_count() > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        state.flush_webhooks();
+        for sender in senders {
+            if tokio::time::timeout_at(until, sender).await.is_err() {
+                tracing::warn!("webhooks not flushed before the shutdown deadline");
+                break;
+            }
+        }
+        tracing::info!(remaining_connections = state.connection_count(), "stopped");
+        handle.stop(false).await;
+    });
+    server.await
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -3,8 +3,9 @@
 use std::{sync::Arc, time::Duration};
 
 use protocol::socket_id::SocketIdGenerator;
+use tokio::sync::watch;
 
-use crate::{adapter::Adapter, apps::AppRegistry, config::Config, webhooks::WebhookReceiver};
+use crate::{adapter::Adapter, apps::AppRegistry, config::Config, metrics::Metrics, webhooks::WebhookReceiver};
 
 pub struct State {
     pub activity_timeout: Duration,
@@ -13,6 +14,11 @@ pub struct State {
     pub apps: AppRegistry,
     pub adapter: Arc<dyn Adapter>,
     pub socket_ids: SocketIdGenerator,
+    pub metrics: Arc<Metrics>,
+    /// Flips to true once, when the broker starts shutting down.
+    shutdown: watch::Sender<bool>,
+    /// Flips to true when webhook senders should send what they hold and stop.
+    flush_webhooks: watch::Sender<bool>,
 }
 
 impl State {
@@ -26,7 +32,36 @@ impl State {
             apps,
             adapter,
             socket_ids: SocketIdGenerator::new(),
+            metrics: Arc::new(Metrics::new()),
+            shutdown: watch::channel(false).0,
+            flush_webhooks: watch::channel(false).0,
         };
         (state, receivers)
+    }
+
+    /// Resolves (via `wait_for`) when the broker begins shutting down.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    pub fn webhook_flush_signal(&self) -> watch::Receiver<bool> {
+        self.flush_webhooks.subscribe()
+    }
+
+    pub fn flush_webhooks(&self) {
+        self.flush_webhooks.send_replace(true);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Open connections over every app on this node.
+    pub fn connection_count(&self) -> usize {
+        self.apps.iter().map(|a| a.hub.connection_count()).sum()
     }
 }

@@ -15,7 +15,7 @@ use std::{
 
 use protocol::{sign, AppKey, AppSecret};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// Where one app's webhooks go, and which events it wants.
 #[derive(Clone, Debug, Deserialize)]
@@ -134,11 +134,31 @@ struct Body<'a> {
     events: Vec<&'a WebhookEvent>,
 }
 
-/// Sends one app's webhooks until the queue closes. Needs an actix runtime (awc).
-pub async fn run_sender(mut r: WebhookReceiver, settings: WebhookSettings) {
+/// Sends one app's webhooks until `flush` turns true; then sends what is still
+/// queued and returns. Needs an actix runtime (awc).
+pub async fn run_sender(mut r: WebhookReceiver, settings: WebhookSettings, mut flush: watch::Receiver<bool>) {
     let client = awc::Client::builder().timeout(Duration::from_millis(settings.timeout_ms)).finish();
     let mut batch = Vec::with_capacity(settings.batch_max);
-    while let Some(first) = r.rx.recv().await {
+    loop {
+        let first = tokio::select! {
+            e = r.rx.recv() => match e {
+                Some(e) => e,
+                None => return,
+            },
+            _ = flush.wait_for(|f| *f) => {
+                // Shutting down: no more waiting for batches to fill, one attempt each.
+                let last = WebhookSettings { attempts: 1, ..settings.clone() };
+                while let Ok(e) = r.rx.try_recv() {
+                    batch.push(e);
+                    if batch.len() == settings.batch_max {
+                        send_batch(&client, &r, &batch, &last).await;
+                        batch.clear();
+                    }
+                }
+                send_batch(&client, &r, &batch, &last).await;
+                return;
+            }
+        };
         batch.push(first);
         let deadline = tokio::time::Instant::now() + Duration::from_millis(settings.batch_wait_ms);
         while batch.len() < settings.batch_max {
@@ -147,25 +167,30 @@ pub async fn run_sender(mut r: WebhookReceiver, settings: WebhookSettings) {
                 _ => break,
             }
         }
-        for hook in &r.hooks {
-            let events: Vec<&WebhookEvent> = batch
-                .iter()
-                .filter(|e| hook.event_types.is_empty() || hook.event_types.iter().any(|t| t == e.name()))
-                .collect();
-            if events.is_empty() {
-                continue;
-            }
-            let time_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
-            let body = serde_json::to_vec(&Body { time_ms, events }).expect("webhook body serializes");
-            let signature = sign::sign_webhook(&r.secret, &body);
-            if deliver(&client, hook, &r.key, &signature, body, &settings).await {
-                r.stats.sent_batches.fetch_add(1, Ordering::Relaxed);
-            } else {
-                r.stats.failed_batches.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(url = %hook.url, "webhook batch given up after {} attempts", settings.attempts);
-            }
-        }
+        send_batch(&client, &r, &batch, &settings).await;
         batch.clear();
+    }
+}
+
+/// Sends a batch to every hook that wants some of its events.
+async fn send_batch(client: &awc::Client, r: &WebhookReceiver, batch: &[WebhookEvent], settings: &WebhookSettings) {
+    for hook in &r.hooks {
+        let events: Vec<&WebhookEvent> = batch
+            .iter()
+            .filter(|e| hook.event_types.is_empty() || hook.event_types.iter().any(|t| t == e.name()))
+            .collect();
+        if events.is_empty() {
+            continue;
+        }
+        let time_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        let body = serde_json::to_vec(&Body { time_ms, events }).expect("webhook body serializes");
+        let signature = sign::sign_webhook(&r.secret, &body);
+        if deliver(client, hook, &r.key, &signature, body, settings).await {
+            r.stats.sent_batches.fetch_add(1, Ordering::Relaxed);
+        } else {
+            r.stats.failed_batches.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(url = %hook.url, "webhook batch given up after {} attempts", settings.attempts);
+        }
     }
 }
 

@@ -1,21 +1,38 @@
-//! The HTTP API under `/apps/{app_id}`, plus the health endpoint.
+//! The HTTP API under `/apps/{app_id}`, plus the operator endpoints.
 
 mod auth;
 mod channels;
 pub mod error;
 mod events;
+mod ops;
 mod users;
 
-use actix_web::{web, HttpResponse};
+use actix_web::{dev::Service, web};
+
+use crate::{metrics::RestLabels, state::State};
 
 /// Largest REST body accepted before parsing (a full batch of maximum-size events fits).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
-        .route("/health", web::get().to(|| async { HttpResponse::Ok().body("ok") }))
+        .route("/health", web::get().to(ops::health))
+        .route("/ready", web::get().to(ops::ready))
+        .route("/metrics", web::get().to(ops::metrics))
         .service(
             web::scope("/apps/{app_id}")
+                .wrap_fn(|req, srv| {
+                    let state = req.app_data::<web::Data<State>>().cloned();
+                    let fut = srv.call(req);
+                    async move {
+                        let res = fut.await?;
+                        if let Some(state) = state {
+                            let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
+                            state.metrics.rest_requests.get_or_create(&RestLabels { route, status: res.status().as_u16() }).inc();
+                        }
+                        Ok(res)
+                    }
+                })
                 .route("/events", web::post().to(events::trigger))
                 .route("/batch_events", web::post().to(events::batch))
                 .route("/channels", web::get().to(channels::list))

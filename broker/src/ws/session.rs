@@ -64,8 +64,12 @@ pub async fn run(state: Arc<State>, app: Arc<App>, ws: actix_ws::Session, stream
         watchlist: Vec::new(),
     };
     tracing::debug!(socket_id = %id, app = session.app.id.as_str(), "connected");
+    let metrics = session.state.metrics.clone();
+    metrics.connections.inc();
+    metrics.connections_opened.inc();
     let end = session.serve(stream, outbox).await;
     session.cleanup().await;
+    metrics.connections.dec();
     tracing::debug!(socket_id = %id, "disconnected");
     if let End::Close(code, reason) = end {
         let reason = CloseReason { code: CloseCode::Other(code), description: Some(reason.into()) };
@@ -76,12 +80,14 @@ pub async fn run(state: Arc<State>, app: Arc<App>, ws: actix_ws::Session, stream
 impl Session {
     async fn serve(&mut self, mut stream: AggregatedMessageStream, mut outbox: Outbox) -> End {
         let established = frame::connection_established(self.conn.id, self.state.activity_timeout.as_secs());
-        if self.ws.text(established).await.is_err() {
+        if self.send(established).await.is_err() {
             return End::Gone;
         }
         let mut last_heard = TokioInstant::now();
         let mut pinged_at: Option<TokioInstant> = None;
         let closing = outbox.close_watch();
+        let mut shutdown = self.state.shutdown_signal();
+        let metrics = self.state.metrics.clone();
         loop {
             let deadline = match pinged_at {
                 Some(t) => t + self.state.pong_timeout,
@@ -90,6 +96,9 @@ impl Session {
             tokio::select! {
                 biased;
                 code = closing.requested() => return self.closing(code).await,
+                _ = shutdown.wait_for(|stopping| *stopping) => {
+                    return self.closing(ErrorCode::ReconnectImmediately.code()).await;
+                }
                 msg = stream.recv() => {
                     last_heard = TokioInstant::now();
                     pinged_at = None;
@@ -115,7 +124,10 @@ impl Session {
                     if next.is_none() {
                         return End::Gone;
                     }
+                    let (mut frames, mut bytes) = (0u64, 0u64);
                     while let Some(f) = next {
+                        frames += 1;
+                        bytes += f.len() as u64;
                         tokio::select! {
                             biased;
                             code = closing.requested() => return self.closing(code).await,
@@ -123,6 +135,8 @@ impl Session {
                         }
                         next = outbox.try_recv();
                     }
+                    metrics.messages_out.inc_by(frames);
+                    metrics.bytes_out.inc_by(bytes);
                 }
                 _ = sleep_until(deadline) => {
                     if pinged_at.is_some() {
@@ -139,14 +153,25 @@ impl Session {
 
     /// Tells the client why it is being closed, without waiting on a stuck socket.
     async fn closing(&mut self, code: u16) -> End {
-        let reason = if code == ErrorCode::OverCapacity.code() { "send queue overflow" } else { "closed by server" };
+        let reason = if code == ErrorCode::OverCapacity.code() {
+            self.state.metrics.slow_consumers_closed.inc();
+            "send queue overflow"
+        } else if code == ErrorCode::ReconnectImmediately.code() {
+            "server shutting down"
+        } else {
+            "closed by server"
+        };
         if let Some(c) = error_code(code) {
             let _ = tokio::time::timeout(WRITE_GRACE, self.ws.text(frame::error_code(c))).await;
         }
         End::Close(code, reason)
     }
 
+    /// Writes a reply or notice directly (not through the queue), counting it.
     async fn send(&mut self, text: impl Into<ByteString>) -> Result<(), actix_ws::Closed> {
+        let text = text.into();
+        self.state.metrics.messages_out.inc();
+        self.state.metrics.bytes_out.inc_by(text.len() as u64);
         self.ws.text(text).await
     }
 
@@ -154,6 +179,8 @@ impl Session {
     async fn on_message(&mut self, msg: AggregatedMessage) -> Option<End> {
         match msg {
             AggregatedMessage::Text(text) => {
+                self.state.metrics.messages_in.inc();
+                self.state.metrics.bytes_in.inc_by(text.len() as u64);
                 let result = match ClientFrame::parse(&text) {
                     Ok(f) => self.on_frame(f).await,
                     Err(e) => self.send(frame::error(None, &e.to_string())).await,
@@ -225,6 +252,7 @@ impl Session {
 
     /// Webhooks and counts that follow a new subscription.
     fn after_subscribe(&self, name: &ChannelName, sub: Subscribed) {
+        self.state.metrics.subscriptions.inc();
         if sub.occupied {
             self.app.webhook(|| WebhookEvent::ChannelOccupied { channel: name.to_string() });
         }
@@ -292,6 +320,7 @@ impl Session {
     /// Removes one subscription and tells the others if a presence user left.
     async fn leave(&self, name: &ChannelName) {
         let Some(left) = self.state.adapter.unsubscribe(&self.app, name, self.conn.id).await else { return };
+        self.state.metrics.subscriptions.dec();
         if let Some(user_id) = &left.user_left {
             let removed = frame::member_removed(name.as_str(), user_id);
             self.state.adapter.broadcast(&self.app, name, removed.into(), Some(self.conn.id));
