@@ -1,6 +1,19 @@
 //! The apps this broker serves, found by key (WebSocket URL) or id (REST path).
+//!
+//! Apps come from the config file (fixed for the process's life) and, when an
+//! app store is configured, from PostgreSQL (see [`crate::app_store`]), which
+//! may add, change or remove apps while the broker runs. An app's live state
+//! (its [`Hub`]) survives changes to its settings: a changed app is a new
+//! [`App`] value sharing the old one's hub.
 
-use std::{collections::HashMap, sync::Arc, sync::Mutex, time::Instant};
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, RwLock,
+    },
+    time::Instant,
+};
 
 use protocol::{AppId, AppKey, AppSecret, Limits};
 
@@ -21,19 +34,25 @@ pub struct App {
     pub limits: Limits,
     pub allowed_origins: Vec<String>,
     pub subscription_count: bool,
-    pub hub: Hub,
-    pub webhooks: Option<WebhookQueue>,
+    pub hub: Arc<Hub>,
+    pub webhooks: Option<Arc<WebhookQueue>>,
     /// REST request budget; `None` when unlimited.
     rest_rate: Option<Mutex<TokenBucket>>,
+    /// The settings this value was built from, to notice changes.
+    config: AppConfig,
 }
 
 impl App {
-    pub fn from_config(c: &AppConfig, settings: &WebhookSettings) -> (Self, Option<WebhookReceiver>) {
-        let (webhooks, receiver) = if c.webhooks.is_empty() {
-            (None, None)
-        } else {
-            let (q, r) = webhooks::queue(settings, c.key.clone(), c.secret.clone(), c.webhooks.clone());
-            (Some(q), Some(r))
+    /// Builds an app. `previous` (the same app before a settings change) lends
+    /// its hub, and its webhook queue when the webhooks did not change.
+    fn build(c: &AppConfig, settings: &WebhookSettings, previous: Option<&App>) -> (Self, Option<WebhookReceiver>) {
+        let (webhooks, receiver) = match previous {
+            Some(p) if p.config.webhooks == c.webhooks => (p.webhooks.clone(), None),
+            _ if c.webhooks.is_empty() => (None, None),
+            _ => {
+                let (q, r) = webhooks::queue(settings, c.key.clone(), c.secret.clone(), c.webhooks.clone());
+                (Some(Arc::new(q)), Some(r))
+            }
         };
         let app = Self {
             id: c.id.clone(),
@@ -43,9 +62,10 @@ impl App {
             limits: c.limits.clone(),
             allowed_origins: c.allowed_origins.clone(),
             subscription_count: c.subscription_count,
-            hub: Hub::default(),
+            hub: previous.map(|p| p.hub.clone()).unwrap_or_default(),
             webhooks,
             rest_rate: (c.rest_requests_per_second > 0).then(|| Mutex::new(TokenBucket::new(c.rest_requests_per_second))),
+            config: c.clone(),
         };
         (app, receiver)
     }
@@ -69,40 +89,142 @@ impl App {
 }
 
 #[derive(Debug, Default)]
-pub struct AppRegistry {
+struct Maps {
     by_key: HashMap<AppKey, Arc<App>>,
     by_id: HashMap<AppId, Arc<App>>,
 }
 
+#[derive(Debug)]
+pub struct AppRegistry {
+    maps: RwLock<Maps>,
+    /// Ids of apps from the config file; the store never changes these.
+    fixed: Vec<AppId>,
+    settings: WebhookSettings,
+    /// False until the app store (if any) has loaded once.
+    loaded: AtomicBool,
+    /// False while the app store cannot be read.
+    store_healthy: AtomicBool,
+}
+
 impl AppRegistry {
-    /// Builds every app; returns the webhook receivers that must be run.
-    pub fn new(apps: &[AppConfig], settings: &WebhookSettings) -> (Self, Vec<WebhookReceiver>) {
-        let mut reg = Self::default();
+    /// Builds the configured apps; returns the webhook receivers that must be run.
+    /// `store` says whether an app store will add more (readiness waits for it).
+    pub fn new(apps: &[AppConfig], settings: &WebhookSettings, store: bool) -> (Self, Vec<WebhookReceiver>) {
+        let mut maps = Maps::default();
         let mut receivers = Vec::new();
         for c in apps {
-            let (app, receiver) = App::from_config(c, settings);
+            let (app, receiver) = App::build(c, settings, None);
             let app = Arc::new(app);
             receivers.extend(receiver);
-            reg.by_key.insert(c.key.clone(), app.clone());
-            reg.by_id.insert(c.id.clone(), app);
+            maps.by_key.insert(c.key.clone(), app.clone());
+            maps.by_id.insert(c.id.clone(), app);
         }
+        let reg = Self {
+            maps: RwLock::new(maps),
+            fixed: apps.iter().map(|a| a.id.clone()).collect(),
+            settings: settings.clone(),
+            loaded: AtomicBool::new(!store),
+            store_healthy: AtomicBool::new(true),
+        };
         (reg, receivers)
     }
 
-    pub fn by_key(&self, key: &str) -> Option<&Arc<App>> {
-        self.by_key.get(&AppKey::new(key).ok()?)
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Maps> {
+        self.maps.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn by_id(&self, id: &str) -> Option<&Arc<App>> {
-        self.by_id.get(&AppId::new(id).ok()?)
+    pub fn by_key(&self, key: &str) -> Option<Arc<App>> {
+        self.read().by_key.get(&AppKey::new(key).ok()?).cloned()
     }
 
-    /// Whether every configured source of apps has been loaded.
+    pub fn by_id(&self, id: &str) -> Option<Arc<App>> {
+        self.read().by_id.get(&AppId::new(id).ok()?).cloned()
+    }
+
+    /// A snapshot of every app.
+    pub fn all(&self) -> Vec<Arc<App>> {
+        self.read().by_id.values().cloned().collect()
+    }
+
+    /// Whether every configured source of apps has been loaded and is reachable.
     pub fn ready(&self) -> bool {
-        true
+        self.loaded.load(Ordering::Acquire) && self.store_healthy.load(Ordering::Acquire)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<App>> {
-        self.by_id.values()
+    pub fn set_store_healthy(&self, healthy: bool) {
+        self.store_healthy.store(healthy, Ordering::Release);
+    }
+
+    /// Makes the store's apps the current ones: new apps are added, changed ones
+    /// rebuilt around their hub, missing ones removed. Apps from the config file
+    /// are left alone. Returns webhook receivers to run for new queues.
+    pub fn sync_store(&self, apps: &[AppConfig]) -> Vec<WebhookReceiver> {
+        let mut receivers = Vec::new();
+        let mut maps = self.maps.write().unwrap_or_else(|p| p.into_inner());
+        for c in apps {
+            if self.fixed.contains(&c.id) {
+                tracing::warn!(app = c.id.as_str(), "app store row ignored: the id belongs to a configured app");
+                continue;
+            }
+            let previous = maps.by_id.get(&c.id).cloned();
+            if previous.as_ref().is_some_and(|p| p.config == *c) {
+                continue;
+            }
+            if let Some(owner) = maps.by_key.get(&c.key) {
+                if owner.id != c.id {
+                    tracing::warn!(app = c.id.as_str(), "app store row ignored: its key is used by app {}", owner.id.as_str());
+                    continue;
+                }
+            }
+            let (app, receiver) = App::build(c, &self.settings, previous.as_deref());
+            let app = Arc::new(app);
+            receivers.extend(receiver);
+            if let Some(p) = &previous {
+                maps.by_key.remove(&p.key);
+            }
+            tracing::info!(app = c.id.as_str(), changed = previous.is_some(), "app loaded from the store");
+            maps.by_key.insert(c.key.clone(), app.clone());
+            maps.by_id.insert(c.id.clone(), app);
+        }
+        let gone: Vec<AppId> = maps
+            .by_id
+            .keys()
+            .filter(|id| !self.fixed.contains(id) && !apps.iter().any(|c| &c.id == *id))
+            .cloned()
+            .collect();
+        for id in gone {
+            if let Some(app) = maps.by_id.remove(&id) {
+                maps.by_key.remove(&app.key);
+                tracing::info!(app = id.as_str(), "app removed from the store");
+            }
+        }
+        self.loaded.store(true, Ordering::Release);
+        receivers
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(id: &str, key: &str, secret: &str) -> AppConfig {
+        AppConfig { id: AppId::new(id).unwrap(), key: AppKey::new(key).unwrap(), secret: AppSecret::new(secret).unwrap(), ..AppConfig::default_app() }
+    }
+
+    #[test]
+    fn store_sync_adds_changes_and_removes_but_keeps_the_hub() {
+        let (reg, _) = AppRegistry::new(&[app("1", "fixed", "s")], &WebhookSettings::default(), true);
+        assert!(!reg.ready());
+        reg.sync_store(&[app("7", "k7", "a")]);
+        assert!(reg.ready());
+        let before = reg.by_key("k7").unwrap();
+        reg.sync_store(&[app("7", "k7b", "b")]);
+        assert!(reg.by_key("k7").is_none(), "old key no longer maps");
+        let after = reg.by_key("k7b").unwrap();
+        assert_eq!(after.secret, AppSecret::new("b").unwrap());
+        assert!(Arc::ptr_eq(&before.hub, &after.hub), "live state survives a settings change");
+        reg.sync_store(&[app("1", "evil", "x")]);
+        assert!(reg.by_id("7").is_none(), "removed from the store");
+        assert_eq!(reg.by_id("1").unwrap().key.as_str(), "fixed", "configured apps are not overridden");
     }
 }

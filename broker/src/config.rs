@@ -35,11 +35,13 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
     /// How webhooks are batched, retried and bounded (all apps).
     pub webhooks: WebhookSettings,
+    /// Apps kept in PostgreSQL, added and changed without a restart.
+    pub app_store: Option<AppStoreConfig>,
     pub apps: Vec<AppConfig>,
 }
 
 /// One tenant. Events, channels and connections never cross apps.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {
     pub id: AppId,
@@ -66,6 +68,21 @@ fn yes() -> bool {
     true
 }
 
+/// Where the app store lives and how often it is re-read.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppStoreConfig {
+    /// `postgres://user@host:port/db`; the table `broker_apps` is created if missing.
+    pub database_url: String,
+    /// Seconds between reloads: how long a change may take to apply.
+    #[serde(default = "five")]
+    pub refresh_secs: u64,
+}
+
+fn five() -> u64 {
+    5
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -79,6 +96,7 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             webhooks: WebhookSettings::default(),
+            app_store: None,
             apps: Vec::new(),
         }
     }
@@ -188,7 +206,18 @@ impl Config {
                 app.secret = AppSecret::new(v).map_err(|e| bad("BROKER_APP_SECRET", e))?;
             }
         }
-        if self.apps.is_empty() {
+        if let Some(url) = get("BROKER_APP_STORE_URL") {
+            self.app_store = Some(AppStoreConfig { database_url: url, refresh_secs: five() });
+        }
+        if let Some(v) = get("BROKER_APP_STORE_REFRESH_SECS") {
+            let secs = num("BROKER_APP_STORE_REFRESH_SECS", v)?;
+            match &mut self.app_store {
+                Some(store) => store.refresh_secs = secs,
+                None => return Err(ConfigError("BROKER_APP_STORE_REFRESH_SECS needs BROKER_APP_STORE_URL".into())),
+            }
+        }
+        // The built-in app is there to try the broker out; an app store replaces it.
+        if self.apps.is_empty() && self.app_store.is_none() {
             self.apps.push(AppConfig::default_app());
         }
         Ok(())
@@ -203,6 +232,9 @@ impl Config {
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError("tls_cert and tls_key must be set together".into()));
+        }
+        if self.app_store.as_ref().is_some_and(|s| s.refresh_secs == 0) {
+            return Err(ConfigError("app_store.refresh_secs must be at least 1".into()));
         }
         if self.send_queue == 0 {
             return Err(ConfigError("send_queue must be at least 1".into()));

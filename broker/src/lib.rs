@@ -1,7 +1,7 @@
 //! A Pusher Channels compatible broker.
 //!
 //! - [`config`]: settings from file and environment.
-//! - [`apps`]: the tenants, by key and id.
+//! - [`apps`]: the tenants, by key and id; [`app_store`]: apps kept in PostgreSQL.
 //! - [`core`]: node-local state (connections' queues, channels, presence).
 //! - [`adapter`]: the seam between this node and a cluster.
 //! - [`ws`]: the WebSocket protocol, one task per connection.
@@ -9,6 +9,7 @@
 //! - [`webhooks`]: batched, signed, bounded notifications to the app's server.
 
 pub mod adapter;
+pub mod app_store;
 pub mod apps;
 pub mod config;
 pub mod core;

@@ -84,7 +84,7 @@ impl Metrics {
 
     /// The text exposition, with gauges read from the apps at scrape time.
     pub fn render(&self, apps: &AppRegistry, adapter_healthy: bool) -> String {
-        for app in apps.iter() {
+        for app in apps.all() {
             if let Some(q) = &app.webhooks {
                 let labels = AppLabels { app: app.id.as_str().to_owned() };
                 self.webhook_queue_depth.get_or_create(&labels).set(q.depth() as i64);

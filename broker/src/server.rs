@@ -10,6 +10,7 @@ use actix_web::{web, App, HttpServer};
 
 use crate::{
     adapter::LocalAdapter,
+    app_store,
     config::{Config, ConfigError},
     http,
     state::State,
@@ -48,13 +49,17 @@ pub async fn run(config: Config, tls: Option<rustls::ServerConfig>) -> std::io::
         .into_iter()
         .map(|r| actix_web::rt::spawn(webhooks::run_sender(r, config.webhooks.clone(), state.webhook_flush_signal())))
         .collect();
+    let senders = Arc::new(std::sync::Mutex::new(senders));
+    if let Some(store) = config.app_store.clone() {
+        actix_web::rt::spawn(app_store::run(state.clone().into_inner(), store, config.webhooks.clone(), senders.clone()));
+    }
     let sweeper = state.clone().into_inner();
     actix_web::rt::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tick.tick().await;
             let now = Instant::now();
-            for app in sweeper.apps.iter() {
+            for app in sweeper.apps.all() {
                 app.hub.cache_sweep(now);
             }
         }
@@ -78,7 +83,7 @@ pub async fn run(config: Config, tls: Option<rustls::ServerConfig>) -> std::io::
         None => server.bind(addr)?,
     };
     let scheme = if config.tls_cert.is_some() { "https/wss" } else { "http/ws" };
-    tracing::info!(host = %config.host, port = config.port, scheme, apps = state.apps.iter().count(), "broker listening");
+    tracing::info!(host = %config.host, port = config.port, scheme, apps = state.apps.all().len(), "broker listening");
     let server = server.run();
     let handle = server.handle();
     let deadline = Duration::from_secs(config.shutdown_timeout);
@@ -92,6 +97,7 @@ pub async fn run(config: Config, tls: Option<rustls::ServerConfig>) -> std::io::
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         state.flush_webhooks();
+        let senders = std::mem::take(&mut *senders.lock().unwrap_or_else(|p| p.into_inner()));
         for sender in senders {
             if tokio::time::timeout_at(until, sender).await.is_err() {
                 tracing::warn!("webhooks not flushed before the shutdown deadline");

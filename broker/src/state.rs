@@ -24,7 +24,7 @@ pub struct State {
 impl State {
     /// The shared state, and the webhook senders the caller must spawn.
     pub fn new(config: &Config, adapter: Arc<dyn Adapter>) -> (Self, Vec<WebhookReceiver>) {
-        let (apps, receivers) = AppRegistry::new(&config.apps, &config.webhooks);
+        let (apps, receivers) = AppRegistry::new(&config.apps, &config.webhooks, config.app_store.is_some());
         let state = Self {
             activity_timeout: Duration::from_secs(config.activity_timeout),
             pong_timeout: Duration::from_secs(config.pong_timeout),
@@ -62,6 +62,6 @@ impl State {
 
     /// Open connections over every app on this node.
     pub fn connection_count(&self) -> usize {
-        self.apps.iter().map(|a| a.hub.connection_count()).sum()
+        self.apps.all().iter().map(|a| a.hub.connection_count()).sum()
     }
 }

@@ -24,7 +24,7 @@ impl Authed {
 }
 
 pub fn authenticate(req: &HttpRequest, body: &[u8], state: &State, app_id: &str) -> Result<Authed, ApiError> {
-    let app = state.apps.by_id(app_id).ok_or_else(|| ApiError::AppNotFound(app_id.to_owned()))?.clone();
+    let app = state.apps.by_id(app_id).ok_or_else(|| ApiError::AppNotFound(app_id.to_owned()))?;
     let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
         .map_err(|e| ApiError::BadRequest(format!("malformed query string: {e}")))?
         .into_inner();

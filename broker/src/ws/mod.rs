@@ -34,7 +34,7 @@ fn check(state: &State, key: &str, protocol: Option<&str>, origin: Option<&str>)
     if !app.hub.try_add_connection(app.limits.max_connections) {
         return Err(ErrorCode::OverConnectionQuota);
     }
-    Ok(app.clone())
+    Ok(app)
 }
 
 /// `GET /app/{key}?protocol=7&client=js&version=8.6.0`
