@@ -9,7 +9,10 @@ use std::{fmt, path::PathBuf};
 use protocol::{AppId, AppKey, AppSecret, Limits};
 use serde::Deserialize;
 
-use crate::webhooks::{WebhookConfig, WebhookSettings};
+use crate::{
+    adapter::redis::ClusterConfig,
+    webhooks::{WebhookConfig, WebhookSettings},
+};
 
 /// Everything the broker reads at start.
 #[derive(Clone, Debug, Deserialize)]
@@ -37,6 +40,8 @@ pub struct Config {
     pub webhooks: WebhookSettings,
     /// Apps kept in PostgreSQL, added and changed without a restart.
     pub app_store: Option<AppStoreConfig>,
+    /// Run as one node of a cluster sharing this Redis.
+    pub cluster: Option<ClusterConfig>,
     pub apps: Vec<AppConfig>,
 }
 
@@ -97,6 +102,7 @@ impl Default for Config {
             tls_key: None,
             webhooks: WebhookSettings::default(),
             app_store: None,
+            cluster: None,
             apps: Vec::new(),
         }
     }
@@ -206,6 +212,19 @@ impl Config {
                 app.secret = AppSecret::new(v).map_err(|e| bad("BROKER_APP_SECRET", e))?;
             }
         }
+        if let Some(url) = get("BROKER_REDIS_URL") {
+            let mut cluster: ClusterConfig = toml::from_str(&format!("redis_url = {url:?}")).expect("only the URL is required");
+            if let Some(old) = self.cluster.take() {
+                cluster = ClusterConfig { redis_url: cluster.redis_url, ..old };
+            }
+            self.cluster = Some(cluster);
+        }
+        if let Some(prefix) = get("BROKER_REDIS_PREFIX") {
+            match &mut self.cluster {
+                Some(c) => c.key_prefix = prefix,
+                None => return Err(ConfigError("BROKER_REDIS_PREFIX needs BROKER_REDIS_URL".into())),
+            }
+        }
         if let Some(url) = get("BROKER_APP_STORE_URL") {
             self.app_store = Some(AppStoreConfig { database_url: url, refresh_secs: five() });
         }
@@ -235,6 +254,11 @@ impl Config {
         }
         if self.app_store.as_ref().is_some_and(|s| s.refresh_secs == 0) {
             return Err(ConfigError("app_store.refresh_secs must be at least 1".into()));
+        }
+        if let Some(c) = &self.cluster {
+            if c.heartbeat_secs == 0 || c.node_timeout_secs <= c.heartbeat_secs {
+                return Err(ConfigError("cluster: node_timeout_secs must be larger than heartbeat_secs (both at least 1)".into()));
+            }
         }
         if self.send_queue == 0 {
             return Err(ConfigError("send_queue must be at least 1".into()));

@@ -9,7 +9,7 @@ use std::{
 use actix_web::{web, App, HttpServer};
 
 use crate::{
-    adapter::LocalAdapter,
+    adapter::{redis::RedisAdapter, Adapter, LocalAdapter},
     app_store,
     config::{Config, ConfigError},
     http,
@@ -43,8 +43,20 @@ pub fn tls_config(config: &Config) -> Result<Option<rustls::ServerConfig>, Confi
 
 /// Binds and runs the broker until SIGTERM or SIGINT, then shuts down gracefully.
 pub async fn run(config: Config, tls: Option<rustls::ServerConfig>) -> std::io::Result<()> {
-    let (state, webhook_receivers) = State::new(&config, Arc::new(LocalAdapter));
+    let redis = match &config.cluster {
+        Some(cluster) => Some(Arc::new(RedisAdapter::new(cluster.clone()).map_err(std::io::Error::other)?)),
+        None => None,
+    };
+    let adapter: Arc<dyn Adapter> = match &redis {
+        Some(r) => r.clone(),
+        None => Arc::new(LocalAdapter),
+    };
+    let (state, webhook_receivers) = State::new(&config, adapter);
     let state = web::Data::new(state);
+    if let Some(redis) = &redis {
+        tracing::info!(node = redis.node_id(), "cluster mode: sharing state through redis");
+        redis.start(state.clone().into_inner());
+    }
     let senders: Vec<_> = webhook_receivers
         .into_iter()
         .map(|r| actix_web::rt::spawn(webhooks::run_sender(r, config.webhooks.clone(), state.webhook_flush_signal())))

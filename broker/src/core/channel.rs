@@ -16,6 +16,13 @@ pub struct Member {
     sockets: u32,
 }
 
+impl Member {
+    /// How many of the user's connections subscribe here.
+    pub fn sockets(&self) -> u32 {
+        self.sockets
+    }
+}
+
 #[derive(Debug)]
 struct Subscriber {
     conn: ConnHandle,
@@ -89,19 +96,19 @@ impl Channel {
         self.members.contains_key(user_id) || self.members.len() < max
     }
 
-    /// Removes a subscription. Returns `None` if there was none, else
-    /// `Some(Some(user_id))` when that was the user's last connection here.
-    pub fn unsubscribe(&mut self, socket: SocketId) -> Option<Option<Arc<str>>> {
+    /// Removes a subscription. Returns `None` if there was none, else the
+    /// presence user it belonged to (if any) and whether it was that user's
+    /// last connection here.
+    pub fn unsubscribe(&mut self, socket: SocketId) -> Option<(Option<Arc<str>>, bool)> {
         let sub = self.subscribers.remove(&socket)?;
-        let Some(user_id) = sub.user_id else { return Some(None) };
+        let Some(user_id) = sub.user_id else { return Some((None, false)) };
         let member = self.members.get_mut(&user_id).expect("presence subscriber has a member entry");
         member.sockets -= 1;
-        if member.sockets == 0 {
+        let last = member.sockets == 0;
+        if last {
             self.members.remove(&user_id);
-            Some(Some(user_id))
-        } else {
-            Some(None)
         }
+        Some((Some(user_id), last))
     }
 
     pub fn members(&self) -> impl Iterator<Item = (&str, &Member)> {

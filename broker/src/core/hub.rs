@@ -80,7 +80,9 @@ pub struct Joined {
 /// A subscription that was removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unsubscribed {
-    /// The presence user whose last connection on the channel this was.
+    /// The presence user the connection was subscribed as.
+    pub user: Option<Arc<str>>,
+    /// Set to that user when this was their last connection on the channel.
     pub user_left: Option<Arc<str>>,
     /// The channel has no subscribers left.
     pub vacated: bool,
@@ -147,13 +149,14 @@ impl Hub {
 
     /// Removes a subscription; `None` if there was none.
     pub fn unsubscribe(&self, name: &ChannelName, socket: SocketId) -> Option<Unsubscribed> {
-        let (user_left, subscriptions) = {
+        let ((user, last), subscriptions) = {
             let mut channel = self.channels.get_mut(name)?;
             let left = channel.unsubscribe(socket)?;
             (left, channel.counts().subscriptions)
         };
         let vacated = subscriptions == 0 && self.remove_if_empty(name);
-        Some(Unsubscribed { user_left, vacated, subscriptions })
+        let user_left = if last { user.clone() } else { None };
+        Some(Unsubscribed { user, user_left, vacated, subscriptions })
     }
 
     /// Removes the channel if nobody subscribes; true if this call removed it.
@@ -192,6 +195,14 @@ impl Hub {
     /// The user ids present on a presence channel.
     pub fn user_ids(&self, name: &ChannelName) -> Vec<String> {
         self.channels.get(name).map(|c| c.members().map(|(id, _)| id.to_owned()).collect()).unwrap_or_default()
+    }
+
+    /// Each present user with how many local connections they have here, and their info.
+    pub fn member_sockets(&self, name: &ChannelName) -> Vec<(String, u32, String)> {
+        self.channels
+            .get(name)
+            .map(|c| c.members().map(|(id, m)| (id.to_owned(), m.sockets(), m.info.get().to_owned())).collect())
+            .unwrap_or_default()
     }
 
     /// The user a connection is present as on a channel.

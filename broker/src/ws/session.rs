@@ -241,7 +241,7 @@ impl Session {
         if kind == ChannelKind::Presence {
             return self.join_presence(name, s.channel_data.as_deref()).await;
         }
-        let subscribed = self.state.adapter.subscribe(&self.app, &name, &self.conn);
+        let subscribed = self.state.adapter.subscribe(&self.app, &name, &self.conn).await;
         self.send(frame::subscription_succeeded(name.as_str())).await?;
         if let Some(sub) = subscribed {
             self.channels.push(name.clone());
@@ -357,7 +357,7 @@ impl Session {
             }
         }
         self.send(frame::signin_success(user_data)).await?;
-        if let Some(sub) = self.state.adapter.subscribe(&self.app, &channel, &self.conn) {
+        if let Some(sub) = self.state.adapter.subscribe(&self.app, &channel, &self.conn).await {
             self.channels.push(channel.clone());
             self.after_subscribe(&channel, sub);
             if sub.occupied {

@@ -7,6 +7,8 @@
 //! and the transitions it reports (occupied, vacated, a user's first or last
 //! connection) are cluster-wide.
 
+pub mod redis;
+
 use std::time::Instant;
 
 use bytestring::ByteString;
@@ -29,7 +31,7 @@ pub trait Adapter: Send + Sync + 'static {
     }
 
     /// Subscribes a local connection to a non-presence channel. `None` if it already was.
-    fn subscribe(&self, app: &App, channel: &ChannelName, conn: &ConnHandle) -> Option<Subscribed>;
+    fn subscribe<'a>(&'a self, app: &'a App, channel: &'a ChannelName, conn: &'a ConnHandle) -> BoxFuture<'a, Option<Subscribed>>;
 
     /// Subscribes a local connection to a presence channel as `user_id`.
     fn join<'a>(
@@ -74,8 +76,8 @@ pub trait Adapter: Send + Sync + 'static {
 pub struct LocalAdapter;
 
 impl Adapter for LocalAdapter {
-    fn subscribe(&self, app: &App, channel: &ChannelName, conn: &ConnHandle) -> Option<Subscribed> {
-        app.hub.subscribe(channel, conn)
+    fn subscribe<'a>(&'a self, app: &'a App, channel: &'a ChannelName, conn: &'a ConnHandle) -> BoxFuture<'a, Option<Subscribed>> {
+        future::ready(app.hub.subscribe(channel, conn)).boxed()
     }
 
     fn join<'a>(
