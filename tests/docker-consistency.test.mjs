@@ -306,6 +306,17 @@ test('chat-app reaches PostgreSQL with the credentials the postgres service crea
   assert.equal(db.pathname.slice(1), pg.POSTGRES_DB ?? pg.POSTGRES_USER ?? 'postgres', 'the database exists (POSTGRES_DB)');
 });
 
+test('the broker reaches Redis through the redis service', () => {
+  const c = compose();
+  const env = envOf(c.services.broker);
+  if (!env.BROKER_REDIS_URL) return;
+  const url = new URL(env.BROKER_REDIS_URL);
+  assert.equal(url.protocol, 'redis:');
+  assert.match(c.services[url.hostname]?.image ?? '', /^redis:/, `BROKER_REDIS_URL host ${url.hostname} is not a redis service`);
+  assert.equal(Number(url.port || 6379), 6379);
+  assert.equal(c.services.broker.depends_on?.[url.hostname]?.condition, 'service_healthy', 'the broker waits for Redis to be healthy');
+});
+
 test('broker and chat-app share the app credentials', () => {
   const c = compose();
   const b = envOf(c.services.broker);
