@@ -17,6 +17,7 @@ use protocol::{ChannelName, ErrorCode, SocketId};
 use serde_json::value::RawValue;
 
 use crate::{
+    ws::wire,
     apps::App,
     core::{
         hub::{CachedEvent, ChannelFull, Joined, Subscribed, Unsubscribed},
@@ -96,7 +97,7 @@ impl Adapter for LocalAdapter {
     }
 
     fn broadcast(&self, app: &App, channel: &ChannelName, frame: ByteString, except: Option<SocketId>) {
-        app.hub.deliver(channel, &frame, except);
+        app.hub.deliver(channel, &wire::text(&frame), except);
     }
 
     fn cache_put(&self, app: &App, channel: &ChannelName, event: CachedEvent) {
@@ -112,7 +113,7 @@ impl Adapter for LocalAdapter {
     }
 
     fn notify_watchers(&self, app: &App, user_id: &str, frame: ByteString) {
-        app.hub.notify_watchers(user_id, &frame);
+        app.hub.notify_watchers(user_id, &wire::text(&frame));
     }
 
     fn channel_counts<'a>(&'a self, app: &'a App, channel: &'a ChannelName) -> BoxFuture<'a, ChannelCounts> {

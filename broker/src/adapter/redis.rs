@@ -46,6 +46,7 @@ use crate::{
     },
     state::State,
     webhooks::WebhookEvent,
+    ws::wire,
 };
 
 /// How to reach Redis and how the cluster keeps time.
@@ -402,13 +403,14 @@ impl RedisAdapter {
         let Ok(channel) = ChannelName::parse_with_max(header.channel, usize::MAX) else {
             // Watcher messages carry a user id here, which need not be a channel name.
             if header.kind == Kind::Watchers {
-                app.hub.notify_watchers(header.channel, &ByteString::from(frame));
+                app.hub.notify_watchers(header.channel, &wire::text(frame));
             }
             return;
         };
         match header.kind {
             Kind::Broadcast => {
-                app.hub.deliver(&channel, &ByteString::from(frame), header.except);
+                // Framed once on this node; every local subscriber gets the same bytes.
+                app.hub.deliver(&channel, &wire::text(frame), header.except);
             }
             Kind::Terminate => {
                 let code = [ErrorCode::Unauthorized, ErrorCode::ReconnectImmediately]
@@ -417,7 +419,7 @@ impl RedisAdapter {
                     .unwrap_or(ErrorCode::Unauthorized);
                 app.hub.close_subscribers(&channel, code);
             }
-            Kind::Watchers => app.hub.notify_watchers(header.channel, &ByteString::from(frame)),
+            Kind::Watchers => app.hub.notify_watchers(header.channel, &wire::text(frame)),
         }
     }
 
@@ -726,7 +728,7 @@ impl Adapter for RedisAdapter {
     }
 
     fn broadcast(&self, app: &App, channel: &ChannelName, frame: ByteString, except: Option<SocketId>) {
-        app.hub.deliver(channel, &frame, except);
+        app.hub.deliver(channel, &wire::text(&frame), except);
         let header = Header { node: &self.node, kind: Kind::Broadcast, app: app.id.as_str(), channel: channel.as_str(), except, code: None };
         self.send_cluster(&header, &frame);
     }
@@ -768,7 +770,7 @@ impl Adapter for RedisAdapter {
     }
 
     fn notify_watchers(&self, app: &App, user_id: &str, frame: ByteString) {
-        app.hub.notify_watchers(user_id, &frame);
+        app.hub.notify_watchers(user_id, &wire::text(&frame));
         let header = Header { node: &self.node, kind: Kind::Watchers, app: app.id.as_str(), channel: user_id, except: None, code: None };
         self.send_cluster(&header, &frame);
     }

@@ -2,7 +2,7 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use bytestring::ByteString;
+use bytes::Bytes;
 use protocol::SocketId;
 use serde_json::value::RawValue;
 
@@ -116,7 +116,7 @@ impl Channel {
     }
 
     /// Queues `frame` for every subscriber but `except`. Returns how many got it.
-    pub fn deliver(&self, frame: &ByteString, except: Option<SocketId>) -> usize {
+    pub fn deliver(&self, frame: &Bytes, except: Option<SocketId>) -> usize {
         let mut sent = 0;
         for (id, sub) in &self.subscribers {
             if Some(*id) != except && sub.conn.send(frame) {
@@ -135,7 +135,7 @@ impl Channel {
     }
 
     /// Queues `frame` for one subscriber.
-    pub fn send_to(&self, socket: SocketId, frame: &ByteString) -> bool {
+    pub fn send_to(&self, socket: SocketId, frame: &Bytes) -> bool {
         self.subscribers.get(&socket).is_some_and(|s| s.conn.send(frame))
     }
 

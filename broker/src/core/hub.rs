@@ -15,6 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
 use bytestring::ByteString;
 use dashmap::DashMap;
 use protocol::{frame, ChannelName, ErrorCode, SocketId};
@@ -164,13 +165,13 @@ impl Hub {
         self.channels.remove_if(name, |_, c| c.is_empty()).is_some()
     }
 
-    /// Queues a serialized frame for the channel's local subscribers but `except`.
-    pub fn deliver(&self, name: &ChannelName, frame: &ByteString, except: Option<SocketId>) -> usize {
+    /// Queues an encoded frame for the channel's local subscribers but `except`.
+    pub fn deliver(&self, name: &ChannelName, frame: &Bytes, except: Option<SocketId>) -> usize {
         self.channels.get(name).map_or(0, |c| c.deliver(frame, except))
     }
 
     /// Queues a frame for one subscriber of a channel.
-    pub fn send_to(&self, name: &ChannelName, socket: SocketId, frame: &ByteString) -> bool {
+    pub fn send_to(&self, name: &ChannelName, socket: SocketId, frame: &Bytes) -> bool {
         self.channels.get(name).is_some_and(|c| c.send_to(socket, frame))
     }
 
@@ -251,7 +252,7 @@ impl Hub {
     }
 
     /// Sends a frame to every connection watching `user_id`.
-    pub fn notify_watchers(&self, user_id: &str, frame: &ByteString) {
+    pub fn notify_watchers(&self, user_id: &str, frame: &Bytes) {
         if let Some(w) = self.watchers.get(user_id) {
             for conn in w.values() {
                 conn.send(frame);
@@ -264,9 +265,10 @@ impl Hub {
 mod tests {
     use super::*;
     use crate::core::connection::{queue, Outbox};
+    use futures_util::{FutureExt, StreamExt};
 
     fn conn(n: u64) -> (ConnHandle, Outbox) {
-        queue(SocketId::new(1, n), 8)
+        queue(SocketId::new(1, n), 8, Arc::new(crate::metrics::Metrics::new()))
     }
     fn ch(s: &str) -> ChannelName {
         ChannelName::parse(s).unwrap()
@@ -283,11 +285,13 @@ mod tests {
         assert!(hub.subscribe(&ch("news"), &a).unwrap().occupied);
         assert!(hub.subscribe(&ch("news"), &a).is_none());
         assert!(!hub.subscribe(&ch("news"), &b).unwrap().occupied);
-        let f = ByteString::from(String::from("frame"));
+        let f = Bytes::from(String::from("frame"));
         assert_eq!(hub.deliver(&ch("news"), &f, Some(b.id)), 1);
-        let got = ra.recv().await.unwrap();
-        assert_eq!(got.as_bytes().as_ptr(), f.as_bytes().as_ptr(), "the same buffer, not a copy");
-        assert!(rb.try_recv().is_none());
+        let got = ra.next().await.unwrap().unwrap();
+        assert_eq!(got.as_ptr(), f.as_ptr(), "the same buffer, not a copy");
+        drop(b);
+        drop(hub);
+        assert!(rb.next().now_or_never().is_none(), "nothing queued for the excluded socket");
     }
 
     #[test]
@@ -369,9 +373,9 @@ mod tests {
         let hub = Hub::default();
         let (w, mut rw) = conn(1);
         hub.watch(&w, &["bob".into()]);
-        hub.notify_watchers("bob", &ByteString::from_static("online"));
-        hub.notify_watchers("carol", &ByteString::from_static("nope"));
-        assert_eq!(rw.recv().await.as_deref(), Some("online"));
+        hub.notify_watchers("bob", &Bytes::from_static(b"online"));
+        hub.notify_watchers("carol", &Bytes::from_static(b"nope"));
+        assert_eq!(&rw.next().await.unwrap().unwrap()[..], b"online");
         hub.unwatch(w.id, &["bob".into()]);
         assert!(hub.watchers.is_empty());
     }

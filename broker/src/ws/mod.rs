@@ -3,14 +3,17 @@
 
 pub mod rate;
 pub mod session;
+pub mod wire;
 
 use std::sync::Arc;
 
-use actix_web::{web, HttpRequest, HttpResponse};
-use actix_ws::{CloseCode, CloseReason};
-use protocol::{frame, ErrorCode};
+use actix_web::{
+    body::{BodyStream, BoxBody},
+    web, HttpRequest, HttpResponse,
+};
+use protocol::ErrorCode;
 
-use crate::{apps::App, state::State};
+use crate::{apps::App, core::connection, state::State};
 
 /// Protocol versions this broker speaks; pusher-js 8 uses 7.
 const SUPPORTED_PROTOCOLS: std::ops::RangeInclusive<u32> = 5..=7;
@@ -38,28 +41,32 @@ fn check(state: &State, key: &str, protocol: Option<&str>, origin: Option<&str>)
 }
 
 /// `GET /app/{key}?protocol=7&client=js&version=8.6.0`
+///
+/// The upgrade response's body is the connection's [`Outbox`](crate::core::Outbox):
+/// actix writes whatever frames are queued for the connection, several per write
+/// when they pile up. A refused connection gets its `pusher:error` and close frame
+/// as the whole body.
 pub async fn connect(
     req: HttpRequest,
-    body: web::Payload,
+    payload: web::Payload,
     key: web::Path<String>,
     state: web::Data<State>,
 ) -> actix_web::Result<HttpResponse> {
-    let (response, mut ws, stream) = actix_ws::handle(&req, body)?;
+    let mut response = actix_http::ws::handshake(req.head())?;
     let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string()).map(|q| q.into_inner()).unwrap_or_default();
     let protocol = query.iter().find(|(k, _)| k == "protocol").map(|(_, v)| v.as_str());
     let origin = req.headers().get("origin").and_then(|o| o.to_str().ok());
     match check(&state, &key, protocol, origin) {
         Ok(app) => {
             let state = state.into_inner();
-            actix_web::rt::spawn(session::run(state, app, ws, stream));
+            let (conn, outbox) = connection::queue(state.socket_ids.next(), state.send_queue, state.metrics.clone());
+            let reader = wire::FrameReader::new(payload, app.limits.max_ws_message_bytes);
+            actix_web::rt::spawn(session::run(state, app, conn, reader));
+            Ok(response.message_body(BoxBody::new(BodyStream::new(outbox)))?.into())
         }
         Err(code) => {
             tracing::debug!(code = code.code(), "refusing connection");
-            actix_web::rt::spawn(async move {
-                let _ = ws.text(frame::error_code(code)).await;
-                let _ = ws.close(Some(CloseReason { code: CloseCode::Other(code.code()), description: Some(code.message().into()) })).await;
-            });
+            Ok(response.message_body(BoxBody::new(wire::closing(code.code())))?.into())
         }
     }
-    Ok(response)
 }

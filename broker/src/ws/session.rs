@@ -1,13 +1,16 @@
-//! One WebSocket connection: reads client frames, writes queued broadcasts,
-//! keeps the connection alive, and cleans up after it.
+//! One WebSocket connection's task: reads client frames, answers them, keeps
+//! the connection alive, and cleans up after it.
+//!
+//! Outgoing frames never pass through this task: broadcasts and replies are
+//! queued on the connection's [`ConnHandle`] and the response body drains the
+//! queue (see [`crate::core::connection`]). The task wakes only for client
+//! messages, timers and close requests.
 //!
 //! Everything about a connection that only it needs (its subscriptions, its
 //! rate bucket, its signed-in user) lives in this task, not in shared state.
 
 use std::{sync::Arc, time::Instant};
 
-use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, MessageStream};
-use bytestring::ByteString;
 use protocol::{
     channel::InvalidName,
     frame::{self, ChannelData, ClientFrame, Subscribe, UserData},
@@ -16,30 +19,24 @@ use protocol::{
 use serde_json::value::RawValue;
 use tokio::time::{sleep_until, Instant as TokioInstant};
 
-use super::rate::TokenBucket;
+use super::{
+    rate::TokenBucket,
+    wire::{self, FrameReader, Incoming},
+};
 use crate::{
     apps::App,
-    core::{connection, hub::Subscribed, ConnHandle, Outbox},
+    core::{hub::Subscribed, ConnHandle},
     state::State,
     webhooks::WebhookEvent,
 };
 
-/// How long a closing connection may take to accept its last frames.
-const WRITE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// How a session ended, for the close frame.
-enum End {
-    /// The client closed or the socket broke; nothing more to send.
-    Gone,
-    /// Close with this code and reason.
-    Close(u16, &'static str),
-}
+/// The client went away; the session only cleans up.
+struct Gone;
 
 struct Session {
     state: Arc<State>,
     app: Arc<App>,
     conn: ConnHandle,
-    ws: actix_ws::Session,
     channels: Vec<ChannelName>,
     client_events: TokenBucket,
     user_id: Option<String>,
@@ -49,16 +46,13 @@ struct Session {
 
 /// Runs a connection to its end. The app's connection count was already
 /// incremented by the handshake; it is decremented here.
-pub async fn run(state: Arc<State>, app: Arc<App>, ws: actix_ws::Session, stream: MessageStream) {
-    let id = state.socket_ids.next();
-    let (conn, outbox) = connection::queue(id, state.send_queue);
-    let stream = stream.max_frame_size(app.limits.max_ws_message_bytes).aggregate_continuations().max_continuation_size(app.limits.max_ws_message_bytes);
+pub async fn run(state: Arc<State>, app: Arc<App>, conn: ConnHandle, reader: FrameReader) {
+    let id = conn.id;
     let mut session = Session {
         client_events: TokenBucket::new(app.limits.client_events_per_second),
         state,
         app,
         conn,
-        ws,
         channels: Vec::new(),
         user_id: None,
         watchlist: Vec::new(),
@@ -67,27 +61,21 @@ pub async fn run(state: Arc<State>, app: Arc<App>, ws: actix_ws::Session, stream
     let metrics = session.state.metrics.clone();
     metrics.connections.inc();
     metrics.connections_opened.inc();
-    let end = session.serve(stream, outbox).await;
-    session.cleanup().await;
+    session.serve(reader).await;
+    // Boxed so the rarely used clean-up path does not enlarge every idle connection's task.
+    Box::pin(session.cleanup()).await;
     metrics.connections.dec();
     tracing::debug!(socket_id = %id, "disconnected");
-    if let End::Close(code, reason) = end {
-        let reason = CloseReason { code: CloseCode::Other(code), description: Some(reason.into()) };
-        let _ = tokio::time::timeout(WRITE_GRACE, session.ws.close(Some(reason))).await;
-    }
 }
 
 impl Session {
-    async fn serve(&mut self, mut stream: AggregatedMessageStream, mut outbox: Outbox) -> End {
+    async fn serve(&mut self, mut reader: FrameReader) {
         let established = frame::connection_established(self.conn.id, self.state.activity_timeout.as_secs());
-        if self.send(established).await.is_err() {
-            return End::Gone;
-        }
+        self.send(established);
         let mut last_heard = TokioInstant::now();
         let mut pinged_at: Option<TokioInstant> = None;
-        let closing = outbox.close_watch();
         let mut shutdown = self.state.shutdown_signal();
-        let metrics = self.state.metrics.clone();
+        let conn = self.conn.clone();
         loop {
             let deadline = match pinged_at {
                 Some(t) => t + self.state.pong_timeout,
@@ -95,111 +83,87 @@ impl Session {
             };
             tokio::select! {
                 biased;
-                code = closing.requested() => return self.closing(code).await,
-                _ = shutdown.wait_for(|stopping| *stopping) => {
-                    return self.closing(ErrorCode::ReconnectImmediately.code()).await;
+                code = conn.close_requested() => {
+                    if code == ErrorCode::OverCapacity.code() {
+                        self.state.metrics.slow_consumers_closed.inc();
+                    }
+                    return;
                 }
-                msg = stream.recv() => {
+                _ = shutdown.wait_for(|stopping| *stopping) => {
+                    self.conn.close(ErrorCode::ReconnectImmediately);
+                    return;
+                }
+                msg = reader.next() => {
                     last_heard = TokioInstant::now();
                     pinged_at = None;
                     match msg {
                         Some(Ok(m)) => {
-                            if let Some(end) = self.on_message(m).await {
-                                return end;
+                            if Box::pin(self.on_message(m)).await.is_err() {
+                                return;
                             }
                         }
                         Some(Err(e)) => {
                             tracing::debug!(socket_id = %self.conn.id, error = %e, "protocol error");
-                            let _ = self.send(frame::error(None, &format!("WebSocket protocol error: {e}"))).await;
-                            return End::Close(1009, "message too big or malformed");
+                            self.send(frame::error(None, &format!("WebSocket protocol error: {e}")));
+                            self.conn.close_with(1009);
+                            return;
                         }
-                        None => return End::Gone,
+                        None => return,
                     }
-                }
-                queued = outbox.recv() => {
-                    // Write what is queued, then what else is already waiting, before
-                    // looking at the socket again. A client that stops reading blocks the
-                    // write; a close request (its queue overflowing) still gets through.
-                    let mut next = queued;
-                    if next.is_none() {
-                        return End::Gone;
-                    }
-                    let (mut frames, mut bytes) = (0u64, 0u64);
-                    while let Some(f) = next {
-                        frames += 1;
-                        bytes += f.len() as u64;
-                        tokio::select! {
-                            biased;
-                            code = closing.requested() => return self.closing(code).await,
-                            sent = self.ws.text(f) => if sent.is_err() { return End::Gone },
-                        }
-                        next = outbox.try_recv();
-                    }
-                    metrics.messages_out.inc_by(frames);
-                    metrics.bytes_out.inc_by(bytes);
                 }
                 _ = sleep_until(deadline) => {
                     if pinged_at.is_some() {
-                        return End::Close(ErrorCode::PongNotReceived.code(), ErrorCode::PongNotReceived.message());
+                        self.conn.close(ErrorCode::PongNotReceived);
+                        return;
                     }
-                    if self.send(frame::PING.to_owned()).await.is_err() {
-                        return End::Gone;
-                    }
+                    self.send(frame::PING);
                     pinged_at = Some(TokioInstant::now());
                 }
             }
         }
     }
 
-    /// Tells the client why it is being closed, without waiting on a stuck socket.
-    async fn closing(&mut self, code: u16) -> End {
-        let reason = if code == ErrorCode::OverCapacity.code() {
-            self.state.metrics.slow_consumers_closed.inc();
-            "send queue overflow"
-        } else if code == ErrorCode::ReconnectImmediately.code() {
-            "server shutting down"
-        } else {
-            "closed by server"
-        };
-        if let Some(c) = error_code(code) {
-            let _ = tokio::time::timeout(WRITE_GRACE, self.ws.text(frame::error_code(c))).await;
-        }
-        End::Close(code, reason)
+    /// Queues a reply or notice for this client (JSON text, framed here).
+    fn send(&self, text: impl AsRef<str>) {
+        self.conn.send_direct(wire::text(text.as_ref()));
     }
 
-    /// Writes a reply or notice directly (not through the queue), counting it.
-    async fn send(&mut self, text: impl Into<ByteString>) -> Result<(), actix_ws::Closed> {
-        let text = text.into();
-        self.state.metrics.messages_out.inc();
-        self.state.metrics.bytes_out.inc_by(text.len() as u64);
-        self.ws.text(text).await
-    }
-
-    /// Handles one message; `Some` ends the session.
-    async fn on_message(&mut self, msg: AggregatedMessage) -> Option<End> {
+    /// Handles one message; `Err` ends the session.
+    async fn on_message(&mut self, msg: Incoming) -> Result<(), Gone> {
         match msg {
-            AggregatedMessage::Text(text) => {
+            Incoming::Text(bytes) => {
                 self.state.metrics.messages_in.inc();
-                self.state.metrics.bytes_in.inc_by(text.len() as u64);
-                let result = match ClientFrame::parse(&text) {
-                    Ok(f) => self.on_frame(f).await,
-                    Err(e) => self.send(frame::error(None, &e.to_string())).await,
+                self.state.metrics.bytes_in.inc_by(bytes.len() as u64);
+                let Ok(text) = std::str::from_utf8(&bytes) else {
+                    self.send(frame::error(None, "text messages must be UTF-8"));
+                    return Ok(());
                 };
-                result.err().map(|_| End::Gone)
+                match ClientFrame::parse(text) {
+                    Ok(f) => self.on_frame(f).await,
+                    Err(e) => self.send(frame::error(None, &e.to_string())),
+                }
+                Ok(())
             }
-            AggregatedMessage::Binary(_) => {
-                self.send(frame::error(None, "binary messages are not supported")).await.err().map(|_| End::Gone)
+            Incoming::Binary => {
+                self.send(frame::error(None, "binary messages are not supported"));
+                Ok(())
             }
-            AggregatedMessage::Ping(p) => self.ws.pong(&p).await.err().map(|_| End::Gone),
-            AggregatedMessage::Pong(_) => None,
-            AggregatedMessage::Close(_) => Some(End::Close(1000, "")),
+            Incoming::Ping(p) => {
+                self.conn.send_direct(wire::pong(&p));
+                Ok(())
+            }
+            Incoming::Pong => Ok(()),
+            Incoming::Close => {
+                self.conn.close_with(1000);
+                Err(Gone)
+            }
         }
     }
 
-    async fn on_frame(&mut self, f: ClientFrame) -> Result<(), actix_ws::Closed> {
+    async fn on_frame(&mut self, f: ClientFrame) {
         match f {
-            ClientFrame::Ping => self.send(frame::PONG).await,
-            ClientFrame::Pong => Ok(()),
+            ClientFrame::Ping => self.send(frame::PONG),
+            ClientFrame::Pong => {}
             ClientFrame::Subscribe(s) => self.subscribe(s).await,
             ClientFrame::Unsubscribe { channel } => {
                 if let Ok(name) = ChannelName::parse(&channel) {
@@ -208,41 +172,40 @@ impl Session {
                         self.leave(&name).await;
                     }
                 }
-                Ok(())
             }
             ClientFrame::Signin(s) => self.signin(&s.auth, &s.user_data).await,
             ClientFrame::ClientEvent { event, channel, data } => self.client_event(&event, &channel, data).await,
-            ClientFrame::Unknown { event } => self.send(frame::error(None, &format!("unsupported event {event:?}"))).await,
+            ClientFrame::Unknown { event } => self.send(frame::error(None, &format!("unsupported event {event:?}"))),
         }
     }
 
-    async fn subscribe(&mut self, s: Subscribe) -> Result<(), actix_ws::Closed> {
+    async fn subscribe(&mut self, s: Subscribe) {
         let name = match ChannelName::parse_with_max(&s.channel, self.app.limits.max_channel_name_len) {
             Ok(n) => n,
-            Err(e) => return self.send(frame::error(None, &invalid_channel(&s.channel, e))).await,
+            Err(e) => return self.send(frame::error(None, &invalid_channel(&s.channel, e))),
         };
         let kind = name.kind();
         if kind == ChannelKind::ServerToUser {
             let msg = "#server-to-user- channels are joined by signing in, not by subscribing";
-            return self.send(frame::subscription_error(name.as_str(), "AuthError", msg, 403)).await;
+            return self.send(frame::subscription_error(name.as_str(), "AuthError", msg, 403));
         }
         if kind.needs_auth() {
             let Some(auth) = s.auth.as_deref() else {
-                return self.send(frame::subscription_error(name.as_str(), "AuthError", "missing auth for a private channel", 401)).await;
+                return self.send(frame::subscription_error(name.as_str(), "AuthError", "missing auth for a private channel", 401));
             };
             // SDKs sign `channel_data` into a private channel's auth too when the app
             // passes user data; the signature then covers it, so check it that way.
             let data = s.channel_data.as_deref();
             if let Err(e) = sign::verify_channel(&self.app.key, &self.app.secret, self.conn.id, name.as_str(), data, auth) {
                 let msg = format!("invalid signature for {}: {e}", name.as_str());
-                return self.send(frame::subscription_error(name.as_str(), "AuthError", &msg, 401)).await;
+                return self.send(frame::subscription_error(name.as_str(), "AuthError", &msg, 401));
             }
         }
         if kind == ChannelKind::Presence {
             return self.join_presence(name, s.channel_data.as_deref()).await;
         }
         let subscribed = self.state.adapter.subscribe(&self.app, &name, &self.conn).await;
-        self.send(frame::subscription_succeeded(name.as_str())).await?;
+        self.send(frame::subscription_succeeded(name.as_str()));
         if let Some(sub) = subscribed {
             self.channels.push(name.clone());
             self.after_subscribe(&name, sub);
@@ -269,43 +232,43 @@ impl Session {
     }
 
     /// Sends a cache channel's last event to the new subscriber, or `pusher:cache_miss`.
-    async fn replay_cache(&mut self, name: &ChannelName) -> Result<(), actix_ws::Closed> {
+    async fn replay_cache(&mut self, name: &ChannelName) {
         if !name.is_cache() {
-            return Ok(());
+            return;
         }
         match self.state.adapter.cached(&self.app, name).await {
-            Some(last) => self.send(last.frame).await,
+            Some(last) => self.send(&*last.frame),
             None => {
                 self.app.webhook(|| WebhookEvent::CacheMiss { channel: name.to_string() });
-                self.send(frame::cache_miss(name.as_str())).await
+                self.send(frame::cache_miss(name.as_str()))
             }
         }
     }
 
-    async fn join_presence(&mut self, name: ChannelName, channel_data: Option<&str>) -> Result<(), actix_ws::Closed> {
+    async fn join_presence(&mut self, name: ChannelName, channel_data: Option<&str>) {
         let refuse = |msg: &str, status| frame::subscription_error(name.as_str(), "AuthError", msg, status);
         let Some(raw) = channel_data else {
-            return self.send(refuse("presence channels need channel_data", 400)).await;
+            return self.send(refuse("presence channels need channel_data", 400));
         };
         let data: ChannelData = match serde_json::from_str(raw) {
             Ok(d) => d,
-            Err(e) => return self.send(refuse(&format!("invalid channel_data: {e}"), 400)).await,
+            Err(e) => return self.send(refuse(&format!("invalid channel_data: {e}"), 400)),
         };
         let info = data.user_info.unwrap_or_else(|| RawValue::from_string("null".into()).expect("valid JSON"));
         if info.get().len() > self.app.limits.max_presence_user_info_bytes {
             let msg = format!("user_info is larger than {} bytes", self.app.limits.max_presence_user_info_bytes);
-            return self.send(refuse(&msg, 413)).await;
+            return self.send(refuse(&msg, 413));
         }
         let joined = self.state.adapter.join(&self.app, &name, &self.conn, &data.user_id, info.clone()).await;
         match joined {
             Err(_) => {
                 let msg = format!("presence channel is full ({} members)", self.app.limits.max_presence_members);
-                self.send(refuse(&msg, 403)).await
+                self.send(refuse(&msg, 403))
             }
-            Ok(None) => Ok(()),
+            Ok(None) => {}
             Ok(Some(joined)) => {
                 self.channels.push(name.clone());
-                self.send(joined.succeeded_frame).await?;
+                self.send(joined.succeeded_frame);
                 self.after_subscribe(&name, joined.subscribed);
                 if joined.first {
                     let added = frame::member_added(name.as_str(), &data.user_id, &info);
@@ -337,16 +300,16 @@ impl Session {
         }
     }
 
-    async fn signin(&mut self, auth: &str, user_data: &str) -> Result<(), actix_ws::Closed> {
+    async fn signin(&mut self, auth: &str, user_data: &str) {
         let user: UserData = match serde_json::from_str(user_data) {
             Ok(u) => u,
-            Err(e) => return self.send(frame::error(Some(ErrorCode::Unauthorized.code()), &format!("invalid user_data: {e}"))).await,
+            Err(e) => return self.send(frame::error(Some(ErrorCode::Unauthorized.code()), &format!("invalid user_data: {e}"))),
         };
         if let Err(e) = sign::verify_user(&self.app.key, &self.app.secret, self.conn.id, user_data, auth) {
-            return self.send(frame::error(Some(ErrorCode::Unauthorized.code()), &format!("sign-in refused: {e}"))).await;
+            return self.send(frame::error(Some(ErrorCode::Unauthorized.code()), &format!("sign-in refused: {e}")));
         }
         let Ok(channel) = ChannelName::for_user(&user.id) else {
-            return self.send(frame::error(Some(ErrorCode::Unauthorized.code()), "user id has characters a channel name cannot hold")).await;
+            return self.send(frame::error(Some(ErrorCode::Unauthorized.code()), "user id has characters a channel name cannot hold"));
         };
         if let Some(old) = self.user_id.replace(user.id.clone()) {
             if old != user.id {
@@ -356,7 +319,7 @@ impl Session {
                 }
             }
         }
-        self.send(frame::signin_success(user_data)).await?;
+        self.send(frame::signin_success(user_data));
         if let Some(sub) = self.state.adapter.subscribe(&self.app, &channel, &self.conn).await {
             self.channels.push(channel.clone());
             self.after_subscribe(&channel, sub);
@@ -386,34 +349,33 @@ impl Session {
             }
         }
         if !online.is_empty() {
-            self.send(frame::watchlist_event("online", &online)).await?;
+            self.send(frame::watchlist_event("online", &online));
         }
         self.watchlist = watchlist;
-        Ok(())
     }
 
-    async fn client_event(&mut self, event: &str, channel: &str, data: Box<RawValue>) -> Result<(), actix_ws::Closed> {
+    async fn client_event(&mut self, event: &str, channel: &str, data: Box<RawValue>) {
         let limits = &self.app.limits;
         let name = match ChannelName::parse_with_max(channel, limits.max_channel_name_len) {
             Ok(n) => n,
-            Err(e) => return self.send(frame::error(None, &invalid_channel(channel, e))).await,
+            Err(e) => return self.send(frame::error(None, &invalid_channel(channel, e))),
         };
         if EventName::parse_with_max(event, limits.max_event_name_len).is_err() {
             let msg = format!("invalid event name (at most {} characters, no control characters)", limits.max_event_name_len);
-            return self.send(frame::error(None, &msg)).await;
+            return self.send(frame::error(None, &msg));
         }
         if !name.kind().allows_client_events() {
-            return self.send(frame::error(None, "client events are only allowed on private and presence channels")).await;
+            return self.send(frame::error(None, "client events are only allowed on private and presence channels"));
         }
         if !self.channels.contains(&name) {
-            return self.send(frame::error(None, &format!("not subscribed to {}", name.as_str()))).await;
+            return self.send(frame::error(None, &format!("not subscribed to {}", name.as_str())));
         }
         if data.get().len() > limits.max_event_data_bytes {
             let msg = format!("client event data is larger than {} bytes", limits.max_event_data_bytes);
-            return self.send(frame::error(None, &msg)).await;
+            return self.send(frame::error(None, &msg));
         }
         if !self.client_events.take(Instant::now()) {
-            return self.send(frame::error_code(ErrorCode::ClientEventRateLimit)).await;
+            return self.send(frame::error_code(ErrorCode::ClientEventRateLimit));
         }
         let user_id = if name.kind() == ChannelKind::Presence { self.app.hub.user_of(&name, self.conn.id) } else { None };
         let out = frame::client_event(name.as_str(), event, &data, user_id.as_deref());
@@ -429,7 +391,6 @@ impl Session {
             socket_id: self.conn.id.to_string(),
             user_id,
         });
-        Ok(())
     }
 
     async fn cleanup(&mut self) {
@@ -443,11 +404,4 @@ impl Session {
 
 fn invalid_channel(raw: &str, e: InvalidName) -> String {
     format!("invalid channel name {raw:?}: {e}")
-}
-
-/// The `pusher:error` to send before closing with a code, if the code is one of ours.
-fn error_code(code: u16) -> Option<ErrorCode> {
-    [ErrorCode::OverCapacity, ErrorCode::ReconnectImmediately, ErrorCode::Unauthorized, ErrorCode::PongNotReceived]
-        .into_iter()
-        .find(|c| c.code() == code)
 }

@@ -1,0 +1,176 @@
+//! WebSocket framing, on actix-http's codec.
+//!
+//! Outgoing frames are encoded here once per broadcast (not once per
+//! subscriber) and queued as shared bytes. Incoming frames are decoded from the
+//! request payload by [`FrameReader`], which also joins fragmented messages.
+
+use actix_codec::Decoder;
+use actix_http::ws::{CloseCode, CloseReason, Codec, Frame, Item, OpCode, Parser, ProtocolError};
+use actix_web::web;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use protocol::{frame, ErrorCode};
+
+/// A server-to-client text frame (servers never mask).
+pub fn text(payload: &str) -> Bytes {
+    let mut out = BytesMut::with_capacity(payload.len() + 10);
+    Parser::write_message(&mut out, payload, OpCode::Text, true, false);
+    out.freeze()
+}
+
+pub fn pong(payload: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(payload.len() + 2);
+    Parser::write_message(&mut out, payload, OpCode::Pong, true, false);
+    out.freeze()
+}
+
+/// The last bytes a closing connection gets: `pusher:error` with the code when
+/// it is one of Pusher's, then the close frame.
+pub fn closing(code: u16) -> Bytes {
+    let mut out = BytesMut::new();
+    let known = [
+        ErrorCode::OverCapacity,
+        ErrorCode::ReconnectImmediately,
+        ErrorCode::Unauthorized,
+        ErrorCode::PongNotReceived,
+        ErrorCode::AppNotFound,
+        ErrorCode::AppDisabled,
+        ErrorCode::OverConnectionQuota,
+        ErrorCode::InvalidVersionFormat,
+        ErrorCode::UnsupportedProtocolVersion,
+        ErrorCode::NoProtocolVersion,
+    ]
+    .into_iter()
+    .find(|c| c.code() == code);
+    let description = match known {
+        Some(c) => {
+            Parser::write_message(&mut out, frame::error_code(c), OpCode::Text, true, false);
+            Some(c.message().to_owned())
+        }
+        None => None,
+    };
+    if code != 1006 {
+        Parser::write_close(&mut out, Some(CloseReason { code: CloseCode::from(code), description }), false);
+    }
+    out.freeze()
+}
+
+/// A complete message from the client.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Incoming {
+    Text(Bytes),
+    Binary,
+    Ping(Bytes),
+    Pong,
+    Close,
+}
+
+/// Why reading stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{0}")]
+    Protocol(#[from] ProtocolError),
+    #[error("message larger than {0} bytes")]
+    TooBig(usize),
+    #[error("connection error: {0}")]
+    Payload(String),
+}
+
+/// Decodes client frames from the upgraded request's payload.
+pub struct FrameReader {
+    payload: web::Payload,
+    buf: BytesMut,
+    codec: Codec,
+    max: usize,
+    /// A fragmented message being joined: (is text, bytes so far).
+    partial: Option<(bool, BytesMut)>,
+}
+
+impl FrameReader {
+    pub fn new(payload: web::Payload, max_message_bytes: usize) -> Self {
+        Self { payload, buf: BytesMut::new(), codec: Codec::new().max_size(max_message_bytes), max: max_message_bytes, partial: None }
+    }
+
+    /// The next complete message; `None` when the client disconnected.
+    pub async fn next(&mut self) -> Option<Result<Incoming, ReadError>> {
+        loop {
+            match self.codec.decode(&mut self.buf) {
+                Ok(Some(frame)) => {
+                    if let Some(msg) = self.assemble(frame).transpose() {
+                        return Some(msg);
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => return Some(Err(e.into())),
+            }
+            match self.payload.next().await {
+                Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
+                Some(Err(e)) => return Some(Err(ReadError::Payload(e.to_string()))),
+                None => return None,
+            }
+        }
+    }
+
+    fn assemble(&mut self, frame: Frame) -> Result<Option<Incoming>, ReadError> {
+        Ok(Some(match frame {
+            Frame::Text(b) => Incoming::Text(b),
+            Frame::Binary(_) => Incoming::Binary,
+            Frame::Ping(b) => Incoming::Ping(b),
+            Frame::Pong(_) => Incoming::Pong,
+            Frame::Close(_) => Incoming::Close,
+            Frame::Continuation(item) => {
+                let (first, chunk, last) = match item {
+                    Item::FirstText(b) => (Some(true), b, false),
+                    Item::FirstBinary(b) => (Some(false), b, false),
+                    Item::Continue(b) => (None, b, false),
+                    Item::Last(b) => (None, b, true),
+                };
+                if let Some(is_text) = first {
+                    self.partial = Some((is_text, BytesMut::new()));
+                }
+                let Some((is_text, data)) = self.partial.as_mut() else {
+                    return Err(ProtocolError::ContinuationNotStarted.into());
+                };
+                if data.len() + chunk.len() > self.max {
+                    return Err(ReadError::TooBig(self.max));
+                }
+                data.extend_from_slice(&chunk);
+                if !last {
+                    return Ok(None);
+                }
+                let is_text = *is_text;
+                let (_, data) = self.partial.take().expect("checked above");
+                if is_text {
+                    Incoming::Text(data.freeze())
+                } else {
+                    Incoming::Binary
+                }
+            }
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_frames_are_unmasked_with_the_right_length() {
+        let f = text("hi");
+        assert_eq!(&f[..], &[0x81, 2, b'h', b'i']);
+        let long = "x".repeat(300);
+        let f = text(&long);
+        assert_eq!(&f[..4], &[0x81, 126, 1, 44]);
+        assert_eq!(f.len(), 304);
+    }
+
+    #[test]
+    fn closing_sends_the_error_then_the_close_code() {
+        let f = closing(4100);
+        assert_eq!(f[0], 0x81, "text frame first");
+        let close_at = f.len() - f.iter().rev().position(|b| *b == 0x88).unwrap() - 1;
+        assert_eq!(&f[close_at + 2..close_at + 4], &4100u16.to_be_bytes());
+        assert_eq!(closing(1006).len(), 0, "nothing to send to a client that is gone");
+    }
+}
