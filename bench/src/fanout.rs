@@ -45,6 +45,10 @@ pub struct Args {
     /// Longest wait for outstanding deliveries after the last trigger, seconds.
     #[arg(long, default_value_t = 10.0)]
     pub drain: f64,
+    /// Send the REST triggers to this broker instead of `--url` (another node of a
+    /// cluster: measures cross-node fan-out). Same app credentials.
+    #[arg(long)]
+    pub trigger_url: Option<String>,
 }
 
 pub fn default_timeout(a: &Args) -> f64 {
@@ -87,7 +91,15 @@ pub async fn run(ctx: &Ctx, a: &Args) -> Result<(), String> {
         ctx.set(k, v);
     }
     ctx.check_fds(a.subs);
-    let rest = Arc::new(Rest::new(&ctx.target)?);
+    let trigger_target = match &a.trigger_url {
+        Some(url) => {
+            ctx.set("trigger_url", url.as_str());
+            let other = crate::ws::Target::parse(url, &ctx.target.app_id, ctx.target.key.as_str(), "unused")?;
+            crate::ws::Target { secret: ctx.target.secret.clone(), ..other }
+        }
+        None => ctx.target.clone(),
+    };
+    let rest = Arc::new(Rest::new(&trigger_target)?);
 
     ctx.phase("connecting");
     let channels: Arc<Vec<String>> = Arc::new((0..a.channels).map(|c| format!("bench-{}-{c}", ctx.tag)).collect());
