@@ -97,7 +97,7 @@ impl Adapter for LocalAdapter {
     }
 
     fn broadcast(&self, app: &App, channel: &ChannelName, frame: ByteString, except: Option<SocketId>) {
-        app.hub.deliver(channel, &wire::text(&frame), except);
+        app.hub.deliver(channel, except, || wire::text(&frame));
     }
 
     fn cache_put(&self, app: &App, channel: &ChannelName, event: CachedEvent) {

@@ -409,8 +409,9 @@ impl RedisAdapter {
         };
         match header.kind {
             Kind::Broadcast => {
-                // Framed once on this node; every local subscriber gets the same bytes.
-                app.hub.deliver(&channel, &wire::text(frame), header.except);
+                // Framed once on this node (and only if someone here subscribes);
+                // every local subscriber gets the same bytes.
+                app.hub.deliver(&channel, header.except, || wire::text(frame));
             }
             Kind::Terminate => {
                 let code = [ErrorCode::Unauthorized, ErrorCode::ReconnectImmediately]
@@ -728,7 +729,7 @@ impl Adapter for RedisAdapter {
     }
 
     fn broadcast(&self, app: &App, channel: &ChannelName, frame: ByteString, except: Option<SocketId>) {
-        app.hub.deliver(channel, &wire::text(&frame), except);
+        app.hub.deliver(channel, except, || wire::text(&frame));
         let header = Header { node: &self.node, kind: Kind::Broadcast, app: app.id.as_str(), channel: channel.as_str(), except, code: None };
         self.send_cluster(&header, &frame);
     }

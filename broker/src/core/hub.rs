@@ -165,9 +165,11 @@ impl Hub {
         self.channels.remove_if(name, |_, c| c.is_empty()).is_some()
     }
 
-    /// Queues an encoded frame for the channel's local subscribers but `except`.
-    pub fn deliver(&self, name: &ChannelName, frame: &Bytes, except: Option<SocketId>) -> usize {
-        self.channels.get(name).map_or(0, |c| c.deliver(frame, except))
+    /// Queues a frame for the channel's local subscribers but `except`. The frame
+    /// is encoded once, and only if the channel has local subscribers (most nodes
+    /// of a cluster have none for a given event).
+    pub fn deliver(&self, name: &ChannelName, except: Option<SocketId>, encode: impl FnOnce() -> Bytes) -> usize {
+        self.channels.get(name).map_or(0, |c| c.deliver(&encode(), except))
     }
 
     /// Queues a frame for one subscriber of a channel.
@@ -286,7 +288,8 @@ mod tests {
         assert!(hub.subscribe(&ch("news"), &a).is_none());
         assert!(!hub.subscribe(&ch("news"), &b).unwrap().occupied);
         let f = Bytes::from(String::from("frame"));
-        assert_eq!(hub.deliver(&ch("news"), &f, Some(b.id)), 1);
+        assert_eq!(hub.deliver(&ch("news"), Some(b.id), || f.clone()), 1);
+        assert_eq!(hub.deliver(&ch("empty"), None, || unreachable!("nothing to encode for")), 0);
         let got = ra.next().await.unwrap().unwrap();
         assert_eq!(got.as_ptr(), f.as_ptr(), "the same buffer, not a copy");
         drop(b);
