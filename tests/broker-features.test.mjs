@@ -236,6 +236,18 @@ test('watchlist: online and offline events for watched users', async () => {
   friend.disconnect();
   await eventually(() => assert.deepEqual(watch('offline').map((e) => e.user_ids).flat(), ['friend']), 'offline event');
   raw.close();
+
+  // More than 100 watched users is refused.
+  const greedy = new WebSocket(`ws://127.0.0.1:${broker.port}/app/app-key?protocol=7`);
+  const seen = [];
+  greedy.on('message', (m) => seen.push(JSON.parse(m.toString())));
+  await eventually(() => assert.ok(seen[0]), 'connected');
+  const many = Array.from({ length: 101 }, (_, i) => `u${i}`);
+  const auth2 = sdk.authenticateUser(JSON.parse(seen[0].data).socket_id, { id: 'greedy', watchlist: many });
+  greedy.send(JSON.stringify({ event: 'pusher:signin', data: auth2 }));
+  await eventually(() => assert.ok(seen.some((f) => f.event === 'pusher:error' && /watchlist/.test(f.data.message))), 'watchlist limit');
+  assert.ok(!seen.some((f) => f.event === 'pusher:signin_success'));
+  greedy.close();
 });
 
 test('subscription_count is sent to subscribers when the app enables it', async () => {

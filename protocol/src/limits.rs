@@ -29,6 +29,8 @@ pub struct Limits {
     pub max_ws_message_bytes: usize,
     /// Concurrent connections for the app; 0 means no limit.
     pub max_connections: usize,
+    /// User ids one signed-in connection may watch (`user_data.watchlist`).
+    pub max_watchlist_users: usize,
 }
 
 impl Default for Limits {
@@ -44,6 +46,7 @@ impl Default for Limits {
             client_events_per_second: 10,
             max_ws_message_bytes: 32 * 1024,
             max_connections: 0,
+            max_watchlist_users: 100,
         }
     }
 }

@@ -308,6 +308,11 @@ impl Session {
         if let Err(e) = sign::verify_user(&self.app.key, &self.app.secret, self.conn.id, user_data, auth) {
             return self.send(frame::error(Some(ErrorCode::Unauthorized.code()), &format!("sign-in refused: {e}")));
         }
+        let watching = user.watchlist.as_ref().map_or(0, Vec::len);
+        if watching > self.app.limits.max_watchlist_users {
+            let msg = format!("watchlist has {watching} users, more than the limit of {}", self.app.limits.max_watchlist_users);
+            return self.send(frame::error(Some(ErrorCode::Unauthorized.code()), &msg));
+        }
         let Ok(channel) = ChannelName::for_user(&user.id) else {
             return self.send(frame::error(Some(ErrorCode::Unauthorized.code()), "user id has characters a channel name cannot hold"));
         };
