@@ -182,6 +182,8 @@ test('sign-in: sendToUser reaches every connection of the user', async () => {
   }, 'two connections joined the user channel');
   await sdk.sendToUser('u-42', 'note', { n: 1 });
   assert.deepEqual(await Promise.all(got), [{ n: 1 }, { n: 1 }]);
+  // pusher-js subscribes to its own user channel after signing in; that succeeds.
+  await eventually(() => assert.equal(a.user.serverToUserChannel?.subscribed, true), 'user channel subscribed');
   a.disconnect();
   b.disconnect();
 });

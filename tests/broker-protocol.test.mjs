@@ -226,6 +226,15 @@ test('presence subscription without channel_data, or with bad channel_data, is r
   c.ws.close();
 });
 
+test('a #server-to-user- channel cannot be subscribed to without signing in as that user', async () => {
+  const c = rawClient();
+  await c.connected();
+  c.send({ event: 'pusher:subscribe', data: { channel: '#server-to-user-someone' } });
+  const e = await c.event('pusher:subscription_error', (f) => f.channel === '#server-to-user-someone');
+  assert.equal(e.data.status, 403);
+  c.ws.close();
+});
+
 test('events never cross apps', async () => {
   const a = rawClient('/app/app-key?protocol=7');
   const b = rawClient('/app/key-2?protocol=7');

@@ -186,7 +186,12 @@ impl Session {
         };
         let kind = name.kind();
         if kind == ChannelKind::ServerToUser {
-            let msg = "#server-to-user- channels are joined by signing in, not by subscribing";
+            // Sign-in already joined the connection to its own user channel; pusher-js
+            // still subscribes to it afterwards, and only that is allowed.
+            if name.server_to_user_id() == self.user_id.as_deref() && self.channels.contains(&name) {
+                return self.send(frame::subscription_succeeded(name.as_str()));
+            }
+            let msg = "a #server-to-user- channel is only for the connection signed in as that user";
             return self.send(frame::subscription_error(name.as_str(), "AuthError", msg, 403));
         }
         if kind.needs_auth() {
