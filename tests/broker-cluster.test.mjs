@@ -215,6 +215,12 @@ test('Redis going away: local clients keep working, /ready reports it, and the c
   await sdkFor(x).trigger('presence-durable', 'during', {});
   await recX.waitFor(2);
   assert.equal((await fetch(`${x.url}/health`)).status, 200);
+  // The copy for the other node could not be published, and the metrics say so.
+  await eventually(async () => {
+    const text = await (await fetch(`${x.url}/metrics`)).text();
+    assert.match(text, /broker_adapter_up 0/);
+    assert.ok(Number(text.match(/broker_adapter_dropped_messages (\d+)/)[1]) >= 1, text);
+  }, 'dropped cluster messages counted');
 
   redis = startRedis();
   for (const n of [x, y]) await eventually(async () => assert.equal((await fetch(`${n.url}/ready`)).status, 200), 'ready again', 15000);

@@ -11,7 +11,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::apps::AppRegistry;
+use crate::{adapter::Adapter, apps::AppRegistry};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RestLabels {
@@ -36,9 +36,11 @@ pub struct Metrics {
     pub slow_consumers_closed: Counter,
     pub rest_requests: Family<RestLabels, Counter>,
     webhook_queue_depth: Family<AppLabels, Gauge>,
+    webhook_sent_batches: Family<AppLabels, Gauge>,
     webhook_failed_batches: Family<AppLabels, Gauge>,
     webhook_dropped_events: Family<AppLabels, Gauge>,
     adapter_up: Gauge,
+    adapter_dropped_messages: Gauge,
 }
 
 impl Default for Metrics {
@@ -49,8 +51,8 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("broker");
-        let m = Self {
+        let mut m = Self {
+            registry: Registry::with_prefix("broker"),
             connections: Gauge::default(),
             connections_opened: Counter::default(),
             subscriptions: Gauge::default(),
@@ -61,38 +63,48 @@ impl Metrics {
             slow_consumers_closed: Counter::default(),
             rest_requests: Family::default(),
             webhook_queue_depth: Family::default(),
+            webhook_sent_batches: Family::default(),
             webhook_failed_batches: Family::default(),
             webhook_dropped_events: Family::default(),
             adapter_up: Gauge::default(),
-            registry: Registry::default(),
+            adapter_dropped_messages: Gauge::default(),
         };
-        registry.register("connections", "Open WebSocket connections", m.connections.clone());
-        registry.register("connections_opened", "WebSocket connections accepted", m.connections_opened.clone());
-        registry.register("subscriptions", "Channel subscriptions held by connections on this node", m.subscriptions.clone());
-        registry.register("ws_messages_in", "WebSocket messages received from clients", m.messages_in.clone());
-        registry.register("ws_bytes_in", "Bytes of WebSocket messages received from clients", m.bytes_in.clone());
-        registry.register("ws_messages_out", "WebSocket messages written to clients", m.messages_out.clone());
-        registry.register("ws_bytes_out", "Bytes of WebSocket messages written to clients", m.bytes_out.clone());
-        registry.register("slow_consumers_closed", "Connections closed because their send queue overflowed", m.slow_consumers_closed.clone());
-        registry.register("rest_requests", "REST requests by route and status", m.rest_requests.clone());
-        registry.register("webhook_queue_depth", "Webhook events waiting to be sent", m.webhook_queue_depth.clone());
-        registry.register("webhook_failed_batches", "Webhook batches given up after every retry", m.webhook_failed_batches.clone());
-        registry.register("webhook_dropped_events", "Webhook events dropped because the queue was full", m.webhook_dropped_events.clone());
-        registry.register("adapter_up", "1 when the cluster adapter is healthy", m.adapter_up.clone());
-        Self { registry, ..m }
+        let r = &mut m.registry;
+        r.register("connections", "Open WebSocket connections", m.connections.clone());
+        r.register("connections_opened", "WebSocket connections accepted", m.connections_opened.clone());
+        r.register("subscriptions", "Channel subscriptions held by connections on this node", m.subscriptions.clone());
+        r.register("ws_messages_in", "WebSocket messages received from clients", m.messages_in.clone());
+        r.register("ws_bytes_in", "Bytes of WebSocket messages received from clients", m.bytes_in.clone());
+        r.register("ws_messages_out", "WebSocket messages written to clients", m.messages_out.clone());
+        r.register("ws_bytes_out", "Bytes of WebSocket messages written to clients", m.bytes_out.clone());
+        r.register("slow_consumers_closed", "Connections closed because their send queue overflowed", m.slow_consumers_closed.clone());
+        r.register("rest_requests", "REST requests by route and status", m.rest_requests.clone());
+        r.register("webhook_queue_depth", "Webhook events waiting to be sent", m.webhook_queue_depth.clone());
+        r.register("webhook_sent_batches", "Webhook batches the endpoint accepted", m.webhook_sent_batches.clone());
+        r.register("webhook_failed_batches", "Webhook batches given up after every retry", m.webhook_failed_batches.clone());
+        r.register("webhook_dropped_events", "Webhook events dropped because the queue was full", m.webhook_dropped_events.clone());
+        r.register("adapter_up", "1 when the cluster adapter is healthy", m.adapter_up.clone());
+        r.register(
+            "adapter_dropped_messages",
+            "Cluster messages not published because Redis was unreachable or the publish queue was full",
+            m.adapter_dropped_messages.clone(),
+        );
+        m
     }
 
     /// The text exposition, with gauges read from the apps at scrape time.
-    pub fn render(&self, apps: &AppRegistry, adapter_healthy: bool) -> String {
+    pub fn render(&self, apps: &AppRegistry, adapter: &dyn Adapter) -> String {
         for app in apps.all() {
             if let Some(q) = &app.webhooks {
                 let labels = AppLabels { app: app.id.as_str().to_owned() };
                 self.webhook_queue_depth.get_or_create(&labels).set(q.depth() as i64);
+                self.webhook_sent_batches.get_or_create(&labels).set(q.stats.sent_batches.load(Ordering::Relaxed) as i64);
                 self.webhook_failed_batches.get_or_create(&labels).set(q.stats.failed_batches.load(Ordering::Relaxed) as i64);
                 self.webhook_dropped_events.get_or_create(&labels).set(q.stats.dropped.load(Ordering::Relaxed) as i64);
             }
         }
-        self.adapter_up.set(i64::from(adapter_healthy));
+        self.adapter_up.set(i64::from(adapter.healthy()));
+        self.adapter_dropped_messages.set(adapter.dropped_messages() as i64);
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out

@@ -36,6 +36,28 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, for looking one up by number.
+    pub const ALL: [Self; 13] = [
+        Self::AppNotFound,
+        Self::AppDisabled,
+        Self::OverConnectionQuota,
+        Self::PathNotFound,
+        Self::InvalidVersionFormat,
+        Self::UnsupportedProtocolVersion,
+        Self::NoProtocolVersion,
+        Self::Unauthorized,
+        Self::OverCapacity,
+        Self::ReconnectImmediately,
+        Self::PongNotReceived,
+        Self::ClosedAfterInactivity,
+        Self::ClientEventRateLimit,
+    ];
+
+    /// The code with this number, if it is one of Pusher's.
+    pub fn from_code(code: u16) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.code() == code)
+    }
+
     pub const fn code(self) -> u16 {
         match self {
             Self::AppNotFound => 4001,
@@ -91,5 +113,13 @@ mod tests {
         assert!((4200..4300).contains(&ErrorCode::PongNotReceived.code()));
         assert!((4300..4400).contains(&ErrorCode::ClientEventRateLimit.code()));
         assert!(!ErrorCode::ClientEventRateLimit.closes_connection());
+    }
+
+    #[test]
+    fn every_code_is_found_by_its_number() {
+        for c in ErrorCode::ALL {
+            assert_eq!(ErrorCode::from_code(c.code()), Some(c));
+        }
+        assert_eq!(ErrorCode::from_code(1000), None);
     }
 }

@@ -31,6 +31,11 @@ pub trait Adapter: Send + Sync + 'static {
         true
     }
 
+    /// Messages for other nodes that could not be sent (always 0 on one node).
+    fn dropped_messages(&self) -> u64 {
+        0
+    }
+
     /// Subscribes a local connection to a non-presence channel. `None` if it already was.
     fn subscribe<'a>(&'a self, app: &'a App, channel: &'a ChannelName, conn: &'a ConnHandle) -> BoxFuture<'a, Option<Subscribed>>;
 

@@ -242,7 +242,7 @@ pub struct RedisAdapter {
     needs_reconcile: AtomicBool,
     publish: mpsc::Sender<Vec<u8>>,
     publish_rx: std::sync::Mutex<Option<mpsc::Receiver<Vec<u8>>>>,
-    pub dropped_publishes: AtomicU64,
+    dropped_publishes: AtomicU64,
     adjust: Script,
     reconcile: Script,
     join: Script,
@@ -315,10 +315,7 @@ impl RedisAdapter {
     }
 
     fn send_cluster(&self, header: &Header<'_>, frame: &str) {
-        if self.conn().is_none() {
-            return;
-        }
-        if self.publish.try_send(encode(header, frame)).is_err() {
+        if self.conn().is_none() || self.publish.try_send(encode(header, frame)).is_err() {
             self.dropped_publishes.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -333,11 +330,13 @@ impl RedisAdapter {
                 continue;
             };
             // One round trip for everything that queued up meanwhile.
+            let count = batch.len() as u64;
             let mut pipe = redis::pipe();
             for msg in batch.drain(..) {
                 pipe.publish(&channel, msg).ignore();
             }
             if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+                self.dropped_publishes.fetch_add(count, Ordering::Relaxed);
                 self.degraded(&e);
             }
         }
@@ -414,10 +413,7 @@ impl RedisAdapter {
                 app.hub.deliver(&channel, header.except, || wire::text(frame));
             }
             Kind::Terminate => {
-                let code = [ErrorCode::Unauthorized, ErrorCode::ReconnectImmediately]
-                    .into_iter()
-                    .find(|c| Some(c.code()) == header.code)
-                    .unwrap_or(ErrorCode::Unauthorized);
+                let code = header.code.and_then(ErrorCode::from_code).unwrap_or(ErrorCode::Unauthorized);
                 app.hub.close_subscribers(&channel, code);
             }
             Kind::Watchers => app.hub.notify_watchers(header.channel, &wire::text(frame)),
@@ -632,6 +628,10 @@ fn rand_node_id() -> u64 {
 impl Adapter for RedisAdapter {
     fn healthy(&self) -> bool {
         self.healthy.load(Ordering::Acquire)
+    }
+
+    fn dropped_messages(&self) -> u64 {
+        self.dropped_publishes.load(Ordering::Relaxed)
     }
 
     fn subscribe<'a>(&'a self, app: &'a App, channel: &'a ChannelName, conn: &'a ConnHandle) -> BoxFuture<'a, Option<Subscribed>> {

@@ -134,11 +134,6 @@ impl Channel {
         self.subscribers.len()
     }
 
-    /// Queues `frame` for one subscriber.
-    pub fn send_to(&self, socket: SocketId, frame: &Bytes) -> bool {
-        self.subscribers.get(&socket).is_some_and(|s| s.conn.send(frame))
-    }
-
     /// The user a connection is present as, if any.
     pub fn user_of(&self, socket: SocketId) -> Option<&str> {
         self.subscribers.get(&socket)?.user_id.as_deref()

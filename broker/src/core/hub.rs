@@ -172,11 +172,6 @@ impl Hub {
         self.channels.get(name).map_or(0, |c| c.deliver(&encode(), except))
     }
 
-    /// Queues a frame for one subscriber of a channel.
-    pub fn send_to(&self, name: &ChannelName, socket: SocketId, frame: &Bytes) -> bool {
-        self.channels.get(name).is_some_and(|c| c.send_to(socket, frame))
-    }
-
     /// Closes every local connection subscribed to the channel.
     pub fn close_subscribers(&self, name: &ChannelName, code: ErrorCode) -> usize {
         self.channels.get(name).map_or(0, |c| c.close_all(code))

@@ -30,6 +30,6 @@ pub async fn ready(state: web::Data<State>) -> HttpResponse {
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(state: web::Data<State>) -> HttpResponse {
-    let body = state.metrics.render(&state.apps, state.adapter.healthy());
+    let body = state.metrics.render(&state.apps, state.adapter.as_ref());
     HttpResponse::Ok().content_type("application/openmetrics-text; version=1.0.0; charset=utf-8").body(body)
 }

@@ -28,20 +28,7 @@ pub fn pong(payload: &[u8]) -> Bytes {
 /// it is one of Pusher's, then the close frame.
 pub fn closing(code: u16) -> Bytes {
     let mut out = BytesMut::new();
-    let known = [
-        ErrorCode::OverCapacity,
-        ErrorCode::ReconnectImmediately,
-        ErrorCode::Unauthorized,
-        ErrorCode::PongNotReceived,
-        ErrorCode::AppNotFound,
-        ErrorCode::AppDisabled,
-        ErrorCode::OverConnectionQuota,
-        ErrorCode::InvalidVersionFormat,
-        ErrorCode::UnsupportedProtocolVersion,
-        ErrorCode::NoProtocolVersion,
-    ]
-    .into_iter()
-    .find(|c| c.code() == code);
+    let known = ErrorCode::from_code(code);
     let description = match known {
         Some(c) => {
             Parser::write_message(&mut out, frame::error_code(c), OpCode::Text, true, false);
