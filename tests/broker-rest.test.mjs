@@ -5,7 +5,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { startBroker } from './lib/broker.mjs';
-import { connect, eventually, expectRequestError, md5, sdkFor, signedRequest, subscribe } from './lib/clients.mjs';
+import { clientPool, eventually, expectRequestError, md5, sdkFor, signedRequest, subscribe } from './lib/clients.mjs';
 
 const CONFIG = `
 [[apps]]
@@ -23,7 +23,7 @@ const APP2 = { appId: '2', key: 'key-2', secret: 'secret-2' };
 
 let broker;
 let sdk;
-const clients = new Set();
+const clients = clientPool();
 
 before(async () => {
   broker = await startBroker({ config: CONFIG });
@@ -31,21 +31,13 @@ before(async () => {
 });
 
 after(async () => {
-  for (const c of clients) c.disconnect();
+  clients.closeAll();
   await broker?.stop();
 });
 
 /** A pusher-js client on app 1 (or `key`'s app), disconnected by `after()`. */
-async function client(opts = {}) {
-  const c = await connect(broker, { sdk, ...opts });
-  clients.add(c);
-  return c;
-}
-
-function disconnect(c) {
-  c.disconnect();
-  clients.delete(c);
-}
+const client = (opts = {}) => clients.open(broker, { sdk, ...opts });
+const disconnect = (c) => clients.close(c);
 
 const socketId = (c) => c.connection.socket_id;
 const user = (id) => ({ user_id: id, user_info: { name: `user ${id}` } });
@@ -503,8 +495,7 @@ test('an encrypted channel together with another channel -> 400 (alone it is acc
 test("apps are isolated: app 2's trigger never reaches app 1's subscriber of the same channel", async () => {
   const sdk2 = sdkFor(broker, APP2);
   const one = await client();
-  const two = await connect(broker, { key: APP2.key, sdk: sdk2 });
-  clients.add(two);
+  const two = await client({ key: APP2.key, sdk: sdk2 });
   const rec1 = await subscribe(one, 'shared');
   const rec2 = await subscribe(two, 'shared');
 

@@ -8,14 +8,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 
 import { ROOT, startBroker } from './lib/broker.mjs';
-import { connect, sdkFor, subscribe, TIMEOUT_MS } from './lib/clients.mjs';
+import { clientPool, sdkFor, subscribe, TIMEOUT_MS } from './lib/clients.mjs';
 
 const PYTHON = path.join(ROOT, '.venv/bin/python');
 const SCRIPT = path.join(ROOT, 'tests/python_sdk_client.py');
 
 let broker;
 let sdk;
-const clients = new Set();
+const clients = clientPool();
 
 before(async () => {
   assert.ok(
@@ -27,15 +27,11 @@ before(async () => {
 });
 
 after(async () => {
-  for (const c of clients) c.disconnect();
+  clients.closeAll();
   await broker?.stop();
 });
 
-async function client(opts = {}) {
-  const c = await connect(broker, { sdk, ...opts });
-  clients.add(c);
-  return c;
-}
+const client = (opts = {}) => clients.open(broker, { sdk, ...opts });
 
 /** Runs the calls through the Python SDK; resolves with one {ok} / {error, message} per call. */
 function python(calls) {

@@ -176,11 +176,6 @@ pub async fn run(ctx: &Ctx, a: &Args) -> Result<(), String> {
     ctx.set("latency_ms", pct_json(&hist));
     ctx.set("sender_errors", json!(*errors.lock().unwrap()));
     ctx.set("dropped", health.json());
-    if let Some(r) = ctx.rss() {
-        ctx.set("broker_rss_bytes", r);
-    }
-
-    ctx.phase("closing");
-    ws::stop_all(&stop, tasks, Duration::from_secs(15)).await;
+    ctx.close_driven(&stop, tasks).await;
     Ok(())
 }

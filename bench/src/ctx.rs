@@ -6,8 +6,9 @@ use std::{
 };
 
 use serde_json::{Map, Value};
+use tokio::{sync::watch, task::JoinHandle};
 
-use crate::ws::Target;
+use crate::ws::{self, Target};
 
 pub struct Ctx {
     pub target: Target,
@@ -62,5 +63,15 @@ impl Ctx {
 
     pub fn cpu(&self) -> Option<f64> {
         self.pid.and_then(|p| crate::stats::cpu_seconds(Some(p)))
+    }
+
+    /// Ends a run that drove connections: records the broker's RSS while they are
+    /// still open, then asks them all to close and waits (bounded) for them.
+    pub async fn close_driven(&self, stop: &watch::Sender<bool>, tasks: Vec<JoinHandle<()>>) {
+        if let Some(r) = self.rss() {
+            self.set("broker_rss_bytes", r);
+        }
+        self.phase("closing");
+        ws::stop_all(stop, tasks, Duration::from_secs(15)).await;
     }
 }

@@ -237,11 +237,6 @@ pub async fn run(ctx: &Ctx, a: &Args) -> Result<(), String> {
     if let (Some(c0), Some(c1)) = (self_cpu0, self_cpu1) {
         ctx.set("generator_cpu_s", r3(c1 - c0));
     }
-    if let Some(r) = ctx.rss() {
-        ctx.set("broker_rss_bytes", r);
-    }
-
-    ctx.phase("closing");
-    ws::stop_all(&stop, tasks, Duration::from_secs(15)).await;
+    ctx.close_driven(&stop, tasks).await;
     Ok(())
 }

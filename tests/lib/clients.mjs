@@ -85,6 +85,30 @@ export async function connect(broker, { key = broker.key, sdk, user } = {}) {
 }
 
 /**
+ * pusher-js clients that a test file opens over many tests and closes in one place:
+ * `open(broker, opts)` connects (as `connect`) and remembers the client, `close(c)`
+ * disconnects one early, `closeAll()` (for `after()`) disconnects the rest.
+ */
+export function clientPool() {
+  const open = new Set();
+  return {
+    async open(broker, opts) {
+      const c = await connect(broker, opts);
+      open.add(c);
+      return c;
+    },
+    close(c) {
+      c.disconnect();
+      open.delete(c);
+    },
+    closeAll() {
+      for (const c of open) c.disconnect();
+      open.clear();
+    },
+  };
+}
+
+/**
  * Records every non-internal event on a channel, in arrival order, as {event, data}.
  * `waitFor(n)` resolves with the list once it holds at least n events.
  */
