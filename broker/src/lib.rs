@@ -4,7 +4,8 @@
 //! - [`apps`]: the tenants, by key and id; [`app_store`]: apps kept in PostgreSQL.
 //! - [`core`]: node-local state (connections' queues, channels, presence).
 //! - [`adapter`]: the seam between this node and a cluster.
-//! - [`ws`]: the WebSocket protocol, one task per connection.
+//! - [`session`]: the Pusher protocol, one task per connection, whatever the transport.
+//! - [`ws`]: the WebSocket transport; [`fallback`]: the HTTP-fallback transports (`xhr_streaming`, `xhr_polling`).
 //! - [`http`]: the signed REST API.
 //! - [`webhooks`]: batched, signed, bounded notifications to the app's server.
 
@@ -16,6 +17,7 @@ pub mod core;
 pub mod http;
 pub mod metrics;
 pub mod server;
+pub mod session;
 pub mod state;
 pub mod webhooks;
 pub mod ws;

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! server, console                 (the process: listeners, background tasks, shutdown)
-//! ws, http, app_store             (transports and the app store)
+//! ws, fallback, http, app_store   (transports and the app store)
+//! session                         (the protocol, one task per connection)
 //! state, metrics                  (what every worker shares)
 //! adapter                         (this node or the cluster)
 //! apps                            (the tenants)
@@ -24,7 +25,8 @@ const LAYERS: &[&[&str]] = &[
     &["adapter"],
     &["metrics"],
     &["state"],
-    &["ws", "http", "app_store"],
+    &["session"],
+    &["ws", "fallback", "http", "app_store"],
     &["server", "console"],
 ];
 

@@ -1,44 +1,15 @@
 //! The WebSocket endpoint `/app/{key}`: the handshake checks, then a
-//! [`session`] task per connection.
+//! [`crate::session`] task per connection, reading from a [`wire::FrameReader`].
 
 mod outbox;
-pub mod session;
 pub mod wire;
-
-use std::sync::Arc;
 
 use actix_web::{
     body::{BodyStream, BoxBody},
     web, HttpRequest, HttpResponse,
 };
-use protocol::ErrorCode;
 
-use crate::{apps::App, core::connection, state::State};
-
-/// Protocol versions this broker speaks; pusher-js 8 uses 7.
-const SUPPORTED_PROTOCOLS: std::ops::RangeInclusive<u32> = 5..=7;
-
-/// Why a connection is refused right after the upgrade.
-fn check(state: &State, key: &str, protocol: Option<&str>, origin: Option<&str>) -> Result<Arc<App>, ErrorCode> {
-    let app = state.apps.by_key(key).ok_or(ErrorCode::AppNotFound)?;
-    if !app.enabled {
-        return Err(ErrorCode::AppDisabled);
-    }
-    if !app.origin_allowed(origin) {
-        return Err(ErrorCode::Unauthorized);
-    }
-    let version: u32 = protocol
-        .ok_or(ErrorCode::NoProtocolVersion)?
-        .parse()
-        .map_err(|_| ErrorCode::InvalidVersionFormat)?;
-    if !SUPPORTED_PROTOCOLS.contains(&version) {
-        return Err(ErrorCode::UnsupportedProtocolVersion);
-    }
-    if !app.hub.try_add_connection(app.limits.max_connections) {
-        return Err(ErrorCode::OverConnectionQuota);
-    }
-    Ok(app)
-}
+use crate::{core::connection, session, state::State};
 
 /// `GET /app/{key}?protocol=7&client=js&version=8.6.0`
 ///
@@ -56,12 +27,12 @@ pub async fn connect(
     let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string()).map(|q| q.into_inner()).unwrap_or_default();
     let protocol = query.iter().find(|(k, _)| k == "protocol").map(|(_, v)| v.as_str());
     let origin = req.headers().get("origin").and_then(|o| o.to_str().ok());
-    match check(&state, &key, protocol, origin) {
+    match session::admit(&state, &key, protocol, origin) {
         Ok(app) => {
             let state = state.into_inner();
             let (conn, receiver) = connection::queue(state.socket_ids.next(), state.send_queue);
             let outbox = outbox::Outbox::new(receiver, state.metrics.clone());
-            let reader = wire::FrameReader::new(payload, app.limits.max_ws_message_bytes);
+            let reader = wire::FrameReader::new(payload, app.limits.max_ws_message_bytes, conn.clone());
             actix_web::rt::spawn(session::run(state, app, conn, reader));
             Ok(response.message_body(BoxBody::new(BodyStream::new(outbox)))?.into())
         }

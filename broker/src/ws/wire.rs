@@ -11,6 +11,11 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use protocol::{frame, ErrorCode};
 
+use crate::{
+    core::{ConnHandle, Outgoing},
+    session::{Inbound, InboundError, Incoming},
+};
+
 /// A server-to-client text frame (servers never mask).
 pub fn text(payload: &str) -> Bytes {
     let mut out = BytesMut::with_capacity(payload.len() + 10);
@@ -42,16 +47,6 @@ pub fn closing(code: u16) -> Bytes {
     out.freeze()
 }
 
-/// A complete message from the client.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Incoming {
-    Text(Bytes),
-    Binary,
-    Ping(Bytes),
-    Pong,
-    Close,
-}
-
 /// Why reading stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -63,8 +58,10 @@ pub enum ReadError {
     Payload(String),
 }
 
-/// Decodes client frames from the upgraded request's payload.
+/// Decodes client frames from the upgraded request's payload, and answers
+/// pings itself (the session sees them only as signs of life).
 pub struct FrameReader {
+    conn: ConnHandle,
     payload: web::Payload,
     buf: BytesMut,
     codec: Codec,
@@ -74,12 +71,12 @@ pub struct FrameReader {
 }
 
 impl FrameReader {
-    pub fn new(payload: web::Payload, max_message_bytes: usize) -> Self {
-        Self { payload, buf: BytesMut::new(), codec: Codec::new().max_size(max_message_bytes), max: max_message_bytes, partial: None }
+    pub fn new(payload: web::Payload, max_message_bytes: usize, conn: ConnHandle) -> Self {
+        Self { conn, payload, buf: BytesMut::new(), codec: Codec::new().max_size(max_message_bytes), max: max_message_bytes, partial: None }
     }
 
     /// The next complete message; `None` when the client disconnected.
-    pub async fn next(&mut self) -> Option<Result<Incoming, ReadError>> {
+    async fn next_frame(&mut self) -> Option<Result<Incoming, ReadError>> {
         loop {
             match self.codec.decode(&mut self.buf) {
                 Ok(Some(frame)) => {
@@ -103,8 +100,11 @@ impl FrameReader {
         Ok(Some(match frame {
             Frame::Text(b) => Incoming::Text(b),
             Frame::Binary(_) => Incoming::Binary,
-            Frame::Ping(b) => Incoming::Ping(b),
-            Frame::Pong(_) => Incoming::Pong,
+            Frame::Ping(b) => {
+                self.conn.send_direct(Outgoing::Raw(pong(&b)));
+                Incoming::Heard
+            }
+            Frame::Pong(_) => Incoming::Heard,
             Frame::Close(_) => Incoming::Close,
             Frame::Continuation(item) => {
                 let (first, chunk, last) = match item {
@@ -135,6 +135,13 @@ impl FrameReader {
                 }
             }
         }))
+    }
+}
+
+impl Inbound for FrameReader {
+    async fn next(&mut self) -> Option<Result<Incoming, InboundError>> {
+        // Mostly an over-long message; any broken frame ends the connection the same way.
+        Some(self.next_frame().await?.map_err(|e| InboundError { message: format!("WebSocket protocol error: {e}"), close_code: 1009 }))
     }
 }
 

@@ -1,5 +1,6 @@
-//! One WebSocket connection's task: reads client frames, answers them, keeps
-//! the connection alive, and cleans up after it.
+//! One client connection's task, whatever its transport: reads client
+//! messages from an [`Inbound`], answers them, keeps the connection alive, and
+//! cleans up after it. WebSocket and HTTP-fallback connections run this same code.
 //!
 //! Outgoing frames never pass through this task: broadcasts and replies are
 //! queued on the connection's [`ConnHandle`] and the response body drains the
@@ -19,7 +20,6 @@ use protocol::{
 use serde_json::value::RawValue;
 use tokio::time::{sleep_until, Instant as TokioInstant};
 
-use super::wire::{self, FrameReader, Incoming};
 use crate::{
     adapter,
     apps::App,
@@ -27,6 +27,12 @@ use crate::{
     state::State,
     webhooks::WebhookEvent,
 };
+
+mod admit;
+mod inbound;
+
+pub use admit::admit;
+pub use inbound::{Inbound, InboundError, Incoming};
 
 /// The client went away; the session only cleans up.
 struct Gone;
@@ -44,7 +50,7 @@ struct Session {
 
 /// Runs a connection to its end. The app's connection count was already
 /// incremented by the handshake; it is decremented here.
-pub async fn run(state: Arc<State>, app: Arc<App>, conn: ConnHandle, reader: FrameReader) {
+pub async fn run(state: Arc<State>, app: Arc<App>, conn: ConnHandle, reader: impl Inbound) {
     let id = conn.id;
     let mut session = Session {
         client_events: TokenBucket::new(app.limits.client_events_per_second),
@@ -67,7 +73,7 @@ pub async fn run(state: Arc<State>, app: Arc<App>, conn: ConnHandle, reader: Fra
 }
 
 impl Session {
-    async fn serve(&mut self, mut reader: FrameReader) {
+    async fn serve(&mut self, mut reader: impl Inbound) {
         let established = frame::connection_established(self.conn.id, self.state.activity_timeout.as_secs());
         self.send(established);
         let mut last_heard = TokioInstant::now();
@@ -101,9 +107,9 @@ impl Session {
                             }
                         }
                         Some(Err(e)) => {
-                            tracing::debug!(socket_id = %self.conn.id, error = %e, "protocol error");
-                            self.send(frame::error(None, &format!("WebSocket protocol error: {e}")));
-                            self.conn.close_with(1009);
+                            tracing::debug!(socket_id = %self.conn.id, error = %e.message, "protocol error");
+                            self.send(frame::error(None, &e.message));
+                            self.conn.close_with(e.close_code);
                             return;
                         }
                         None => return,
@@ -146,11 +152,7 @@ impl Session {
                 self.send(frame::error(None, "binary messages are not supported"));
                 Ok(())
             }
-            Incoming::Ping(p) => {
-                self.conn.send_direct(Outgoing::Raw(wire::pong(&p)));
-                Ok(())
-            }
-            Incoming::Pong => Ok(()),
+            Incoming::Heard => Ok(()),
             Incoming::Close => {
                 self.conn.close_with(1000);
                 Err(Gone)
