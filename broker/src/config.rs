@@ -38,6 +38,8 @@ pub struct Config {
     pub app_store: Option<AppStoreConfig>,
     /// Run as one node of a cluster sharing this Redis.
     pub cluster: Option<ClusterConfig>,
+    /// pusher-js's HTTP fallback transports (`xhr_streaming`, `xhr_polling`).
+    pub http_fallback: FallbackConfig,
     pub apps: Vec<AppConfig>,
 }
 
@@ -109,6 +111,33 @@ fn default_heartbeat() -> u64 {
 }
 fn default_node_timeout() -> u64 {
     6
+}
+
+/// The HTTP fallback transports, served under `{path}/app/{key}/{session}/…`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FallbackConfig {
+    /// Serve them at all.
+    pub enabled: bool,
+    /// pusher-js's `httpPath` (its default is `/pusher`).
+    pub path: String,
+    /// Most HTTP-fallback sessions open at once on this node; more are refused with 4100.
+    pub max_sessions: usize,
+    /// Seconds a session lives without a poll or stream attached before it ends
+    /// (its subscriptions are dropped, presence members removed).
+    pub session_timeout_secs: u64,
+    /// Seconds between heartbeats (`h`) on an idle stream, and how long a poll is held.
+    pub heartbeat_secs: u64,
+    /// This node's own host name, sent in each session's open frame: pusher-js then
+    /// sends the session's later requests there (what a load balancer without
+    /// per-session routing needs).
+    pub hostname: Option<String>,
+}
+
+impl Default for FallbackConfig {
+    fn default() -> Self {
+        Self { enabled: true, path: "/pusher".into(), max_sessions: 10_000, session_timeout_secs: 15, heartbeat_secs: 25, hostname: None }
+    }
 }
 
 /// Where one app's webhooks go, and which events it wants.
@@ -184,6 +213,7 @@ impl Default for Config {
             webhooks: WebhookSettings::default(),
             app_store: None,
             cluster: None,
+            http_fallback: FallbackConfig::default(),
             apps: Vec::new(),
         }
     }
@@ -270,6 +300,15 @@ impl Config {
         if let Some(v) = get("BROKER_SHUTDOWN_TIMEOUT") {
             self.shutdown_timeout = num("BROKER_SHUTDOWN_TIMEOUT", v)?;
         }
+        if let Some(v) = get("BROKER_HTTP_FALLBACK") {
+            self.http_fallback.enabled = matches!(v.trim(), "1" | "true" | "yes" | "on");
+        }
+        if let Some(v) = get("BROKER_HTTP_FALLBACK_MAX_SESSIONS") {
+            self.http_fallback.max_sessions = num("BROKER_HTTP_FALLBACK_MAX_SESSIONS", v)?;
+        }
+        if let Some(v) = get("BROKER_HTTP_FALLBACK_HOSTNAME") {
+            self.http_fallback.hostname = Some(v);
+        }
         if let Some(v) = get("BROKER_TLS_CERT") {
             self.tls_cert = Some(v.into());
         }
@@ -340,6 +379,13 @@ impl Config {
             if c.heartbeat_secs == 0 || c.node_timeout_secs <= c.heartbeat_secs {
                 return Err(ConfigError("cluster: node_timeout_secs must be larger than heartbeat_secs (both at least 1)".into()));
             }
+        }
+        let fb = &self.http_fallback;
+        if fb.session_timeout_secs == 0 || fb.heartbeat_secs == 0 {
+            return Err(ConfigError("http_fallback: session_timeout_secs and heartbeat_secs must be at least 1".into()));
+        }
+        if !fb.path.is_empty() && (!fb.path.starts_with('/') || fb.path.ends_with('/')) {
+            return Err(ConfigError("http_fallback.path must start with '/' and not end with one (pusher-js's httpPath)".into()));
         }
         if self.send_queue == 0 {
             return Err(ConfigError("send_queue must be at least 1".into()));

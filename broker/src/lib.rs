@@ -14,6 +14,7 @@ pub mod app_store;
 pub mod apps;
 pub mod config;
 pub mod core;
+pub mod fallback;
 pub mod http;
 pub mod metrics;
 pub mod server;

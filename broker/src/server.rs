@@ -14,7 +14,7 @@ use crate::{
     adapter::{redis::RedisAdapter, Adapter, LocalAdapter},
     app_store,
     config::{Config, ConfigError},
-    http,
+    fallback, http,
     state::State,
     webhooks, ws,
 };
@@ -47,6 +47,8 @@ pub fn tls_config(config: &Config) -> Result<Option<rustls::ServerConfig>, Confi
 /// once [`Server::run_until`] is awaited.
 pub struct Server {
     state: web::Data<State>,
+    /// HTTP-fallback sessions, whose close lines shutdown waits to deliver.
+    sessions: web::Data<fallback::Sessions>,
     http: actix_web::dev::Server,
     addrs: Vec<SocketAddr>,
     senders: Arc<std::sync::Mutex<Vec<actix_web::rt::task::JoinHandle<()>>>>,
@@ -93,11 +95,14 @@ impl Server {
         });
 
         let app_state = state.clone();
+        let sessions = web::Data::new(fallback::Sessions::new(config.http_fallback.clone()));
+        let app_sessions = config.http_fallback.enabled.then(|| sessions.clone());
         let mut server = HttpServer::new(move || {
-            App::new()
-                .app_data(app_state.clone())
-                .route("/app/{key}", web::get().to(ws::connect))
-                .configure(http::routes)
+            let mut app = App::new().app_data(app_state.clone()).route("/app/{key}", web::get().to(ws::connect));
+            if let Some(sessions) = &app_sessions {
+                app = app.configure(|cfg| fallback::routes(cfg, sessions.clone()));
+            }
+            app.configure(http::routes)
         })
         .disable_signals()
         .shutdown_timeout(1);
@@ -112,7 +117,7 @@ impl Server {
         let addrs = server.addrs();
         let scheme = if config.tls_cert.is_some() { "https/wss" } else { "http/ws" };
         tracing::info!(addrs = ?addrs, scheme, apps = state.apps.all().len(), "broker listening");
-        Ok(Self { state, http: server.run(), addrs, senders, shutdown_timeout: Duration::from_secs(config.shutdown_timeout) })
+        Ok(Self { state, sessions, http: server.run(), addrs, senders, shutdown_timeout: Duration::from_secs(config.shutdown_timeout) })
     }
 
     /// The addresses the listener is bound to.
@@ -129,7 +134,7 @@ impl Server {
     /// accepting, report not-ready, tell every client to reconnect (4200), wait
     /// for their clean-up, flush webhooks, all within `shutdown_timeout`.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + 'static) -> std::io::Result<()> {
-        let Self { state, http, senders, shutdown_timeout, .. } = self;
+        let Self { state, sessions, http, senders, shutdown_timeout, .. } = self;
         let handle = http.handle();
         actix_web::rt::spawn(async move {
             shutdown.await;
@@ -140,6 +145,8 @@ impl Server {
             while state.connection_count() > 0 && tokio::time::Instant::now() < until {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
+            // A polling client gets its 4200 with its next poll.
+            let _ = tokio::time::timeout_at(until, sessions.until_empty()).await;
             state.flush_webhooks();
             let senders = std::mem::take(&mut *senders.lock().unwrap_or_else(|p| p.into_inner()));
             for sender in senders {

@@ -34,23 +34,33 @@ pub struct Message(Arc<MessageInner>);
 #[derive(Debug)]
 struct MessageInner {
     text: ByteString,
-    framed: OnceLock<Bytes>,
+    /// One framing per [`Framing`].
+    framed: [OnceLock<Bytes>; 2],
+}
+
+/// The ways a transport frames a message, each cached once per message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// A WebSocket text frame.
+    WebSocket,
+    /// A JSON string, as HTTP-fallback `a[...]` frames list messages.
+    JsonString,
 }
 
 impl Message {
     pub fn new(text: impl Into<ByteString>) -> Self {
-        Self(Arc::new(MessageInner { text: text.into(), framed: OnceLock::new() }))
+        Self(Arc::new(MessageInner { text: text.into(), framed: [OnceLock::new(), OnceLock::new()] }))
     }
 
     pub fn text(&self) -> &str {
         &self.0.text
     }
 
-    /// The message framed by `frame`, which runs once per message (not once per
-    /// connection). A process has one framing that needs caching (WebSocket), so
-    /// one slot is enough.
-    pub fn framed(&self, frame: impl FnOnce(&str) -> Bytes) -> Bytes {
-        self.0.framed.get_or_init(|| frame(&self.0.text)).clone()
+    /// The message framed by `frame` as `framing`; `frame` runs once per message
+    /// and framing (not once per connection), so subscribers on different
+    /// transports share their framings too.
+    pub fn framed(&self, framing: Framing, frame: impl FnOnce(&str) -> Bytes) -> Bytes {
+        self.0.framed[framing as usize].get_or_init(|| frame(&self.0.text)).clone()
     }
 }
 
@@ -71,7 +81,7 @@ impl From<&'static str> for Message {
 pub enum Outgoing {
     /// A Pusher message (JSON text).
     Message(Message),
-    /// Bytes the transport made itself and understands (a WebSocket pong).
+    /// Bytes the transport made itself and understands (a WebSocket pong); other transports skip them.
     Raw(Bytes),
 }
 
@@ -284,9 +294,10 @@ pub(crate) mod tests {
         poll_fn(|cx| rx.poll_drain(cx, &mut batch)).await.unwrap();
         let Outgoing::Message(first) = &batch[0] else { panic!("a message") };
         assert!(Arc::ptr_eq(&first.0, &a.0), "the same message, not a copy");
-        let framed = first.framed(|t| Bytes::from(format!("<{t}>")));
+        let framed = first.framed(Framing::WebSocket, |t| Bytes::from(format!("<{t}>")));
         assert_eq!(&framed[..], b"<a>");
-        assert_eq!(a.framed(|_| unreachable!("framed once")).as_ptr(), framed.as_ptr());
+        assert_eq!(a.framed(Framing::WebSocket, |_| unreachable!("framed once")).as_ptr(), framed.as_ptr());
+        assert_eq!(&a.framed(Framing::JsonString, |t| Bytes::from(format!("'{t}'")))[..], b"'a'", "each framing its own");
         assert!(matches!(&batch[1], Outgoing::Message(m) if m.text() == "b"));
     }
 

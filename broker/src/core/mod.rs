@@ -10,5 +10,5 @@ pub mod hub;
 pub mod rate;
 
 pub use channel::{ChannelCounts, Member};
-pub use connection::{ConnHandle, Message, Outgoing, Receiver};
+pub use connection::{ConnHandle, Framing, Message, Outgoing, Receiver};
 pub use hub::Hub;

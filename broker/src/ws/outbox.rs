@@ -19,7 +19,7 @@ use futures_util::Stream;
 
 use super::wire;
 use crate::{
-    core::connection::{Outgoing, Receiver},
+    core::connection::{Framing, Outgoing, Receiver},
     metrics::Metrics,
 };
 
@@ -66,7 +66,7 @@ impl Stream for Outbox {
                 let mut bytes = 0;
                 for item in this.taken.drain(..) {
                     let frame = match item {
-                        Outgoing::Message(m) => m.framed(wire::text),
+                        Outgoing::Message(m) => m.framed(Framing::WebSocket, wire::text),
                         Outgoing::Raw(b) => b,
                     };
                     bytes += frame.len();
