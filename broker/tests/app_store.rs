@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use broker::config::Config;
-use common::{start_with, Closed, Ws};
+use common::{start_with, Client, Closed, Ws};
 use tokio_postgres::NoTls;
 
 const ADMIN: &str = "host=127.0.0.1 port=5432 user=postgres dbname=postgres";

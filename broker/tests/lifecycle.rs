@@ -9,7 +9,7 @@ use std::{
 };
 
 use actix_web::{web, App, HttpResponse, HttpServer};
-use common::{start, Closed, Ws};
+use common::{start, Client, Closed, Ws};
 use serde_json::{json, Value};
 
 /// A webhook receiver in this process: the names of the events it got, in order.

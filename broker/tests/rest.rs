@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{start, Ws, SECRET};
+use common::{start, Client, SECRET, Ws};
 use protocol::client::ClientError;
 use serde_json::{json, Value};
 

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{data, start, Closed, Ws};
+use common::{data, start, Client, Closed, Ws};
 use protocol::rest::TriggerRequest;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message as WsMessage;

@@ -113,16 +113,28 @@ impl Ws {
         Self { stream, socket_id: String::new() }
     }
 
-    pub async fn send(&mut self, v: Value) {
-        self.stream.send(WsMessage::Text(v.to_string().into())).await.expect("send");
-    }
-
     pub async fn send_raw(&mut self, m: WsMessage) {
         self.stream.send(m).await.expect("send");
     }
 
-    /// The next JSON message; `Err` with the close code when the connection closed.
-    pub async fn next(&mut self) -> Result<Value, Closed> {
+    /// Asserts that nothing arrives within `ms`.
+    pub async fn quiet_for(&mut self, ms: u64) {
+        if let Ok(Some(Ok(WsMessage::Text(t)))) = tokio::time::timeout(Duration::from_millis(ms), self.stream.next()).await {
+            panic!("expected nothing, got {t}");
+        }
+    }
+}
+
+impl Client for Ws {
+    fn socket_id(&self) -> &str {
+        &self.socket_id
+    }
+
+    async fn send(&mut self, v: Value) {
+        self.stream.send(WsMessage::Text(v.to_string().into())).await.expect("send");
+    }
+
+    async fn next(&mut self) -> Result<Value, Closed> {
         loop {
             let m = tokio::time::timeout(WAIT, self.stream.next()).await.expect("a message within the wait");
             match m {
@@ -133,9 +145,21 @@ impl Ws {
             }
         }
     }
+}
+
+/// What tests need of a client connection, whatever its transport; the
+/// conversation helpers are written once on top of `send` and `next`.
+#[allow(async_fn_in_trait)]
+pub trait Client {
+    fn socket_id(&self) -> &str;
+
+    async fn send(&mut self, v: Value);
+
+    /// The next JSON message; `Err` with the close code when the connection closed.
+    async fn next(&mut self) -> Result<Value, Closed>;
 
     /// Reads until a message with `event` arrives and returns it (others are skipped).
-    pub async fn expect(&mut self, event: &str) -> Value {
+    async fn expect(&mut self, event: &str) -> Value {
         loop {
             match self.next().await {
                 Ok(m) if m["event"] == event => return m,
@@ -145,15 +169,8 @@ impl Ws {
         }
     }
 
-    /// Asserts that nothing arrives within `ms`.
-    pub async fn quiet_for(&mut self, ms: u64) {
-        if let Ok(Some(Ok(WsMessage::Text(t)))) = tokio::time::timeout(Duration::from_millis(ms), self.stream.next()).await {
-            panic!("expected nothing, got {t}");
-        }
-    }
-
     /// Reads until the connection closes; returns the close code.
-    pub async fn closed(&mut self) -> Closed {
+    async fn closed(&mut self) -> Closed {
         loop {
             if let Err(c) = self.next().await {
                 return c;
@@ -161,14 +178,14 @@ impl Ws {
         }
     }
 
-    pub async fn subscribe(&mut self, channel: &str) -> Value {
+    async fn subscribe(&mut self, channel: &str) -> Value {
         self.send(json!({"event": "pusher:subscribe", "data": {"channel": channel}})).await;
         self.answer(channel).await
     }
 
     /// Subscribes to a private or presence channel with a valid signature.
-    pub async fn subscribe_signed(&mut self, channel: &str, channel_data: Option<&str>) -> Value {
-        let auth = sign::sign_channel(&AppKey::new(KEY).unwrap(), &AppSecret::new(SECRET).unwrap(), &self.socket_id, channel, channel_data);
+    async fn subscribe_signed(&mut self, channel: &str, channel_data: Option<&str>) -> Value {
+        let auth = sign::sign_channel(&AppKey::new(KEY).unwrap(), &AppSecret::new(SECRET).unwrap(), self.socket_id(), channel, channel_data);
         let mut data = json!({"channel": channel, "auth": auth});
         if let Some(cd) = channel_data {
             data["channel_data"] = json!(cd);
@@ -178,7 +195,7 @@ impl Ws {
     }
 
     /// Joins a presence channel as `user_id`.
-    pub async fn join(&mut self, channel: &str, user_id: &str) -> Value {
+    async fn join(&mut self, channel: &str, user_id: &str) -> Value {
         let cd = json!({"user_id": user_id, "user_info": {"name": user_id}}).to_string();
         self.subscribe_signed(channel, Some(&cd)).await
     }
