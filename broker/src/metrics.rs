@@ -70,7 +70,7 @@ impl Metrics {
             adapter_dropped_messages: Gauge::default(),
         };
         let r = &mut m.registry;
-        r.register("connections", "Open WebSocket connections", m.connections.clone());
+        r.register("connections", "Open client connections (WebSocket and HTTP fallback)", m.connections.clone());
         r.register("connections_opened", "WebSocket connections accepted", m.connections_opened.clone());
         r.register("subscriptions", "Channel subscriptions held by connections on this node", m.subscriptions.clone());
         r.register("ws_messages_in", "WebSocket messages received from clients", m.messages_in.clone());
