@@ -12,9 +12,8 @@ import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
-import Pusher from 'pusher-js';
-import PusherServer from 'pusher';
 import { startBroker, freePort, ROOT } from './lib/broker.mjs';
+import { clientPool, sdkFor, withTimeout } from './lib/clients.mjs';
 
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const PUSHER_WEB = path.join(ROOT, 'node_modules/pusher-js/dist/web/pusher.js');
@@ -26,7 +25,7 @@ let sdk;
 let pages;
 let pagesUrl;
 let browser;
-const nodeClients = [];
+const nodeClients = clientPool();
 
 /** Who signs in as what: the page is `fbuser`, the Node client `wsuser`. */
 function presence(user) {
@@ -45,7 +44,7 @@ key = "app-key"
 secret = "app-secret"
 `,
   });
-  sdk = new PusherServer({ appId: '1', key: 'app-key', secret: 'app-secret', host: '127.0.0.1', port: String(broker.port), useTLS: false });
+  sdk = sdkFor(broker);
   const pusherJs = fs.readFileSync(PUSHER_WEB);
   pages = http.createServer((req, res) => {
     const url = new URL(req.url, 'http://x');
@@ -80,7 +79,7 @@ secret = "app-secret"
 });
 
 after(async () => {
-  for (const c of nodeClients) c.disconnect();
+  nodeClients.closeAll();
   await browser?.close().catch(() => {});
   await new Promise((r) => (pages ? pages.close(r) : r()));
   await broker?.stop();
@@ -112,33 +111,8 @@ function page(params) {
 </script></body></html>`;
 }
 
-/** The Node (WebSocket) client, as `wsuser`. */
-function wsClient() {
-  const p = new Pusher('app-key', {
-    cluster: 'mt1',
-    wsHost: '127.0.0.1',
-    wsPort: broker.port,
-    forceTLS: false,
-    enabledTransports: ['ws'],
-    channelAuthorization: {
-      customHandler: ({ socketId, channelName }, cb) =>
-        cb(null, sdk.authorizeChannel(socketId, channelName, channelName.startsWith('presence-') ? presence('wsuser') : undefined)),
-    },
-  });
-  nodeClients.push(p);
-  return p;
-}
-
-function once(emitter, event, ms = 10000) {
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`timed out waiting for ${event}`)), ms);
-    const fn = (data) => {
-      clearTimeout(t);
-      emitter.unbind(event, fn);
-      resolve(data);
-    };
-    emitter.bind(event, fn);
-  });
+function once(emitter, event) {
+  return withTimeout(new Promise((resolve) => emitter.bind(event, resolve)), event, 10000);
 }
 
 /** Waits until the page's log has an entry matching `channel` and `event` (and `pred`). */
@@ -164,7 +138,8 @@ async function fallbackConversation(query, expectTransports) {
     assert.ok(expectTransports.includes(await transportOf(pg)), `transport ${await transportOf(pg)}`);
     const pageSocket = await pg.evaluate(() => window.pusher.connection.socket_id);
 
-    const ws = wsClient();
+    // The WebSocket side: pusher-js's Node build, as `wsuser`.
+    const ws = await nodeClients.open(broker, { sdk, user: presence('wsuser') });
     const chans = {};
     for (const c of ['public-fb', 'private-fb', 'presence-fb']) {
       chans[c] = ws.subscribe(c);
@@ -195,7 +170,7 @@ async function fallbackConversation(query, expectTransports) {
     assert.ok(!(await pg.evaluate(() => window.log.some((x) => x.event === 'excluded'))), 'the excluded socket got the event');
 
     // The WebSocket client leaves: the page sees member_removed.
-    ws.disconnect();
+    nodeClients.close(ws);
     await pageSaw(pg, 'presence-fb', 'pusher:member_removed', "x.data.id === 'wsuser'");
     assert.ok(expectTransports.includes(await transportOf(pg)), 'still on the fallback transport');
   } finally {
