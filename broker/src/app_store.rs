@@ -27,10 +27,12 @@ pub const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS broker_apps (
     allowed_origins jsonb NOT NULL DEFAULT '[]',
     subscription_count boolean NOT NULL DEFAULT false,
     rest_requests_per_second integer NOT NULL DEFAULT 0
-)";
+);
+ALTER TABLE broker_apps ADD COLUMN IF NOT EXISTS authorized_connections boolean NOT NULL DEFAULT false;
+ALTER TABLE broker_apps ADD COLUMN IF NOT EXISTS authorized_connection_timeout_secs integer NOT NULL DEFAULT 30";
 
 const SELECT: &str = "SELECT id, key, secret, enabled, limits::text, webhooks::text, allowed_origins::text,
-    subscription_count, rest_requests_per_second FROM broker_apps";
+    subscription_count, rest_requests_per_second, authorized_connections, authorized_connection_timeout_secs FROM broker_apps";
 
 /// Keeps the registry in step with the table until the process ends. Webhook
 /// senders for apps it adds are pushed to `senders` so shutdown can wait for them.
@@ -106,5 +108,10 @@ fn parse(row: &tokio_postgres::Row) -> Result<AppConfig, String> {
         allowed_origins: serde_json::from_str(&json(6, "allowed_origins")?).map_err(|e| format!("allowed_origins: {e}"))?,
         subscription_count: row.get(7),
         rest_requests_per_second: u32::try_from(rate).map_err(|_| "rest_requests_per_second must not be negative".to_owned())?,
+        authorized_connections: row.get(9),
+        authorized_connection_timeout_secs: u64::try_from(row.get::<_, i32>(10))
+            .ok()
+            .filter(|s| *s > 0)
+            .ok_or_else(|| "authorized_connection_timeout_secs must be at least 1".to_owned())?,
     })
 }

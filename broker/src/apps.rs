@@ -12,7 +12,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex, RwLock,
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use protocol::{AppId, AppKey, AppSecret, Limits};
@@ -33,6 +33,9 @@ pub struct App {
     pub limits: Limits,
     pub allowed_origins: Vec<String>,
     pub subscription_count: bool,
+    /// With authorized connections on: how long a connection may stay without
+    /// signing in or joining a private, encrypted or presence channel.
+    pub authorize_within: Option<Duration>,
     pub hub: Arc<Hub>,
     pub webhooks: Option<Arc<WebhookQueue>>,
     /// REST request budget; `None` when unlimited.
@@ -61,6 +64,7 @@ impl App {
             limits: c.limits.clone(),
             allowed_origins: c.allowed_origins.clone(),
             subscription_count: c.subscription_count,
+            authorize_within: c.authorized_connections.then(|| Duration::from_secs(c.authorized_connection_timeout_secs.max(1))),
             hub: previous.map(|p| p.hub.clone()).unwrap_or_default(),
             webhooks,
             rest_rate: (c.rest_requests_per_second > 0).then(|| Mutex::new(TokenBucket::new(c.rest_requests_per_second))),

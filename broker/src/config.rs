@@ -63,12 +63,23 @@ pub struct AppConfig {
     /// Send `pusher_internal:subscription_count` to subscribers (and the webhook) when counts change.
     #[serde(default)]
     pub subscription_count: bool,
+    /// Authorized connections, as the hosted service offers them: a connection that neither
+    /// signs in nor subscribes to a private-, private-encrypted- or presence- channel within
+    /// `authorized_connection_timeout_secs` is closed with 4009.
+    #[serde(default)]
+    pub authorized_connections: bool,
+    #[serde(default = "thirty")]
+    pub authorized_connection_timeout_secs: u64,
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
 }
 
 fn yes() -> bool {
     true
+}
+
+fn thirty() -> u64 {
+    30
 }
 
 /// Where the app store lives and how often it is re-read.
@@ -230,6 +241,8 @@ impl AppConfig {
             rest_requests_per_second: 0,
             allowed_origins: Vec::new(),
             subscription_count: false,
+            authorized_connections: false,
+            authorized_connection_timeout_secs: thirty(),
             webhooks: Vec::new(),
         }
     }
@@ -316,7 +329,8 @@ impl Config {
             self.tls_key = Some(v.into());
         }
         let (id, key, secret) = (get("BROKER_APP_ID"), get("BROKER_APP_KEY"), get("BROKER_APP_SECRET"));
-        if id.is_some() || key.is_some() || secret.is_some() {
+        let (authorized, authorized_timeout) = (get("BROKER_APP_AUTHORIZED_CONNECTIONS"), get("BROKER_APP_AUTHORIZED_CONNECTION_TIMEOUT"));
+        if id.is_some() || key.is_some() || secret.is_some() || authorized.is_some() || authorized_timeout.is_some() {
             if self.apps.is_empty() {
                 self.apps.push(AppConfig::default_app());
             }
@@ -330,6 +344,12 @@ impl Config {
             }
             if let Some(v) = secret {
                 app.secret = AppSecret::new(v).map_err(|e| bad("BROKER_APP_SECRET", e))?;
+            }
+            if let Some(v) = authorized {
+                app.authorized_connections = matches!(v.trim(), "1" | "true" | "yes" | "on");
+            }
+            if let Some(v) = authorized_timeout {
+                app.authorized_connection_timeout_secs = num("BROKER_APP_AUTHORIZED_CONNECTION_TIMEOUT", v)?;
             }
         }
         if let Some(url) = get("BROKER_REDIS_URL") {
@@ -391,6 +411,9 @@ impl Config {
             return Err(ConfigError("send_queue must be at least 1".into()));
         }
         for (i, a) in self.apps.iter().enumerate() {
+            if a.authorized_connection_timeout_secs == 0 {
+                return Err(ConfigError(format!("apps: {:?}: authorized_connection_timeout_secs must be at least 1", a.id.as_str())));
+            }
             for b in &self.apps[..i] {
                 if a.id == b.id {
                     return Err(ConfigError(format!("apps: id {:?} is used twice", a.id.as_str())));
@@ -438,6 +461,13 @@ mod tests {
         assert_eq!(c.port, 7100);
         assert_eq!(c.apps[0].limits.client_events_per_second, 3);
         assert_eq!(c.apps[0].secret, AppSecret::new("s10").unwrap());
+        assert!(!c.apps[0].authorized_connections, "off by default");
+        c.apply_env(env(&[("BROKER_APP_AUTHORIZED_CONNECTIONS", "true"), ("BROKER_APP_AUTHORIZED_CONNECTION_TIMEOUT", "45")])).unwrap();
+        assert!(c.apps[0].authorized_connections);
+        assert_eq!(c.apps[0].authorized_connection_timeout_secs, 45);
+        c.apply_env(env(&[("BROKER_HTTP_FALLBACK", "false"), ("BROKER_HTTP_FALLBACK_MAX_SESSIONS", "7")])).unwrap();
+        assert!(!c.http_fallback.enabled);
+        assert_eq!(c.http_fallback.max_sessions, 7);
     }
 
     #[test]

@@ -46,6 +46,8 @@ struct Session {
     user_id: Option<String>,
     /// User ids this connection watches (from its sign-in's `user_data.watchlist`).
     watchlist: Vec<String>,
+    /// Signed in, or joined a channel that needs auth (what authorized connections ask for).
+    authorized: bool,
 }
 
 /// Runs a connection to its end. The app's connection count was already
@@ -60,6 +62,7 @@ pub async fn run(state: Arc<State>, app: Arc<App>, conn: ConnHandle, reader: imp
         channels: Vec::new(),
         user_id: None,
         watchlist: Vec::new(),
+        authorized: false,
     };
     tracing::debug!(socket_id = %id, app = session.app.id.as_str(), "connected");
     let metrics = session.state.metrics.clone();
@@ -80,6 +83,8 @@ impl Session {
         let mut pinged_at: Option<TokioInstant> = None;
         let mut shutdown = self.state.shutdown_signal();
         let conn = self.conn.clone();
+        // With authorized connections on, the connection must authorize itself by then.
+        let authorize_by = self.app.authorize_within.map(|t| TokioInstant::now() + t);
         loop {
             let deadline = match pinged_at {
                 Some(t) => t + self.state.pong_timeout,
@@ -95,6 +100,12 @@ impl Session {
                 }
                 _ = shutdown.wait_for(|stopping| *stopping) => {
                     self.conn.close(ErrorCode::ReconnectImmediately);
+                    return;
+                }
+                _ = sleep_until(authorize_by.unwrap_or_else(TokioInstant::now)), if authorize_by.is_some() && !self.authorized => {
+                    // The hosted service's answer: 4009, "Connection not authorized within timeout".
+                    tracing::debug!(socket_id = %self.conn.id, "not authorized within the timeout");
+                    self.conn.close(ErrorCode::Unauthorized);
                     return;
                 }
                 msg = reader.next() => {
@@ -209,6 +220,7 @@ impl Session {
         if kind == ChannelKind::Presence {
             return self.join_presence(name, s.channel_data.as_deref()).await;
         }
+        self.authorized |= kind.needs_auth();
         let subscribed = self.state.adapter.subscribe(&self.app, &name, &self.conn).await;
         self.send(frame::subscription_succeeded(name.as_str()));
         if let Some(sub) = subscribed {
@@ -271,6 +283,7 @@ impl Session {
             Ok(Some(joined)) => {
                 // The adapter queued the member list and told the others.
                 self.channels.push(name.clone());
+                self.authorized = true;
                 self.after_subscribe(&name, joined.subscribed);
                 self.replay_cache(&name).await
             }
@@ -314,6 +327,7 @@ impl Session {
             }
         }
         self.send(frame::signin_success(user_data));
+        self.authorized = true;
         if let Some(sub) = self.state.adapter.subscribe(&self.app, &channel, &self.conn).await {
             self.channels.push(channel.clone());
             self.after_subscribe(&channel, sub);
