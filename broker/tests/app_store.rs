@@ -38,6 +38,10 @@ async fn apps_come_change_and_go_without_a_restart() {
     let mut ws = Ws::open(&b, "store-key").await;
     ws.expect("pusher:connection_established").await;
 
+    // Authorized connections from the table.
+    store.execute("UPDATE broker_apps SET authorized_connections = true, authorized_connection_timeout_secs = 7 WHERE id = '7'", &[]).await.unwrap();
+    wait_until(|| async { b.state.apps.by_key("store-key").is_some_and(|a| a.authorize_within == Some(Duration::from_secs(7))) }).await;
+
     store.execute("UPDATE broker_apps SET enabled = false WHERE id = '7'", &[]).await.unwrap();
     wait_until(|| async { b.state.apps.by_key("store-key").is_some_and(|a| !a.enabled) }).await;
     let mut refused = Ws::open(&b, "store-key").await;
