@@ -17,6 +17,7 @@ use tokio::{
 
 use crate::{
     ctx::Ctx,
+    fallback,
     rest::Rest,
     stats::{self, extract_ts, now_ns, pct_json, r3, Shards},
     ws::{self, note_error, Auth, Handler, Health, SubSpec},
@@ -49,6 +50,16 @@ pub struct Args {
     /// cluster: measures cross-node fan-out). Same app credentials.
     #[arg(long)]
     pub trigger_url: Option<String>,
+    /// How the subscribers connect: `ws`, or `xhr_streaming` (pusher-js's HTTP fallback).
+    #[arg(long, value_enum, default_value_t = Transport::Ws)]
+    pub transport: Transport,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Ws,
+    #[value(name = "xhr_streaming")]
+    XhrStreaming,
 }
 
 pub fn default_timeout(a: &Args) -> f64 {
@@ -83,6 +94,24 @@ pub fn stamped(seq: u64, len: usize) -> String {
     s
 }
 
+/// Records how the subscribers connected; returns how many each channel has.
+fn report_connected<C>(ctx: &Ctx, a: &Args, done: &ws::Connected<C>) -> Vec<u64> {
+    let mut per_channel = vec![0u64; a.channels];
+    for o in &done.opened {
+        per_channel[o.idx % a.channels] += 1;
+    }
+    let subscribed = done.opened.len();
+    ctx.set("subscribed", subscribed);
+    ctx.set("connect_failed", done.failed);
+    ctx.set("connect_errors", done.errors_json());
+    ctx.set("subscribe_ms", pct_json(&done.hist));
+    if done.failed > 0 {
+        ctx.note(format!("{} subscribers failed to connect; expected deliveries count only the {} that did", done.failed, subscribed));
+    }
+    ctx.set("offered_deliveries_per_s", r3(a.rate * subscribed as f64 / a.channels as f64));
+    per_channel
+}
+
 pub async fn run(ctx: &Ctx, a: &Args) -> Result<(), String> {
     if a.subs == 0 || a.subs > 60_000 || a.channels == 0 || !(a.rate > 0.0 && a.rate <= 100_000.0) || !(a.duration > 0.0 && a.duration <= 600.0) {
         return Err("need 1 <= --subs <= 60000, --channels >= 1, 0 < --rate <= 100000, 0 < --duration <= 600".into());
@@ -102,38 +131,30 @@ pub async fn run(ctx: &Ctx, a: &Args) -> Result<(), String> {
     let rest = Arc::new(Rest::new(&trigger_target)?);
 
     ctx.phase("connecting");
+    ctx.set("transport", clap::ValueEnum::to_possible_value(&a.transport).expect("no skipped variants").get_name());
     let channels: Arc<Vec<String>> = Arc::new((0..a.channels).map(|c| format!("bench-{}-{c}", ctx.tag)).collect());
-    let done = ws::connect_many(&ctx.target, a.subs, ctx.batch, ctx.conn_timeout, |i| SubSpec {
-        channel: channels[i % channels.len()].clone(),
-        auth: Auth::Public,
-    })
-    .await;
-    let mut per_channel = vec![0u64; a.channels];
-    for o in &done.opened {
-        per_channel[o.idx % a.channels] += 1;
-    }
-    let subscribed = done.opened.len();
-    ctx.set("subscribed", subscribed);
-    ctx.set("connect_failed", done.failed);
-    ctx.set("connect_errors", done.errors_json());
-    ctx.set("subscribe_ms", pct_json(&done.hist));
-    if done.failed > 0 {
-        ctx.note(format!("{} subscribers failed to connect; expected deliveries count only the {} that did", done.failed, subscribed));
-    }
-    let offered = a.rate * subscribed as f64 / a.channels as f64;
-    ctx.set("offered_deliveries_per_s", r3(offered));
-
+    let spec = |i: usize| SubSpec { channel: channels[i % channels.len()].clone(), auth: Auth::Public };
     let shards = Arc::new(Shards::new(64));
     let (stop, stop_rx) = watch::channel(false);
     let health = Arc::new(Health::default());
-    let tasks: Vec<_> = done
-        .opened
-        .into_iter()
-        .map(|o| {
-            let h = Timed { shards: shards.clone(), shard: o.idx };
-            ws::drive(o.ws, h, stop_rx.clone(), None, health.clone())
-        })
-        .collect();
+    let timed = |idx| Timed { shards: shards.clone(), shard: idx };
+    let (per_channel, tasks): (_, Vec<_>) = match a.transport {
+        Transport::Ws => {
+            let done = ws::connect_many(&ctx.target, a.subs, ctx.batch, ctx.conn_timeout, spec).await;
+            let per_channel = report_connected(ctx, a, &done);
+            (per_channel, done.opened.into_iter().map(|o| ws::drive(o.ws, timed(o.idx), stop_rx.clone(), None, health.clone())).collect())
+        }
+        Transport::XhrStreaming => {
+            let http = fallback::client()?;
+            let (http, target) = (&http, &ctx.target);
+            let done = ws::connect_many_with(a.subs, ctx.batch, ctx.conn_timeout, spec, |i, spec| async move {
+                fallback::open_subscribed(http, target, i, &spec).await
+            })
+            .await;
+            let per_channel = report_connected(ctx, a, &done);
+            (per_channel, done.opened.into_iter().map(|o| fallback::drive(o.ws, timed(o.idx), stop_rx.clone(), health.clone())).collect())
+        }
+    };
     // Let the subscribers' tasks settle before the clock starts.
     tokio::time::sleep(Duration::from_millis(300)).await;
 

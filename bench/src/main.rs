@@ -8,6 +8,7 @@
 mod client_events;
 mod connect;
 mod ctx;
+mod fallback;
 mod fanout;
 mod presence;
 mod rest;

@@ -158,17 +158,17 @@ pub async fn subscribe(ws: &mut Ws, frame: String, channel: &str) -> Result<(), 
     }
 }
 
-/// A connection that is open and subscribed.
-pub struct Opened {
+/// A connection that is open and subscribed (a WebSocket, or an HTTP-fallback stream).
+pub struct Opened<C = Ws> {
     pub idx: usize,
-    pub ws: Ws,
+    pub ws: C,
     pub socket_id: String,
     pub spec: SubSpec,
 }
 
 /// The result of [`connect_many`].
-pub struct Connected {
-    pub opened: Vec<Opened>,
+pub struct Connected<C = Ws> {
+    pub opened: Vec<Opened<C>>,
     /// Time from starting the TCP connect to `subscription_succeeded`, µs.
     pub hist: Histogram<u64>,
     pub failed: u64,
@@ -176,13 +176,13 @@ pub struct Connected {
     pub elapsed: Duration,
 }
 
-impl Connected {
+impl<C> Connected<C> {
     pub fn errors_json(&self) -> Value {
         json!(self.errors)
     }
 }
 
-/// Opens `n` connections, at most `parallel` at a time, each subscribed to `spec(i)`.
+/// Opens `n` WebSocket connections, at most `parallel` at a time, each subscribed to `spec(i)`.
 /// Each connection gets `per_conn` to open and subscribe.
 pub async fn connect_many(
     t: &Target,
@@ -191,15 +191,27 @@ pub async fn connect_many(
     per_conn: Duration,
     spec: impl Fn(usize) -> SubSpec,
 ) -> Connected {
+    connect_many_with(n, parallel, per_conn, spec, |_, spec| async move {
+        let (mut ws, sid) = open(t).await?;
+        subscribe(&mut ws, subscribe_frame(t, &sid, &spec), &spec.channel).await?;
+        Ok((ws, sid))
+    })
+    .await
+}
+
+/// Opens `n` connections with `open(i, spec(i))` (which opens and subscribes), at
+/// most `parallel` at a time, each within `per_conn`.
+pub async fn connect_many_with<C, F, Fut>(n: usize, parallel: usize, per_conn: Duration, spec: impl Fn(usize) -> SubSpec, open: F) -> Connected<C>
+where
+    F: Fn(usize, SubSpec) -> Fut,
+    Fut: std::future::Future<Output = Result<(C, String), String>>,
+{
     let start = Instant::now();
+    let open = &open;
     let results: Vec<_> = stream::iter((0..n).map(|i| (i, spec(i))))
         .map(|(i, spec)| async move {
             let t0 = Instant::now();
-            let r = tokio::time::timeout(per_conn, async {
-                let (mut ws, sid) = open(t).await?;
-                subscribe(&mut ws, subscribe_frame(t, &sid, &spec), &spec.channel).await?;
-                Ok::<_, String>((ws, sid))
-            })
+            let r = tokio::time::timeout(per_conn, open(i, spec.clone()))
             .await
             .unwrap_or_else(|_| Err(format!("timed out after {per_conn:?} opening and subscribing")));
             (i, spec, t0.elapsed(), r)
@@ -242,7 +254,7 @@ pub struct Health {
 }
 
 impl Health {
-    fn drop_with(&self, reason: String) {
+    pub fn drop_with(&self, reason: String) {
         self.dropped.fetch_add(1, Ordering::Relaxed);
         note_error(&mut self.reasons.lock().unwrap(), &reason);
     }
