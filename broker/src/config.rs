@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::{
     adapter::redis::ClusterConfig,
+    console::settings::{ConsoleSettings, ConsoleToken},
     webhooks::{WebhookConfig, WebhookSettings},
 };
 
@@ -42,6 +43,10 @@ pub struct Config {
     pub app_store: Option<AppStoreConfig>,
     /// Run as one node of a cluster sharing this Redis.
     pub cluster: Option<ClusterConfig>,
+    /// Turns on the debug console at `/console`, for whoever presents this token.
+    pub console_token: Option<ConsoleToken>,
+    /// `[console]`: the console's bounds.
+    pub console: ConsoleSettings,
     pub apps: Vec<AppConfig>,
 }
 
@@ -103,6 +108,8 @@ impl Default for Config {
             webhooks: WebhookSettings::default(),
             app_store: None,
             cluster: None,
+            console_token: None,
+            console: ConsoleSettings::default(),
             apps: Vec::new(),
         }
     }
@@ -235,6 +242,7 @@ impl Config {
                 None => return Err(ConfigError("BROKER_APP_STORE_REFRESH_SECS needs BROKER_APP_STORE_URL".into())),
             }
         }
+        self.console.apply_env(&mut self.console_token, &get)?;
         // The built-in app is there to try the broker out; an app store replaces it.
         if self.apps.is_empty() && self.app_store.is_none() {
             self.apps.push(AppConfig::default_app());

@@ -7,11 +7,13 @@
 //! - [`ws`]: the WebSocket protocol, one task per connection.
 //! - [`http`]: the signed REST API.
 //! - [`webhooks`]: batched, signed, bounded notifications to the app's server.
+//! - [`console`]: the built-in debug console at `/console` (off unless a token is set).
 
 pub mod adapter;
 pub mod app_store;
 pub mod apps;
 pub mod config;
+pub mod console;
 pub mod core;
 pub mod http;
 pub mod metrics;

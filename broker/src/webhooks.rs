@@ -182,10 +182,13 @@ async fn send_batch(client: &awc::Client, r: &WebhookReceiver, batch: &[WebhookE
         if events.is_empty() {
             continue;
         }
+        let count = events.len();
         let time_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
         let body = serde_json::to_vec(&Body { time_ms, events }).expect("webhook body serializes");
         let signature = sign::sign_webhook(&r.secret, &body);
-        if deliver(client, hook, &r.key, &signature, body, settings).await {
+        let sent = deliver(client, hook, &r.key, &signature, body, settings).await;
+        crate::console::feed::webhook(&r.key, &hook.url, count, sent, settings.attempts);
+        if sent {
             r.stats.sent_batches.fetch_add(1, Ordering::Relaxed);
         } else {
             r.stats.failed_batches.fetch_add(1, Ordering::Relaxed);

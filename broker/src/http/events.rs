@@ -12,10 +12,10 @@ use protocol::{
 };
 
 use super::{
-    auth::authenticate,
+    auth::{admit, authenticate},
     error::{bad_request, ApiError},
 };
-use crate::{apps::App, core::hub::CachedEvent, state::State};
+use crate::{apps::App, console, core::hub::CachedEvent, state::State};
 
 /// A trigger that passed validation.
 struct Trigger {
@@ -85,6 +85,7 @@ fn publish(state: &State, app: &App, t: &Trigger) {
         }
         state.adapter.broadcast(app, channel, bytes, t.except);
     }
+    console::feed::rest_trigger(&app.key, &t.channels, &t.name, t.data.len(), t.except);
 }
 
 async fn stats(state: &State, app: &App, channel: &ChannelName, info: InfoRequest) -> ChannelStats {
@@ -102,17 +103,31 @@ pub async fn trigger(
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
     let authed = authenticate(&req, &body, &state, &app_id)?;
-    let t = validate(&authed.app, parse_json(&body)?)?;
-    publish(&state, &authed.app, &t);
+    let response = trigger_checked(&state, &authed.app, parse_json(&body)?).await?;
+    Ok(HttpResponse::Ok().json(response))
+}
+
+/// Publishes one trigger for an app whose caller is already authenticated.
+/// Applies the app's enabled flag and REST rate limit like a signed request;
+/// the debug console's event creator comes here too.
+pub async fn trigger_as(state: &State, app: &App, req: TriggerRequest) -> Result<TriggerResponse, ApiError> {
+    admit(app)?;
+    trigger_checked(state, app, req).await
+}
+
+/// Validates, publishes and answers one trigger (after authentication and admission).
+async fn trigger_checked(state: &State, app: &App, req: TriggerRequest) -> Result<TriggerResponse, ApiError> {
+    let t = validate(app, req)?;
+    publish(state, app, &t);
     let mut response = TriggerResponse::default();
     if t.info.any() {
         let mut channels = BTreeMap::new();
         for c in &t.channels {
-            channels.insert(c.as_str().to_owned(), stats(&state, &authed.app, c, t.info).await);
+            channels.insert(c.as_str().to_owned(), stats(state, app, c, t.info).await);
         }
         response.channels = Some(channels);
     }
-    Ok(HttpResponse::Ok().json(response))
+    Ok(response)
 }
 
 pub async fn batch(

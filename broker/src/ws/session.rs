@@ -25,6 +25,7 @@ use super::{
 };
 use crate::{
     apps::App,
+    console,
     core::{hub::Subscribed, ConnHandle},
     state::State,
     webhooks::WebhookEvent,
@@ -64,6 +65,7 @@ pub async fn run(state: Arc<State>, app: Arc<App>, conn: ConnHandle, reader: Fra
     session.serve(reader).await;
     // Boxed so the rarely used clean-up path does not enlarge every idle connection's task.
     Box::pin(session.cleanup()).await;
+    console::feed::connection_closed(&session.app.key, id, session.conn.close_code());
     metrics.connections.dec();
     tracing::debug!(socket_id = %id, "disconnected");
 }
@@ -182,7 +184,7 @@ impl Session {
     async fn subscribe(&mut self, s: Subscribe) {
         let name = match ChannelName::parse_with_max(&s.channel, self.app.limits.max_channel_name_len) {
             Ok(n) => n,
-            Err(e) => return self.send(frame::error(None, &invalid_channel(&s.channel, e))),
+            Err(e) => return self.refuse_subscription(&s.channel, frame::error(None, &invalid_channel(&s.channel, e))),
         };
         let kind = name.kind();
         if kind == ChannelKind::ServerToUser {
@@ -192,18 +194,18 @@ impl Session {
                 return self.send(frame::subscription_succeeded(name.as_str()));
             }
             let msg = "a #server-to-user- channel is only for the connection signed in as that user";
-            return self.send(frame::subscription_error(name.as_str(), "AuthError", msg, 403));
+            return self.refuse_subscription(name.as_str(), frame::subscription_error(name.as_str(), "AuthError", msg, 403));
         }
         if kind.needs_auth() {
             let Some(auth) = s.auth.as_deref() else {
-                return self.send(frame::subscription_error(name.as_str(), "AuthError", "missing auth for a private channel", 401));
+                return self.refuse_subscription(name.as_str(), frame::subscription_error(name.as_str(), "AuthError", "missing auth for a private channel", 401));
             };
             // SDKs sign `channel_data` into a private channel's auth too when the app
             // passes user data; the signature then covers it, so check it that way.
             let data = s.channel_data.as_deref();
             if let Err(e) = sign::verify_channel(&self.app.key, &self.app.secret, self.conn.id, name.as_str(), data, auth) {
                 let msg = format!("invalid signature for {}: {e}", name.as_str());
-                return self.send(frame::subscription_error(name.as_str(), "AuthError", &msg, 401));
+                return self.refuse_subscription(name.as_str(), frame::subscription_error(name.as_str(), "AuthError", &msg, 401));
             }
         }
         if kind == ChannelKind::Presence {
@@ -218,8 +220,15 @@ impl Session {
         self.replay_cache(&name).await
     }
 
+    /// Sends a subscription's refusal (and shows it in the debug console).
+    fn refuse_subscription(&self, channel: &str, refusal: String) {
+        console::feed::subscription_failed(&self.app.key, self.conn.id, channel, &refusal);
+        self.send(refusal);
+    }
+
     /// Webhooks and counts that follow a new subscription.
     fn after_subscribe(&self, name: &ChannelName, sub: Subscribed) {
+        console::feed::subscribed(&self.app.key, self.conn.id, name);
         self.state.metrics.subscriptions.inc();
         if sub.occupied {
             self.app.webhook(|| WebhookEvent::ChannelOccupied { channel: name.to_string() });
@@ -253,22 +262,22 @@ impl Session {
     async fn join_presence(&mut self, name: ChannelName, channel_data: Option<&str>) {
         let refuse = |msg: &str, status| frame::subscription_error(name.as_str(), "AuthError", msg, status);
         let Some(raw) = channel_data else {
-            return self.send(refuse("presence channels need channel_data", 400));
+            return self.refuse_subscription(name.as_str(), refuse("presence channels need channel_data", 400));
         };
         let data: ChannelData = match serde_json::from_str(raw) {
             Ok(d) => d,
-            Err(e) => return self.send(refuse(&format!("invalid channel_data: {e}"), 400)),
+            Err(e) => return self.refuse_subscription(name.as_str(), refuse(&format!("invalid channel_data: {e}"), 400)),
         };
         let info = data.user_info.unwrap_or_else(|| RawValue::from_string("null".into()).expect("valid JSON"));
         if info.get().len() > self.app.limits.max_presence_user_info_bytes {
             let msg = format!("user_info is larger than {} bytes", self.app.limits.max_presence_user_info_bytes);
-            return self.send(refuse(&msg, 413));
+            return self.refuse_subscription(name.as_str(), refuse(&msg, 413));
         }
         let joined = self.state.adapter.join(&self.app, &name, &self.conn, &data.user_id, info.clone()).await;
         match joined {
             Err(_) => {
                 let msg = format!("presence channel is full ({} members)", self.app.limits.max_presence_members);
-                self.send(refuse(&msg, 403))
+                self.refuse_subscription(name.as_str(), refuse(&msg, 403))
             }
             Ok(None) => {}
             Ok(Some(joined)) => {
@@ -288,6 +297,7 @@ impl Session {
     /// Removes one subscription and tells the others if a presence user left.
     async fn leave(&self, name: &ChannelName) {
         let Some(left) = self.state.adapter.unsubscribe(&self.app, name, self.conn.id).await else { return };
+        console::feed::unsubscribed(&self.app.key, self.conn.id, name);
         self.state.metrics.subscriptions.dec();
         if let Some(user_id) = &left.user_left {
             let removed = frame::member_removed(name.as_str(), user_id);
@@ -391,6 +401,7 @@ impl Session {
         let out = frame::client_event(name.as_str(), event, &data, user_id.as_deref());
         // Client events are relayed but never cached: only server-triggered events fill a cache channel.
         self.state.adapter.broadcast(&self.app, &name, out.into(), Some(self.conn.id));
+        console::feed::client_event(&self.app.key, self.conn.id, &name, event, data.get().len());
         self.app.webhook(|| WebhookEvent::ClientEvent {
             channel: name.to_string(),
             event: event.to_owned(),
