@@ -4,6 +4,8 @@
 // 401 and no data.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
@@ -222,5 +224,85 @@ test('the console is off (404) when no token is configured', async () => {
     }
   } finally {
     await plain.stop();
+  }
+});
+
+/** Reads a console's live feed (server-sent events) with a bearer token, collecting the parsed events. */
+async function readFeed(node, token) {
+  const controller = new AbortController();
+  const res = await fetch(`${node.url}/console/api/apps/1/feed`, { headers: { authorization: `Bearer ${token}` }, signal: controller.signal });
+  assert.equal(res.status, 200);
+  const events = [];
+  (async () => {
+    const decoder = new TextDecoder();
+    let buffer = '';
+    try {
+      for await (const chunk of res.body) {
+        buffer += decoder.decode(chunk, { stream: true });
+        let end;
+        while ((end = buffer.indexOf('\n\n')) >= 0) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const data = block.split('\n').find((l) => l.startsWith('data: '));
+          if (data && !block.startsWith('event:')) events.push(JSON.parse(data.slice(6)));
+        }
+      }
+    } catch {}
+  })();
+  return { events, close: () => controller.abort() };
+}
+
+test('in a cluster, a console on one node shows the events of another, marked with its node', async () => {
+  const redisUrl = process.env.TEST_REDIS_URL || 'redis://127.0.0.1:6379';
+  const prefix = `console-test-${process.pid}-${crypto.randomBytes(3).toString('hex')}`;
+  const config = `console_token = "${TOKEN}"
+[cluster]
+redis_url = "${redisUrl}"
+key_prefix = "${prefix}"
+heartbeat_secs = 1
+node_timeout_secs = 3
+[[apps]]
+id = "1"
+key = "app-key"
+secret = "app-secret"
+`;
+  const [a, b] = await Promise.all([startBroker({ config }), startBroker({ config })]);
+  const feed = await readFeed(a, TOKEN);
+  let client;
+  try {
+    for (const n of [a, b]) await eventually(async () => assert.equal((await fetch(`${n.url}/ready`)).status, 200), 'node ready');
+    // Node B starts relaying within about a second of the console opening on A.
+    await eventually(async () => {
+      const c = await connect(b);
+      try {
+        await subscribe(c, 'cluster-console');
+        const socketId = c.connection.socket_id;
+        await eventually(
+          () => assert.ok(feed.events.some((e) => e.kind === 'subscribed' && e.socket_id === socketId), JSON.stringify(feed.events)),
+          'relayed subscription',
+          2000,
+        );
+        client = c;
+      } catch (e) {
+        c.disconnect();
+        throw e;
+      }
+    }, 'node B relays to the console on A', 10000);
+    const socketId = client.connection.socket_id;
+    const opened = feed.events.find((e) => e.kind === 'connection_opened' && e.socket_id === socketId);
+    assert.ok(opened?.node, 'events from node B carry its node id');
+    // A's channel list is cluster-wide: B's subscriber counts.
+    const list = await (await fetch(`${a.url}/console/api/apps/1/channels?prefix=cluster-`, { headers: { authorization: `Bearer ${TOKEN}` } })).json();
+    assert.deepEqual(list.channels, [{ name: 'cluster-console', subscriptions: 1, users: null }]);
+    // A's own events are not marked.
+    await sdkFor(a).trigger('cluster-console', 'from-a', {});
+    await eventually(() => assert.ok(feed.events.some((e) => e.kind === 'rest_event' && e.event === 'from-a' && !e.node)), 'local event');
+  } finally {
+    client?.disconnect();
+    feed.close();
+    await Promise.all([a.stop(), b.stop()]);
+    const port = new URL(redisUrl).port || '6379';
+    const keys = execFileSync('redis-cli', ['-p', port, '--scan', '--pattern', `${prefix}:*`], { encoding: 'utf8' }).split('\n').filter(Boolean);
+    if (keys.length) execFileSync('redis-cli', ['-p', port, 'DEL', ...keys]);
   }
 });

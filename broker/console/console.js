@@ -181,8 +181,10 @@ function renderLog() {
     if (e.socket_id) tr.dataset.socket = e.socket_id;
     tr.dataset.channel = channelsOf(e).join(',');
     if (e.event) tr.dataset.event = e.event;
+    if (e.node) tr.dataset.node = e.node;
     tr.append(
       cell(new Date(e.time).toLocaleTimeString([], { hour12: false }) + '.' + String(e.time % 1000).padStart(3, '0')),
+      cell(e.node ? e.node : 'this'),
       cell(KIND_LABELS[e.kind] || e.kind),
       cell(e.socket_id),
       cell(channelsOf(e).join(', ')),

@@ -78,7 +78,7 @@ pub async fn run(config: Config, tls: Option<rustls::ServerConfig>) -> std::io::
         }
     });
 
-    let console = console::start(&config, state.clone().into_inner());
+    let console = console::start(&config, state.clone().into_inner(), redis.as_ref().map(|r| r.node_id()));
     let app_state = state.clone();
     let mut server = HttpServer::new(move || {
         App::new()

@@ -95,7 +95,8 @@ pub enum Event {
 #[derive(Clone, Debug)]
 pub enum Message {
     /// An event of the app with this key, already encoded as JSON (once, for every viewer).
-    Event { app: AppKey, json: Arc<str> },
+    /// `relayed` when it happened on another node of the cluster (see [`super::cluster`]).
+    Event { app: AppKey, json: Arc<str>, relayed: bool },
     /// The viewer fell behind and lost this many events.
     Dropped(u64),
 }
@@ -112,7 +113,11 @@ struct Encoded<'a> {
 #[derive(Debug)]
 pub struct Feed {
     limits: FeedLimits,
+    /// Consoles watching on this node (bounded by `max_viewers`).
     viewers: AtomicUsize,
+    /// Everything receiving events: viewers, plus the cluster relay while a console is open on any node.
+    /// The hooks' one check.
+    watchers: AtomicUsize,
     tx: broadcast::Sender<Message>,
     /// Events built in the current second (reset by [`Feed::tick`]).
     in_window: AtomicU32,
@@ -123,11 +128,14 @@ pub struct Feed {
     published: Mutex<HashMap<AppKey, u64>>,
 }
 
-/// A viewer's place in the feed; dropping it stops counting the viewer.
-pub struct Viewer {
+/// A place in the feed; dropping it stops counting it.
+pub struct Receiver {
     feed: Arc<Feed>,
     rx: broadcast::Receiver<Message>,
 }
+
+/// A console's place in the feed.
+pub struct Viewer(Receiver);
 
 /// The feed is full of viewers.
 #[derive(Debug, PartialEq, Eq)]
@@ -138,6 +146,7 @@ impl Feed {
         Self {
             limits,
             viewers: AtomicUsize::new(0),
+            watchers: AtomicUsize::new(0),
             tx: broadcast::channel(limits.buffer.max(1)).0,
             in_window: AtomicU32::new(0),
             skipped: AtomicU64::new(0),
@@ -152,7 +161,7 @@ impl Feed {
     /// Whether any console is open. The only cost of a hook when none is.
     #[inline]
     pub fn watched(&self) -> bool {
-        self.viewers.load(Ordering::Relaxed) != 0
+        self.watchers.load(Ordering::Relaxed) != 0
     }
 
     pub fn viewers(&self) -> usize {
@@ -170,7 +179,25 @@ impl Feed {
         self.viewers
             .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < max).then_some(n + 1))
             .map_err(|_| TooManyViewers)?;
-        Ok(Viewer { feed: self.clone(), rx: self.tx.subscribe() })
+        Ok(self.receiver())
+    }
+
+    /// Receives events without counting as a console (for the cluster relay); not bounded by `max_viewers`.
+    pub fn relay(self: &Arc<Self>) -> Receiver {
+        self.watchers.fetch_add(1, Ordering::AcqRel);
+        Receiver { feed: self.clone(), rx: self.tx.subscribe() }
+    }
+
+    fn receiver(self: &Arc<Self>) -> Viewer {
+        self.watchers.fetch_add(1, Ordering::AcqRel);
+        Viewer(Receiver { feed: self.clone(), rx: self.tx.subscribe() })
+    }
+
+    /// Hands viewers an event another node built (it already passed that node's budget).
+    pub fn relayed(&self, app: AppKey, json: String) {
+        if self.viewers() != 0 {
+            let _ = self.tx.send(Message::Event { app, json: json.into(), relayed: true });
+        }
     }
 
     /// Builds and sends an event if someone watches and the second's budget allows.
@@ -211,7 +238,7 @@ impl Feed {
         let time = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let json = serde_json::to_string(&Encoded { time, event: &make() }).expect("events serialize");
         // An error only means every viewer left meanwhile.
-        let _ = self.tx.send(Message::Event { app: app.clone(), json: json.into() });
+        let _ = self.tx.send(Message::Event { app: app.clone(), json: json.into(), relayed: false });
     }
 
     /// Ends the current second: a new budget, and the messages each app published in it
@@ -226,6 +253,19 @@ impl Feed {
 impl Viewer {
     /// The next message, waiting for one. `None` when the feed is gone.
     pub async fn next(&mut self) -> Option<Message> {
+        self.0.next().await
+    }
+}
+
+impl Drop for Viewer {
+    fn drop(&mut self) {
+        self.0.feed.viewers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Receiver {
+    /// The next message, waiting for one. `None` when the feed is gone.
+    pub async fn next(&mut self) -> Option<Message> {
         match self.rx.recv().await {
             Ok(m) => Some(m),
             Err(broadcast::error::RecvError::Lagged(n)) => Some(Message::Dropped(n)),
@@ -234,9 +274,9 @@ impl Viewer {
     }
 }
 
-impl Drop for Viewer {
+impl Drop for Receiver {
     fn drop(&mut self) {
-        self.feed.viewers.fetch_sub(1, Ordering::AcqRel);
+        self.feed.watchers.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -383,7 +423,8 @@ mod tests {
         let mut v = f.watch().unwrap();
         f.emit(&key("a"), || opened(1));
         match v.next().await.unwrap() {
-            Message::Event { app, json } => {
+            Message::Event { app, json, relayed } => {
+                assert!(!relayed);
                 assert_eq!(app, key("a"));
                 let value: serde_json::Value = serde_json::from_str(&json).unwrap();
                 assert_eq!(value["kind"], "connection_opened");
@@ -437,6 +478,20 @@ mod tests {
         drop(a);
         assert_eq!(f.viewers(), 1);
         assert!(f.watch().is_ok());
+    }
+
+    #[test]
+    fn a_relay_makes_the_feed_watched_without_taking_a_viewer_slot() {
+        let f = feed(10, 4);
+        let relay = f.relay();
+        assert!(f.watched());
+        assert_eq!(f.viewers(), 0);
+        drop(relay);
+        assert!(!f.watched());
+        let _a = f.watch().unwrap();
+        let _b = f.watch().unwrap();
+        let _r = f.relay();
+        assert_eq!(f.viewers(), 2);
     }
 
     #[test]

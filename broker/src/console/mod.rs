@@ -11,7 +11,9 @@
 //! - [`settings`]: the token and the console's bounds.
 //! - [`feed`]: the live event log and the hooks the broker calls.
 //! - [`series`]: the graphs' once-a-second samples.
+//! - [`cluster`]: every node's events for consoles on any node.
 
+pub mod cluster;
 pub mod feed;
 pub mod series;
 pub mod settings;
@@ -61,10 +63,14 @@ pub struct Console {
     cluster: bool,
 }
 
-/// Sets up the console if a token is configured: installs the feed and starts sampling the graphs.
-pub fn start(config: &Config, state: Arc<State>) -> Option<web::Data<Console>> {
+/// Sets up the console if a token is configured: installs the feed, starts sampling the graphs
+/// and, on a cluster node (`node` is its id), relaying events between nodes.
+pub fn start(config: &Config, state: Arc<State>, node: Option<&str>) -> Option<web::Data<Console>> {
     let token = config.console_token.clone()?;
     let feed = feed::install(config.console.feed_limits());
+    if let (Some(cluster), Some(node)) = (&config.cluster, node) {
+        cluster::start(feed.clone(), cluster, node);
+    }
     let series = Arc::new(Series::new(config.console.history_secs));
     actix_web::rt::spawn(series::run(state, feed.clone(), series.clone()));
     tracing::info!("debug console enabled at /console");
@@ -362,7 +368,7 @@ async fn live_feed(admin: Admin, state: web::Data<State>, app_id: web::Path<Stri
                 _ = tokio::time::sleep(KEEP_ALIVE) => return Some((Ok(Bytes::from_static(b": still here\n\n")), (viewer, key))),
             };
             let chunk: Chunk = match next {
-                Message::Event { app, json } if app == key => Ok(Bytes::from(format!("data: {json}\n\n"))),
+                Message::Event { app, json, .. } if app == key => Ok(Bytes::from(format!("data: {json}\n\n"))),
                 Message::Event { .. } => continue,
                 Message::Dropped(n) => Ok(Bytes::from(format!("event: dropped\ndata: {n}\n\n"))),
             };
