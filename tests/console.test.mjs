@@ -4,15 +4,14 @@
 // 401 and no data.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import http from 'node:http';
 import path from 'node:path';
 import WebSocket from 'ws';
 import { chromium } from 'playwright-core';
-import { startBroker, freePort, ROOT } from './lib/broker.mjs';
+import { startBroker, ROOT } from './lib/broker.mjs';
 import { connect, eventually, sdkFor, subscribe, withTimeout } from './lib/clients.mjs';
+import { dropKeys, hookReceiver } from './lib/servers.mjs';
 
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const ARTIFACTS = path.join(ROOT, 'test-artifacts');
@@ -20,21 +19,11 @@ const TOKEN = 'console-test-token-' + Math.random().toString(36).slice(2);
 
 let broker;
 let browser;
-let hookServer;
-const webhooks = [];
+let hooks;
 
 before(async () => {
   fs.mkdirSync(ARTIFACTS, { recursive: true });
-  const hookPort = await freePort();
-  hookServer = http.createServer((req, res) => {
-    let body = '';
-    req.on('data', (d) => (body += d));
-    req.on('end', () => {
-      webhooks.push(...JSON.parse(body).events);
-      res.end('ok');
-    });
-  });
-  await new Promise((r) => hookServer.listen(hookPort, '127.0.0.1', r));
+  hooks = await hookReceiver();
   broker = await startBroker({
     config: `console_token = "${TOKEN}"
 [webhooks]
@@ -43,7 +32,7 @@ batch_wait_ms = 10
 id = "1"
 key = "app-key"
 secret = "app-secret"
-webhooks = [{ url = "http://127.0.0.1:${hookPort}/hook?secret=not-for-the-page", event_types = ["channel_occupied"] }]
+webhooks = [{ url = "${hooks.url}hook?secret=not-for-the-page", event_types = ["channel_occupied"] }]
 `,
   });
   browser = await chromium.launch({
@@ -55,7 +44,7 @@ webhooks = [{ url = "http://127.0.0.1:${hookPort}/hook?secret=not-for-the-page",
 after(async () => {
   await browser?.close().catch(() => {});
   await broker?.stop();
-  hookServer?.close();
+  hooks?.close();
 });
 
 /** A page logged in to the console, failing the test on any page error. */
@@ -130,7 +119,7 @@ test('the console shows a pusher-js client connect, subscribe and receive an eve
     await page.waitForSelector('#trigger-result.error:text("400")');
 
     // The webhook for channel_occupied went out and is logged without its query string.
-    await eventually(() => assert.ok(webhooks.some((w) => w.channel === 'console-demo')), 'webhook received');
+    await eventually(() => assert.ok(hooks.events.some((w) => w.channel === 'console-demo')), 'webhook received');
     const hook = await row(page, '[data-kind="webhook_sent"]');
     assert.ok(!(await hook.textContent()).includes('not-for-the-page'), 'webhook URL query strings are not shown');
 
@@ -301,8 +290,6 @@ secret = "app-secret"
     client?.disconnect();
     feed.close();
     await Promise.all([a.stop(), b.stop()]);
-    const port = new URL(redisUrl).port || '6379';
-    const keys = execFileSync('redis-cli', ['-p', port, '--scan', '--pattern', `${prefix}:*`], { encoding: 'utf8' }).split('\n').filter(Boolean);
-    if (keys.length) execFileSync('redis-cli', ['-p', port, 'DEL', ...keys]);
+    dropKeys(redisUrl, prefix);
   }
 });
