@@ -342,7 +342,8 @@ async function refreshMembers() {
     return;
   }
   const { users } = await res.json();
-  $('members').replaceChildren(...users.map((u) => Object.assign(document.createElement('li'), { textContent: u })));
+  const items = users.length ? users : ['(no members: the channel is empty)'];
+  $('members').replaceChildren(...items.map((u) => Object.assign(document.createElement('li'), { textContent: u })));
 }
 
 // ---- event creator -------------------------------------------------------------
