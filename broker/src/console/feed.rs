@@ -363,16 +363,16 @@ pub fn client_event(app: &AppKey, socket: SocketId, channel: &ChannelName, event
     }
 }
 
-/// A webhook batch was accepted (`sent`) or given up after every attempt.
+/// A webhook batch was accepted (`sent`) or given up after retrying for up to `retry_for_secs`.
 #[inline]
-pub fn webhook(app: &AppKey, url: &str, events: usize, sent: bool, attempts: u32) {
+pub fn webhook(app: &AppKey, url: &str, events: usize, sent: bool, retry_for_secs: u64) {
     if let Some(f) = feed() {
         f.emit(app, || {
             let url = redact_url(url);
             if sent {
                 Event::WebhookSent { url, events }
             } else {
-                Event::WebhookFailed { url, events, reason: format!("no success after {attempts} attempts (see the broker log)") }
+                Event::WebhookFailed { url, events, reason: format!("given up after retrying (for up to {retry_for_secs} s; see the broker log)") }
             }
         });
     }
