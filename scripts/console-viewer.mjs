@@ -16,7 +16,8 @@ const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
 await page.goto(`${url}/console`);
 await page.fill('#token', token);
 await Promise.all([page.waitForURL(`${url}/console`), page.click('button[type=submit]')]);
-await page.selectOption('#app', appId);
+await page.waitForSelector(`#app option[value="${appId}"]`, { state: 'attached' });
+if ((await page.inputValue('#app')) !== appId) await page.selectOption('#app', appId);
 await page.waitForSelector('#feed-state[data-state="live"]');
 console.log('ready');
 const stop = async () => {

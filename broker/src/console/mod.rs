@@ -44,7 +44,7 @@ use crate::{
 
 const COOKIE: &str = "broker_console";
 /// How often an idle feed says it is still there (so a closed page is noticed and its viewer slot freed).
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
 const INDEX_HTML: &str = include_str!("../../console/index.html");
 const LOGIN_HTML: &str = include_str!("../../console/login.html");
