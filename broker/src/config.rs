@@ -1,19 +1,15 @@
-//! Broker settings: a TOML file (path from `--config` or `BROKER_CONFIG`) with
+//! Broker settings (every one of them lives here): a TOML file (path from `--config` or `BROKER_CONFIG`) with
 //! environment overrides, and defaults that work out of the box.
 //!
 //! Without any configured app the broker serves one default app (id `1`, key
 //! `app-key`, secret `app-secret`), so `cargo run -p broker` is enough to try it.
 
-use std::{fmt, path::PathBuf};
+use std::{fmt, path::PathBuf, time::Duration};
 
 use protocol::{AppId, AppKey, AppSecret, Limits};
 use serde::Deserialize;
 
-use crate::{
-    adapter::redis::ClusterConfig,
-    console::settings::{ConsoleSettings, ConsoleToken},
-    webhooks::{WebhookConfig, WebhookSettings},
-};
+use subtle::ConstantTimeEq;
 
 /// Everything the broker reads at start.
 #[derive(Clone, Debug, Deserialize)]
@@ -91,6 +87,206 @@ pub struct AppStoreConfig {
 
 fn five() -> u64 {
     5
+}
+
+/// How to reach Redis and how the cluster keeps time.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `redis://host:port/db`.
+    pub redis_url: String,
+    /// Prefix of every key and channel, so several clusters can share one Redis.
+    #[serde(default = "default_prefix")]
+    pub key_prefix: String,
+    /// Seconds between a node's heartbeats.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_secs: u64,
+    /// Seconds without a heartbeat after which a node is considered dead.
+    #[serde(default = "default_node_timeout")]
+    pub node_timeout_secs: u64,
+}
+
+fn default_prefix() -> String {
+    "pusher".into()
+}
+fn default_heartbeat() -> u64 {
+    2
+}
+fn default_node_timeout() -> u64 {
+    6
+}
+
+/// Where one app's webhooks go, and which events it wants.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: String,
+    /// Event names to send (`channel_occupied`, `member_added`, ...); empty means all.
+    #[serde(default)]
+    pub event_types: Vec<String>,
+}
+
+/// Tuning shared by every app's webhook sender.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Events waiting per app before new ones are dropped.
+    pub queue: usize,
+    /// Most events in one request.
+    pub batch_max: usize,
+    /// How long to wait for more events to fill a batch, in milliseconds.
+    pub batch_wait_ms: u64,
+    /// Attempts per batch before it is given up; 0 means no cap (only `retry_for_secs`).
+    pub attempts: u32,
+    /// Seconds a failing batch is retried before it is given up.
+    pub retry_for_secs: u64,
+    /// First retry delay in milliseconds; doubles each attempt up to `max_backoff_ms`.
+    pub backoff_ms: u64,
+    /// Longest delay between two attempts, in milliseconds.
+    pub max_backoff_ms: u64,
+    /// Per-request timeout in milliseconds.
+    pub timeout_ms: u64,
+    /// How long `member_removed` and `channel_vacated` wait, in milliseconds, for the
+    /// user or channel to come back (then neither webhook is sent); 0 sends at once.
+    pub debounce_ms: u64,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self {
+            queue: 10_000,
+            batch_max: 100,
+            batch_wait_ms: 50,
+            attempts: 0,
+            retry_for_secs: 300,
+            backoff_ms: 500,
+            max_backoff_ms: 30_000,
+            timeout_ms: 5_000,
+            debounce_ms: 3_000,
+        }
+    }
+}
+
+impl WebhookSettings {
+    /// The debounce window.
+    pub fn debounce(&self) -> Duration {
+        Duration::from_millis(self.debounce_ms)
+    }
+}
+
+// The debug console's settings: `console_token` and `[console]`.
+
+/// Shortest console token accepted: long enough that guessing it over HTTP is hopeless.
+pub const MIN_CONSOLE_TOKEN_LEN: usize = 16;
+
+/// The console's admin token (`console_token`, `BROKER_CONSOLE_TOKEN`). Never printed.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ConsoleToken(String);
+
+impl ConsoleToken {
+    pub fn new(token: String) -> Result<Self, ConfigError> {
+        if token.len() < MIN_CONSOLE_TOKEN_LEN || token.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(ConfigError(format!(
+                "console_token must be at least {MIN_CONSOLE_TOKEN_LEN} characters without spaces or control characters"
+            )));
+        }
+        Ok(Self(token))
+    }
+
+    /// Compares in constant time (only the length can be told apart).
+    pub fn matches(&self, offered: &[u8]) -> bool {
+        self.0.as_bytes().ct_eq(offered).into()
+    }
+
+    /// The token itself, for the console's login cookie only.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ConsoleToken {
+    type Error = ConfigError;
+    fn try_from(s: String) -> Result<Self, ConfigError> {
+        Self::new(s)
+    }
+}
+
+impl fmt::Debug for ConsoleToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ConsoleToken(<redacted>)")
+    }
+}
+
+/// `[console]`: how much work an open console may cause.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleSettings {
+    /// Log events built per second over all apps; more are skipped and the page shows how many.
+    pub events_per_second: u32,
+    /// Events an open page may lag behind before it loses the oldest (it shows how many).
+    pub buffer: usize,
+    /// Consoles open at once; one more gets 429.
+    pub max_viewers: usize,
+    /// Seconds of graph history kept per app.
+    pub history_secs: usize,
+    /// Most channels one channel-list answer holds (the page says when there are more).
+    pub max_channels_listed: usize,
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        Self { events_per_second: 1000, buffer: 1024, max_viewers: 4, history_secs: 300, max_channels_listed: 500 }
+    }
+}
+
+impl ConsoleSettings {
+    /// Reads `BROKER_CONSOLE_TOKEN` into `token` and checks the bounds.
+    pub fn apply_env(&self, token: &mut Option<ConsoleToken>, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(v) = get("BROKER_CONSOLE_TOKEN") {
+            *token = Some(ConsoleToken::new(v).map_err(|e| ConfigError(format!("BROKER_CONSOLE_TOKEN: {e}")))?);
+        }
+        let positive = [
+            ("events_per_second", self.events_per_second as usize),
+            ("buffer", self.buffer),
+            ("max_viewers", self.max_viewers),
+            ("history_secs", self.history_secs),
+            ("max_channels_listed", self.max_channels_listed),
+        ];
+        match positive.iter().find(|(_, v)| *v == 0) {
+            Some((name, _)) => Err(ConfigError(format!("console.{name} must be at least 1"))),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod console_settings_tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_long_hidden_and_compared_exactly() {
+        assert!(ConsoleToken::new("short".into()).is_err());
+        assert!(ConsoleToken::new("has a space in it!!".into()).is_err());
+        let t = ConsoleToken::new("0123456789abcdef".into()).unwrap();
+        assert!(t.matches(b"0123456789abcdef"));
+        assert!(!t.matches(b"0123456789abcdeF"));
+        assert!(!t.matches(b"0123456789abcdef0"));
+        assert!(!t.matches(b""));
+        assert!(!format!("{t:?}").contains("0123"));
+    }
+
+    #[test]
+    fn env_and_bounds() {
+        let s = ConsoleSettings::default();
+        let mut token = None;
+        s.apply_env(&mut token, |k| (k == "BROKER_CONSOLE_TOKEN").then(|| "abcdefghijklmnopq".to_owned())).unwrap();
+        assert!(token.unwrap().matches(b"abcdefghijklmnopq"));
+        let e = s.apply_env(&mut None, |_| Some("x".into())).unwrap_err();
+        assert!(e.0.contains("BROKER_CONSOLE_TOKEN"), "{e}");
+        let zero = ConsoleSettings { buffer: 0, ..ConsoleSettings::default() };
+        assert!(zero.apply_env(&mut None, |_| None).unwrap_err().0.contains("console.buffer"));
+    }
 }
 
 impl Default for Config {

@@ -20,9 +20,8 @@ use crate::{
     apps::App,
     core::{
         hub::{CachedEvent, ChannelFull, Joined, Subscribed, Unsubscribed},
-        ChannelCounts, ConnHandle,
+        ChannelCounts, ConnHandle, Message,
     },
-    ws::wire,
 };
 
 pub trait Adapter: Send + Sync + 'static {
@@ -83,6 +82,16 @@ pub trait Adapter: Send + Sync + 'static {
     fn users<'a>(&'a self, app: &'a App, channel: &'a ChannelName) -> BoxFuture<'a, Vec<String>>;
 }
 
+/// A user is online while their `#server-to-user-` channel is occupied anywhere in
+/// the cluster: its becoming occupied or vacated (a sign-in, a last connection
+/// closing, a dead node's clean-up) tells the user's watchers. The one place that rule lives.
+pub fn user_channel_changed(adapter: &dyn Adapter, app: &App, channel: &ChannelName, occupied: bool) {
+    if let Some(user) = channel.server_to_user_id() {
+        let notice = protocol::frame::watchlist_event(if occupied { "online" } else { "offline" }, &[user]);
+        adapter.notify_watchers(app, user, notice.into());
+    }
+}
+
 /// One node on its own: everything is answered from local memory.
 #[derive(Debug, Default)]
 pub struct LocalAdapter;
@@ -108,7 +117,7 @@ impl Adapter for LocalAdapter {
     }
 
     fn broadcast(&self, app: &App, channel: &ChannelName, frame: ByteString, except: Option<SocketId>) {
-        app.hub.deliver(channel, except, || wire::text(&frame));
+        app.hub.deliver(channel, except, || Message::new(frame));
     }
 
     fn cache_put(&self, app: &App, channel: &ChannelName, event: CachedEvent) {
@@ -124,7 +133,7 @@ impl Adapter for LocalAdapter {
     }
 
     fn notify_watchers(&self, app: &App, user_id: &str, frame: ByteString) {
-        app.hub.notify_watchers(user_id, &wire::text(&frame));
+        app.hub.notify_watchers(user_id, &Message::new(frame));
     }
 
     fn channel_counts<'a>(&'a self, app: &'a App, channel: &'a ChannelName) -> BoxFuture<'a, ChannelCounts> {
@@ -183,7 +192,7 @@ pub(crate) mod local {
     /// cluster adapter that then could not reach the cluster): announces it locally.
     pub fn announce_unsubscribed(app: &App, channel: &ChannelName, left: Unsubscribed) -> Unsubscribed {
         if let Some(user) = &left.user_left {
-            app.hub.deliver(channel, None, || wire::text(&protocol::frame::member_removed(channel.as_str(), user)));
+            app.hub.deliver(channel, None, || Message::new(protocol::frame::member_removed(channel.as_str(), user)));
         }
         app.lifecycle_webhooks(left_webhooks(channel, Some(&left)));
         left

@@ -16,8 +16,8 @@ use protocol::AppKey;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::feed::{Feed, Message};
-use crate::adapter::redis::ClusterConfig;
+use crate::console_feed::{Feed, Message};
+use crate::config::ClusterConfig;
 
 /// How long a console's announcement lasts without renewal.
 const WATCH_TTL_SECS: u64 = 3;

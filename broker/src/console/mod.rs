@@ -8,15 +8,14 @@
 //! sets (HttpOnly, SameSite=Strict, scoped to `/console`). The page's files are
 //! compiled into the binary; nothing is fetched from elsewhere.
 //!
-//! - [`settings`]: the token and the console's bounds.
-//! - [`feed`]: the live event log and the hooks the broker calls.
+//! - [`crate::console_feed`]: the live event log and the hooks the broker calls
+//!   (a module of its own low in the layers, since transports and webhook senders call it).
 //! - [`series`]: the graphs' once-a-second samples.
+//! - the token and bounds are [`ConsoleToken`] and [`ConsoleSettings`] in [`crate::config`].
 //! - [`cluster`]: every node's events for consoles on any node.
 
 pub mod cluster;
-pub mod feed;
 pub mod series;
-pub mod settings;
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
@@ -30,14 +29,11 @@ use bytes::Bytes;
 use protocol::{rest::TriggerRequest, ChannelKind, ChannelName};
 use serde::{Deserialize, Serialize};
 
-use self::{
-    feed::{Feed, Message},
-    series::{Sample, Series},
-    settings::{ConsoleSettings, ConsoleToken},
-};
+use self::series::{Sample, Series};
 use crate::{
     apps::App,
-    config::Config,
+    config::{Config, ConsoleSettings, ConsoleToken},
+    console_feed::{self as feed, Feed, FeedLimits, Message},
     http::{self, error::ApiError},
     state::State,
 };
@@ -67,7 +63,12 @@ pub struct Console {
 /// and, on a cluster node (`node` is its id), relaying events between nodes.
 pub fn start(config: &Config, state: Arc<State>, node: Option<&str>) -> Option<web::Data<Console>> {
     let token = config.console_token.clone()?;
-    let feed = feed::install(config.console.feed_limits());
+    let settings = &config.console;
+    let feed = feed::install(FeedLimits {
+        events_per_second: settings.events_per_second,
+        buffer: settings.buffer,
+        max_viewers: settings.max_viewers,
+    });
     if let (Some(cluster), Some(node)) = (&config.cluster, node) {
         cluster::start(feed.clone(), cluster, node);
     }

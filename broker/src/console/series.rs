@@ -10,8 +10,7 @@ use std::{
 use protocol::AppKey;
 use serde::Serialize;
 
-use super::feed::Feed;
-use crate::state::State;
+use crate::{console_feed::Feed, state::State};
 
 /// One second of one app.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Instant};
 
 use bytestring::ByteString;
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use protocol::{
     frame,
     rest::{BatchRequest, BatchResponse, ChannelStats, InfoRequest, TriggerRequest, TriggerResponse},
@@ -12,10 +12,10 @@ use protocol::{
 };
 
 use super::{
-    auth::{admit, authenticate},
+    auth::{admit, Authed},
     error::{bad_request, ApiError},
 };
-use crate::{apps::App, console, core::hub::CachedEvent, state::State};
+use crate::{apps::App, console_feed, core::hub::CachedEvent, state::State};
 
 /// A trigger that passed validation.
 struct Trigger {
@@ -85,7 +85,7 @@ fn publish(state: &State, app: &App, t: &Trigger) {
         }
         state.adapter.broadcast(app, channel, bytes, t.except);
     }
-    console::feed::rest_trigger(&app.key, &t.channels, &t.name, t.data.len(), t.except);
+    console_feed::rest_trigger(&app.key, &t.channels, &t.name, t.data.len(), t.except);
 }
 
 async fn stats(state: &State, app: &App, channel: &ChannelName, info: InfoRequest) -> ChannelStats {
@@ -96,14 +96,8 @@ async fn stats(state: &State, app: &App, channel: &ChannelName, info: InfoReques
     }
 }
 
-pub async fn trigger(
-    req: HttpRequest,
-    body: web::Bytes,
-    app_id: web::Path<String>,
-    state: web::Data<State>,
-) -> Result<HttpResponse, ApiError> {
-    let authed = authenticate(&req, &body, &state, &app_id)?;
-    let response = trigger_checked(&state, &authed.app, parse_json(&body)?).await?;
+pub async fn trigger(authed: Authed, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+    let response = trigger_checked(&state, &authed.app, parse_json(&authed.body)?).await?;
     Ok(HttpResponse::Ok().json(response))
 }
 
@@ -130,15 +124,9 @@ async fn trigger_checked(state: &State, app: &App, req: TriggerRequest) -> Resul
     Ok(response)
 }
 
-pub async fn batch(
-    req: HttpRequest,
-    body: web::Bytes,
-    app_id: web::Path<String>,
-    state: web::Data<State>,
-) -> Result<HttpResponse, ApiError> {
-    let authed = authenticate(&req, &body, &state, &app_id)?;
+pub async fn batch(authed: Authed, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
     let app = &authed.app;
-    let batch: BatchRequest = parse_json(&body)?;
+    let batch: BatchRequest = parse_json(&authed.body)?;
     if batch.batch.len() > app.limits.max_batch_events {
         return Err(bad_request(format!("too many events in batch: {} (at most {})", batch.batch.len(), app.limits.max_batch_events)));
     }

@@ -19,14 +19,12 @@ use protocol::{
 use serde_json::value::RawValue;
 use tokio::time::{sleep_until, Instant as TokioInstant};
 
-use super::{
-    rate::TokenBucket,
-    wire::{self, FrameReader, Incoming},
-};
+use super::wire::{self, FrameReader, Incoming};
 use crate::{
+    adapter,
     apps::App,
-    console,
-    core::{hub::Subscribed, ConnHandle},
+    console_feed,
+    core::{hub::Subscribed, rate::TokenBucket, ConnHandle, Message, Outgoing},
     state::State,
     webhooks::WebhookEvent,
 };
@@ -65,7 +63,7 @@ pub async fn run(state: Arc<State>, app: Arc<App>, conn: ConnHandle, reader: Fra
     session.serve(reader).await;
     // Boxed so the rarely used clean-up path does not enlarge every idle connection's task.
     Box::pin(session.cleanup()).await;
-    console::feed::connection_closed(&session.app.key, id, session.conn.close_code());
+    console_feed::connection_closed(&session.app.key, id, session.conn.close_code());
     metrics.connections.dec();
     tracing::debug!(socket_id = %id, "disconnected");
 }
@@ -125,9 +123,9 @@ impl Session {
         }
     }
 
-    /// Queues a reply or notice for this client (JSON text, framed here).
-    fn send(&self, text: impl AsRef<str>) {
-        self.conn.send_direct(wire::text(text.as_ref()));
+    /// Queues a reply or notice for this client.
+    fn send(&self, message: impl Into<Outgoing>) {
+        self.conn.send_direct(message);
     }
 
     /// Handles one message; `Err` ends the session.
@@ -151,7 +149,7 @@ impl Session {
                 Ok(())
             }
             Incoming::Ping(p) => {
-                self.conn.send_direct(wire::pong(&p));
+                self.conn.send_direct(Outgoing::Raw(wire::pong(&p)));
                 Ok(())
             }
             Incoming::Pong => Ok(()),
@@ -222,13 +220,13 @@ impl Session {
 
     /// Sends a subscription's refusal (and shows it in the debug console).
     fn refuse_subscription(&self, channel: &str, refusal: String) {
-        console::feed::subscription_failed(&self.app.key, self.conn.id, channel, &refusal);
+        console_feed::subscription_failed(&self.app.key, self.conn.id, channel, &refusal);
         self.send(refusal);
     }
 
     /// Counts that follow a new subscription (the adapter sent its lifecycle webhooks).
     fn after_subscribe(&self, name: &ChannelName, sub: Subscribed) {
-        console::feed::subscribed(&self.app.key, self.conn.id, name);
+        console_feed::subscribed(&self.app.key, self.conn.id, name);
         self.state.metrics.subscriptions.inc();
         self.subscription_count_changed(name, sub.subscriptions);
     }
@@ -248,7 +246,7 @@ impl Session {
             return;
         }
         match self.state.adapter.cached(&self.app, name).await {
-            Some(last) => self.send(&*last.frame),
+            Some(last) => self.send(Message::new(last.frame)),
             None => {
                 self.app.webhook(|| WebhookEvent::CacheMiss { channel: name.to_string() });
                 self.send(frame::cache_miss(name.as_str()))
@@ -290,13 +288,10 @@ impl Session {
     /// left, and sends the lifecycle webhooks).
     async fn leave(&self, name: &ChannelName) {
         let Some(left) = self.state.adapter.unsubscribe(&self.app, name, self.conn.id).await else { return };
-        console::feed::unsubscribed(&self.app.key, self.conn.id, name);
+        console_feed::unsubscribed(&self.app.key, self.conn.id, name);
         self.state.metrics.subscriptions.dec();
         if left.vacated {
-            if let Some(user_id) = name.server_to_user_id() {
-                let offline = frame::watchlist_event("offline", &[user_id]);
-                self.state.adapter.notify_watchers(&self.app, user_id, offline.into());
-            }
+            adapter::user_channel_changed(self.state.adapter.as_ref(), &self.app, name, false);
         } else {
             self.subscription_count_changed(name, left.subscriptions);
         }
@@ -331,8 +326,7 @@ impl Session {
             self.channels.push(channel.clone());
             self.after_subscribe(&channel, sub);
             if sub.occupied {
-                let online = frame::watchlist_event("online", &[user.id.as_str()]);
-                self.state.adapter.notify_watchers(&self.app, &user.id, online.into());
+                adapter::user_channel_changed(self.state.adapter.as_ref(), &self.app, &channel, true);
             }
         }
         // Watchlist ids may be numbers on the wire, like user ids.
@@ -388,7 +382,7 @@ impl Session {
         let out = frame::client_event(name.as_str(), event, &data, user_id.as_deref());
         // Client events are relayed but never cached: only server-triggered events fill a cache channel.
         self.state.adapter.broadcast(&self.app, &name, out.into(), Some(self.conn.id));
-        console::feed::client_event(&self.app.key, self.conn.id, &name, event, data.get().len());
+        console_feed::client_event(&self.app.key, self.conn.id, &name, event, data.get().len());
         self.app.webhook(|| WebhookEvent::ClientEvent {
             channel: name.to_string(),
             event: event.to_owned(),

@@ -1,5 +1,5 @@
-//! The console's live event feed: what happened on this node, for whoever has
-//! a console open.
+//! The debug console's live event feed ([`crate::console`]): what happened on
+//! this node, for whoever has a console open.
 //!
 //! The broker calls the hook functions at the bottom of this module
 //! ([`connection_opened`], [`subscribed`], [`rest_trigger`], ...) from its
@@ -30,7 +30,7 @@ use protocol::{AppKey, ChannelName, EventName, SocketId};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-/// Bounds of the feed (see the console's config block).
+/// Bounds of the feed (from `[console]`, see [`crate::config::ConsoleSettings`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FeedLimits {
     /// Events built and sent per second, over all apps; more are skipped and counted.
@@ -95,7 +95,7 @@ pub enum Event {
 #[derive(Clone, Debug)]
 pub enum Message {
     /// An event of the app with this key, already encoded as JSON (once, for every viewer).
-    /// `relayed` when it happened on another node of the cluster (see [`super::cluster`]).
+    /// `relayed` when it happened on another node of the cluster (see [`crate::console::cluster`]).
     Event { app: AppKey, json: Arc<str>, relayed: bool },
     /// The viewer fell behind and lost this many events.
     Dropped(u64),
