@@ -32,16 +32,8 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(c) = ChannelName::for_user(&u.id) {
             assert_eq!(c.server_to_user_id(), Some(u.id.as_str()));
         }
-        // As the session turns watchlist entries into user ids.
-        let ids: Vec<String> = u
-            .watchlist
-            .unwrap_or_default()
-            .into_iter()
-            .map(|v| match v {
-                serde_json::Value::String(s) => s,
-                other => other.to_string(),
-            })
-            .collect();
+        let ids = u.watchlist_ids();
+        assert_eq!(ids.len(), u.watchlist.as_ref().map_or(0, Vec::len));
         let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
         assert_json_object(&frame::watchlist_event("online", &refs));
     }

@@ -349,6 +349,19 @@ pub struct UserData {
     pub watchlist: Option<Vec<serde_json::Value>>,
 }
 
+impl UserData {
+    /// The watched user ids as text: like user ids, they may be numbers on the wire.
+    pub fn watchlist_ids(&self) -> Vec<String> {
+        let entries = self.watchlist.iter().flatten();
+        entries
+            .map(|v| match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect()
+    }
+}
+
 fn id_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     match serde_json::Value::deserialize(d)? {
         serde_json::Value::String(s) if !s.is_empty() => Ok(s),
@@ -450,6 +463,14 @@ mod tests {
         let f = ClientFrame::parse(r#"{"event":"client-x","channel":"private-a"}"#).unwrap();
         let ClientFrame::ClientEvent { data, .. } = f else { panic!() };
         assert_eq!(data.get(), "{}", "absent data is still relayed as an empty object");
+    }
+
+    #[test]
+    fn watchlist_ids_may_be_numbers() {
+        let u: UserData = serde_json::from_str(r#"{"id":"1","watchlist":["a",2,null]}"#).unwrap();
+        assert_eq!(u.watchlist_ids(), ["a", "2", "null"]);
+        let u: UserData = serde_json::from_str(r#"{"id":"1"}"#).unwrap();
+        assert!(u.watchlist_ids().is_empty());
     }
 
     #[test]
