@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Instant};
 
 use bytestring::ByteString;
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use protocol::{
     frame,
     rest::{BatchResponse, ChannelStats, InfoRequest, TriggerResponse},
@@ -12,7 +12,7 @@ use protocol::{
     ChannelKind, ChannelName,
 };
 
-use super::{auth::authenticate, error::ApiError};
+use super::{auth::Authed, error::ApiError};
 use crate::{apps::App, core::hub::CachedEvent, state::State};
 
 /// Serializes the event once per channel and hands it to the adapter; cache
@@ -37,14 +37,8 @@ async fn stats(state: &State, app: &App, channel: &ChannelName, info: InfoReques
     }
 }
 
-pub async fn trigger(
-    req: HttpRequest,
-    body: web::Bytes,
-    app_id: web::Path<String>,
-    state: web::Data<State>,
-) -> Result<HttpResponse, ApiError> {
-    let authed = authenticate(&req, &body, &state, &app_id)?;
-    let t = parse_trigger(&body, &authed.app.limits)?;
+pub async fn trigger(authed: Authed, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+    let t = parse_trigger(&authed.body, &authed.app.limits)?;
     publish(&state, &authed.app, &t);
     let mut response = TriggerResponse::default();
     if t.info.any() {
@@ -57,16 +51,10 @@ pub async fn trigger(
     Ok(HttpResponse::Ok().json(response))
 }
 
-pub async fn batch(
-    req: HttpRequest,
-    body: web::Bytes,
-    app_id: web::Path<String>,
-    state: web::Data<State>,
-) -> Result<HttpResponse, ApiError> {
-    let authed = authenticate(&req, &body, &state, &app_id)?;
+pub async fn batch(authed: Authed, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
     let app = &authed.app;
     // Validated whole before anything is published: a batch is all or nothing.
-    let triggers = parse_batch(&body, &app.limits)?;
+    let triggers = parse_batch(&authed.body, &app.limits)?;
     for t in &triggers {
         publish(&state, app, t);
     }
