@@ -200,6 +200,13 @@ test('without the token: 401 and no data, in the browser and on every data route
     const ok = await fetch(`${broker.url}/console/api/apps/1/channels?prefix=leak-`, { headers: { authorization: `Bearer ${TOKEN}` } });
     assert.equal(ok.status, 200);
     assert.deepEqual((await ok.json()).channels.map((c) => c.name), ['leak-canary']);
+    // The event creator takes JSON only (a cross-site form cannot send it without CORS).
+    const form = await fetch(`${broker.url}/console/api/apps/1/events`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/x-www-form-urlencoded' },
+      body: 'name=x&channels=leak-canary&data=1',
+    });
+    assert.equal(form.status, 415);
   } finally {
     client.disconnect();
   }

@@ -23,10 +23,10 @@ use actix_web::{
     cookie::{Cookie, SameSite},
     dev::Payload,
     http::{header, StatusCode},
-    web, FromRequest, HttpRequest, HttpResponse, ResponseError,
+    web, FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError,
 };
 use bytes::Bytes;
-use protocol::{rest::TriggerRequest, ChannelKind, ChannelName};
+use protocol::{ChannelKind, ChannelName};
 use serde::{Deserialize, Serialize};
 
 use self::series::{Sample, Series};
@@ -91,7 +91,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, console: Option<web::Data<Console>>)
     cfg.service(
         web::scope("/console")
             .app_data(console)
-            .app_data(web::JsonConfig::default().limit(http::MAX_BODY_BYTES))
+            .app_data(web::PayloadConfig::new(http::MAX_BODY_BYTES))
             .route("", web::get().to(page))
             .route("/login", web::post().to(login))
             .route("/logout", web::post().to(logout))
@@ -115,6 +115,8 @@ pub enum ConsoleError {
     AppNotFound(String),
     #[error("{0}")]
     BadRequest(String),
+    #[error("send the event as Content-Type: application/json")]
+    NotJson,
     #[error("{0} consoles are already watching the live feed (console.max_viewers)")]
     TooManyViewers(usize),
     #[error("{0}")]
@@ -127,6 +129,7 @@ impl ResponseError for ConsoleError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::AppNotFound(_) => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotJson => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooManyViewers(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Trigger(e) => e.status_code(),
         }
@@ -344,12 +347,17 @@ async fn members(_: Admin, state: web::Data<State>, path: web::Path<(String, Str
 /// by the console token.
 async fn trigger(
     _: Admin,
+    req: HttpRequest,
     state: web::Data<State>,
     app_id: web::Path<String>,
-    body: web::Json<TriggerRequest>,
+    body: web::Bytes,
 ) -> Result<HttpResponse, ConsoleError> {
+    // Only JSON: a cross-site form cannot send it without the browser asking first (CORS).
+    if req.content_type() != "application/json" {
+        return Err(ConsoleError::NotJson);
+    }
     let app = app_by_id(&state, &app_id)?;
-    let response = http::trigger_as(&state, &app, body.into_inner()).await?;
+    let response = http::trigger_as(&state, &app, &body).await?;
     Ok(HttpResponse::Ok().json(response))
 }
 

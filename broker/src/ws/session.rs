@@ -329,16 +329,7 @@ impl Session {
                 adapter::user_channel_changed(self.state.adapter.as_ref(), &self.app, &channel, true);
             }
         }
-        // Watchlist ids may be numbers on the wire, like user ids.
-        let watchlist: Vec<String> = user
-            .watchlist
-            .unwrap_or_default()
-            .into_iter()
-            .map(|v| match v {
-                serde_json::Value::String(s) => s,
-                other => other.to_string(),
-            })
-            .collect();
+        let watchlist = user.watchlist_ids();
         self.app.hub.unwatch(self.conn.id, &self.watchlist);
         self.app.hub.watch(&self.conn, &watchlist);
         let mut online = Vec::new();
