@@ -60,7 +60,6 @@ before(async () => {
       CHAT_HOST: '127.0.0.1',
       CHAT_PORT: String(port),
       SESSION_KEY: crypto.randomBytes(48).toString('hex'),
-      CHAT_DEMO_USER: '',
     }),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -120,6 +119,38 @@ async function openChat(name, viewport) {
   return { context, page, problems, name };
 }
 
+/**
+ * A page that is not logged in but has pusher-js and the app key (both public):
+ * it tries the chat's channels and records everything it is sent.
+ */
+async function openSpy() {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${baseUrl}/login`);
+  await page.addScriptTag({ url: '/static/vendor/pusher.min.js' });
+  const wsPort = Number(new URL(broker.url).port);
+  await page.evaluate(
+    ({ wsPort, channels }) =>
+      new Promise((resolve) => {
+        window.__spy = { received: [], errors: {}, subscribed: [] };
+        const key = document.querySelector('meta[name="pusher-key"]')?.content || 'app-key';
+        const p = new Pusher(key, {
+          wsHost: '127.0.0.1', wsPort, forceTLS: false, enabledTransports: ['ws'], cluster: 'mt1',
+          channelAuthorization: { endpoint: '/pusher/auth', transport: 'ajax' },
+        });
+        p.bind_global((event, data) => window.__spy.received.push([event, data]));
+        let pending = channels.length;
+        for (const name of channels) {
+          const ch = p.subscribe(name);
+          ch.bind('pusher:subscription_succeeded', () => { window.__spy.subscribed.push(name); if (--pending === 0) resolve(); });
+          ch.bind('pusher:subscription_error', (e) => { window.__spy.errors[name] = e.status; if (--pending === 0) resolve(); });
+        }
+      }),
+    { wsPort, channels: ['private-a_channel', 'presence-chat', 'private-typing', 'a_channel'] },
+  );
+  return { context, page };
+}
+
 async function shot(page, file) {
   await page.screenshot({ path: path.join(ARTIFACTS, file), fullPage: true });
 }
@@ -134,6 +165,11 @@ async function statusesOf(page, text) {
 }
 
 test('two users chat live with receipts, presence, typing and escaped text', { timeout: 150_000 }, async () => {
+  const spy = await openSpy();
+  const spyState = await spy.page.evaluate(() => window.__spy);
+  // Only the public channel (which the chat no longer uses) can be joined anonymously.
+  assert.deepEqual(spyState.subscribed, ['a_channel']);
+  assert.deepEqual(spyState.errors, { 'private-a_channel': 401, 'presence-chat': 401, 'private-typing': 401 });
   const a = await openChat('alice', { width: 1100, height: 760 });
   const b = await openChat('bob', { width: 390, height: 780 }); // a phone-sized screen
   try {
@@ -159,6 +195,10 @@ test('two users chat live with receipts, presence, typing and escaped text', { t
     await a.page.waitForSelector('#messages li.mine[data-status="Seen"]');
     assert.deepEqual(await statusesOf(a.page, 'hello bob'), ['Sent', 'Delivered', 'Seen']);
     assert.equal(await myMessage(a.page, 'hello bob').locator('.ticks').textContent(), '✓✓');
+    // The anonymous page heard nothing of it.
+    const heard = await spy.page.evaluate(() => window.__spy.received.filter(([e]) => !e.startsWith('pusher')));
+    assert.deepEqual(heard, [], 'an anonymous page with the app key receives none of the chat');
+    await spy.context.close();
 
     // An HTML-injection attempt is shown as text on both sides and never runs.
     await a.page.fill('#message', XSS);

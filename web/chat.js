@@ -387,7 +387,7 @@
       connectionEl.textContent = current === 'connected' ? 'live' : current;
     });
 
-    const chat = pusher.subscribe('a_channel');
+    const chat = pusher.subscribe('private-a_channel');
     // Fires on the first subscription and again after every reconnect: whatever
     // was sent meanwhile comes from history, and all of it gets acknowledged.
     chat.bind('pusher:subscription_succeeded', async () => {

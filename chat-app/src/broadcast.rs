@@ -6,8 +6,9 @@ use protocol::{client::RestClient, rest::TriggerRequest, SocketId};
 
 use crate::{config::Config, models::MessageView};
 
-/// The public channel every chat page subscribes to (name kept from the original app).
-pub const CHAT_CHANNEL: &str = "a_channel";
+/// The channel every chat page subscribes to: the original app's `a_channel`,
+/// made private so that only logged-in users (signed by `/pusher/auth`) can read it.
+pub const CHAT_CHANNEL: &str = "private-a_channel";
 pub const EVENT_NEW: &str = "an_event";
 pub const EVENT_DELIVERED: &str = "delivered_message";
 pub const EVENT_SEEN: &str = "seen_message";

@@ -123,6 +123,11 @@ pub fn logout_page(csrf_token: &str, username: &str) -> String {
 <input type="hidden" name="csrf_token" value="{token}">
 <button type="submit">Log out</button>
 </form>
+<form method="post" action="/logout" class="auth-form">
+<input type="hidden" name="csrf_token" value="{token}">
+<input type="hidden" name="everywhere" value="1">
+<button type="submit" id="logout-everywhere" class="secondary">Log out everywhere</button>
+</form>
 <p class="auth-footer"><a href="/">Back to the chat</a></p>
 </main>"#,
         user = escape(username),

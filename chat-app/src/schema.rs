@@ -24,5 +24,14 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    sessions (token_hash) {
+        token_hash -> Text,
+        user_id -> Int4,
+        created_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(conversations -> users (user_id));
-diesel::allow_tables_to_appear_in_same_query!(conversations, users);
+diesel::joinable!(sessions -> users (user_id));
+diesel::allow_tables_to_appear_in_same_query!(conversations, users, sessions);

@@ -7,7 +7,7 @@ use diesel::{
 
 use crate::{
     models::{Conversation, MessageView, NewConversation, NewUser, Status, User},
-    schema::{conversations, users},
+    schema::{conversations, sessions, users},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -91,4 +91,43 @@ pub fn advance_status(conn: &mut PgConnection, id: i64, to: Status) -> Result<Op
         .returning(Conversation::as_returning())
         .get_result(conn)
         .optional()?)
+}
+
+/// The user a live session token belongs to; `None` when the session was ended
+/// or is older than `max_age_secs`.
+pub fn session_user(conn: &mut PgConnection, token_hash: &str, max_age_secs: u64) -> Result<Option<User>, StoreError> {
+    let cutoff = session_cutoff(max_age_secs);
+    Ok(sessions::table
+        .inner_join(users::table)
+        .filter(sessions::token_hash.eq(token_hash))
+        .filter(sessions::created_at.gt(cutoff))
+        .select(User::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+fn session_cutoff(max_age_secs: u64) -> chrono::DateTime<chrono::Utc> {
+    let age = chrono::Duration::seconds(i64::try_from(max_age_secs).unwrap_or(i64::MAX / 1000).min(i64::MAX / 1000));
+    chrono::Utc::now() - age
+}
+
+/// Records a new session, and drops this user's expired ones so the table does not grow without end.
+pub fn create_session(conn: &mut PgConnection, token_hash: &str, user_id: i32, max_age_secs: u64) -> Result<(), StoreError> {
+    diesel::delete(sessions::table.filter(sessions::user_id.eq(user_id)).filter(sessions::created_at.le(session_cutoff(max_age_secs)))).execute(conn)?;
+    diesel::insert_into(sessions::table)
+        .values((sessions::token_hash.eq(token_hash), sessions::user_id.eq(user_id)))
+        .execute(conn)
+        .map_err(|e| match e {
+            DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _) => StoreError::NoSuchUser,
+            other => StoreError::Db(other),
+        })?;
+    Ok(())
+}
+
+pub fn delete_session(conn: &mut PgConnection, token_hash: &str) -> Result<usize, StoreError> {
+    Ok(diesel::delete(sessions::table.filter(sessions::token_hash.eq(token_hash))).execute(conn)?)
+}
+
+pub fn delete_user_sessions(conn: &mut PgConnection, user_id: i32) -> Result<usize, StoreError> {
+    Ok(diesel::delete(sessions::table.filter(sessions::user_id.eq(user_id))).execute(conn)?)
 }

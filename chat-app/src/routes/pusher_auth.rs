@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::{
     body::FormOrJson,
-    broadcast::{PRESENCE_CHANNEL, TYPING_CHANNEL},
+    broadcast::{CHAT_CHANNEL, PRESENCE_CHANNEL, TYPING_CHANNEL},
     csrf,
     error::AppError,
     session::CurrentUser,
@@ -50,7 +50,7 @@ pub async fn authorize(
             let auth = sign_channel(&cfg.app_key, &cfg.app_secret, &socket, channel, Some(&channel_data));
             json!({ "auth": auth, "channel_data": channel_data })
         }
-        TYPING_CHANNEL => json!({ "auth": sign_channel(&cfg.app_key, &cfg.app_secret, &socket, channel, None) }),
+        TYPING_CHANNEL | CHAT_CHANNEL => json!({ "auth": sign_channel(&cfg.app_key, &cfg.app_secret, &socket, channel, None) }),
         _ => return Err(AppError::Forbidden(format!("not allowed to subscribe to {channel:?}"))),
     };
     Ok(HttpResponse::Ok().json(answer))

@@ -152,7 +152,8 @@ impl Env {
     }
 
     pub fn app(&self) -> App<impl actix_web::dev::ServiceFactory<actix_web::dev::ServiceRequest, Config = (), Response = ServiceResponse<impl MessageBody>, Error = actix_web::Error, InitError = ()>> {
-        chat_app::build_app(self.config.clone(), self.pool.clone())
+        let throttle = std::sync::Arc::new(chat_app::throttle::Throttle::new(&self.config.abuse));
+        chat_app::build_app(self.config.clone(), self.pool.clone(), throttle)
     }
 
     pub fn add_user(&self, name: &str, password: &str) -> i32 {
