@@ -35,7 +35,11 @@ pub struct Config {
     /// A login lasts at most this long, however active.
     pub session_max_age_secs: u64,
     pub abuse: AbuseLimits,
+    /// Most members of a group, creator included (`CHAT_GROUP_MAX_MEMBERS`).
+    pub group_max_members: i64,
 }
+
+pub const DEFAULT_GROUP_MAX_MEMBERS: i64 = 50;
 
 #[derive(Clone)]
 pub struct DemoLogin {
@@ -236,6 +240,7 @@ impl Config {
             broker_timeout_secs,
             session_max_age_secs: parse_positive("CHAT_SESSION_MAX_AGE_SECS", DEFAULT_SESSION_MAX_AGE_SECS)?,
             abuse,
+            group_max_members: parse_positive("CHAT_GROUP_MAX_MEMBERS", DEFAULT_GROUP_MAX_MEMBERS)?,
         })
     }
 
@@ -260,6 +265,7 @@ impl Config {
             broker_timeout_secs: 2,
             session_max_age_secs: DEFAULT_SESSION_MAX_AGE_SECS,
             abuse: AbuseLimits::default(),
+            group_max_members: DEFAULT_GROUP_MAX_MEMBERS,
         }
     }
 }

@@ -88,6 +88,8 @@ impl From<StoreError> for AppError {
         match e {
             StoreError::UsernameTaken => AppError::Conflict("that username is taken".into()),
             StoreError::NoSuchUser => AppError::Unauthorized,
+            // Routes that can hit these turn them into a message naming the bound.
+            StoreError::GroupFull | StoreError::GroupTooSmall => AppError::Conflict(e.to_string()),
             StoreError::Db(e) => AppError::Internal(e.to_string()),
         }
     }

@@ -223,7 +223,11 @@ async fn sending_stores_triggers_and_answers_the_message() {
     assert_eq!(triggers[0].name, "an_event");
     assert_eq!(triggers[0].channel.as_deref(), Some("private-a_channel"));
     assert_eq!(triggers[0].socket_id, None);
-    assert_eq!(data_of(&triggers[0]), json!({"name": "alice", "status": "Sent", "message": "hello there", "id": id, "created_at": created}));
+    let seed_shape = |v: &Value| json!({"name": v["name"], "status": v["status"], "message": v["message"], "id": v["id"], "created_at": v["created_at"]});
+    // The original app's fields, as it sent them, plus receipts per recipient (nobody else yet).
+    let data = data_of(&triggers[0]);
+    assert_eq!(seed_shape(&data), json!({"name": "alice", "status": "Sent", "message": "hello there", "id": id, "created_at": created}));
+    assert_eq!((data["conversation_id"].as_i64(), data["recipients"].as_i64(), data["delivered"].as_i64()), (Some(1), Some(0), Some(0)));
 
     // JSON works too, and the form field can carry the token instead of the header.
     let r = alice.post_json(&app, "/conversation", json!({"message": "second"})).await;
@@ -235,7 +239,7 @@ async fn sending_stores_triggers_and_answers_the_message() {
     let list = alice.get(&app, "/conversations/").await.json();
     let texts: Vec<_> = list.as_array().unwrap().iter().map(|m| m["message"].as_str().unwrap().to_owned()).collect();
     assert_eq!(texts, ["hello there", "second", "third"], "oldest first");
-    assert_eq!(list[0], json!({"name": "alice", "status": "Sent", "message": "hello there", "id": id, "created_at": created}));
+    assert_eq!(seed_shape(&list[0]), json!({"name": "alice", "status": "Sent", "message": "hello there", "id": id, "created_at": created}));
     assert_eq!(broker.recorded.all().len(), 3);
     broker.stop().await;
 }
@@ -249,7 +253,7 @@ async fn csrf_is_required_for_every_state_change() {
     let app = test::init_service(env.app()).await;
     let mut alice = Browser::login(&app, "alice", PW).await;
     let bob_user = store::find_user(&mut env.conn(), bob_id).unwrap().unwrap();
-    let id = store::insert_message(&mut env.conn(), &bob_user, "from bob").unwrap().id;
+    let id = store::messages::insert(&mut env.conn(), &bob_user, 1, "from bob").unwrap().0.id;
     broker.recorded.clear();
 
     let routes = [
@@ -342,7 +346,7 @@ async fn history_paging() {
     let app = test::init_service(env.app()).await;
     let mut alice = Browser::login(&app, "alice", PW).await;
     let user = store::find_user(&mut env.conn(), uid).unwrap().unwrap();
-    let ids: Vec<i64> = (1..=5).map(|i| store::insert_message(&mut env.conn(), &user, &format!("m{i}")).unwrap().id).collect();
+    let ids: Vec<i64> = (1..=5).map(|i| store::messages::insert(&mut env.conn(), &user, 1, &format!("m{i}")).unwrap().0.id).collect();
 
     let page = |v: Value| v.as_array().unwrap().iter().map(|m| m["message"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
     assert_eq!(page(alice.get(&app, "/conversations/").await.json()), ["m1", "m2", "m3", "m4", "m5"]);
@@ -386,9 +390,10 @@ async fn delivered_follows_the_sender_rule_and_excludes_the_socket() {
     assert_eq!(triggers[0].name, "delivered_message");
     assert_eq!(triggers[0].channel.as_deref(), Some("private-a_channel"));
     assert_eq!(triggers[0].socket_id.as_deref(), Some("123.456"), "the acknowledging socket is excluded");
+    let data = data_of(&triggers[0]);
     assert_eq!(
-        data_of(&triggers[0]),
-        json!({"name": "alice", "status": "Delivered", "message": "hi bob", "id": id, "created_at": sent["created_at"]})
+        json!([data["name"], data["status"], data["message"], data["id"], data["created_at"], data["recipients"], data["delivered"], data["seen"]]),
+        json!(["alice", "Delivered", "hi bob", id, sent["created_at"], 1, 1, 0])
     );
     assert_eq!(alice.get(&app, "/conversations/").await.json()[0]["status"], "Delivered");
 
@@ -443,8 +448,9 @@ async fn seen_moves_forward_only_and_persists() {
     env.add_user("carol", PW);
     let mut carol = Browser::login(&app, "carol", PW).await;
     assert_eq!(carol.get(&app, "/conversations/").await.json()[0]["status"], "Seen");
-    let row = store::find_message(&mut env.conn(), id).unwrap().unwrap();
-    assert_eq!(row.0.status, "Seen");
+    // Carol joined after the message, so she is not one of its recipients.
+    let view = store::messages::views(&mut env.conn(), &[id]).unwrap().pop().unwrap();
+    assert_eq!((view.status.as_str(), view.recipients, view.seen), ("Seen", 1, 1));
     broker.stop().await;
 }
 
@@ -488,7 +494,7 @@ async fn pusher_auth_signs_only_the_apps_channels() {
     let sid = "123.456".parse().unwrap();
     verify_channel(&key, &secret, sid, "presence-chat", Some(channel_data), body["auth"].as_str().unwrap()).expect("valid presence signature");
 
-    for channel in ["private-typing", "private-a_channel"] {
+    for channel in ["private-a_channel"] {
         let r = alice.post_form(&app, "/pusher/auth", &[("socket_id", "123.456"), ("channel_name", channel)]).await;
         assert_eq!(r.status, StatusCode::OK);
         let body = r.json();
@@ -496,7 +502,7 @@ async fn pusher_auth_signs_only_the_apps_channels() {
         verify_channel(&key, &secret, sid, channel, None, body["auth"].as_str().unwrap()).expect("valid private signature");
     }
 
-    for channel in ["private-admin", "presence-other", "a_channel"] {
+    for channel in ["private-admin", "presence-other", "a_channel", "private-typing", "private-conversation-1-0", "private-conversation-99-0"] {
         let r = alice.post_form(&app, "/pusher/auth", &[("socket_id", "123.456"), ("channel_name", channel)]).await;
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{channel}");
     }

@@ -275,6 +275,19 @@ impl Browser {
         self.send(app, req).await
     }
 
+    /// A DELETE with the CSRF header, as the page's script sends it.
+    pub async fn delete<S, B>(&mut self, app: &S, uri: &str) -> Resp
+    where
+        S: Service<Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+        B: MessageBody,
+    {
+        let mut req = test::TestRequest::delete().uri(uri);
+        if let Some(t) = &self.csrf {
+            req = req.insert_header(("X-CSRF-Token", t.clone()));
+        }
+        self.send(app, req).await
+    }
+
     /// Logs in through the form, as a person would, and loads the chat page.
     pub async fn login<S, B>(app: &S, username: &str, password: &str) -> Browser
     where
