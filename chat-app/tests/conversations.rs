@@ -46,6 +46,20 @@ fn three_users(env: &Env) -> Ids {
     Ids { alice: env.add_user("alice", PW), bob: env.add_user("bob", PW), carol: env.add_user("carol", PW) }
 }
 
+/// Alice, bob and carol logged in, and alice's group "G" of the three: its id and channel.
+async fn group_of_three<S, B>(app: &S) -> (Browser, Browser, Browser, i64, String)
+where
+    S: actix_web::dev::Service<actix_http::Request, Response = actix_web::dev::ServiceResponse<B>, Error = actix_web::Error>,
+    B: actix_web::body::MessageBody,
+{
+    let mut alice = Browser::login(app, "alice", PW).await;
+    let bob = Browser::login(app, "bob", PW).await;
+    let carol = Browser::login(app, "carol", PW).await;
+    let g = alice.post_json(app, "/api/conversations", json!({"kind": "group", "title": "G", "usernames": ["bob", "carol"]})).await.json();
+    let (gid, channel) = (g["id"].as_i64().unwrap(), g["channel"].as_str().unwrap().to_owned());
+    (alice, bob, carol, gid, channel)
+}
+
 #[actix_rt::test]
 async fn direct_and_group_conversations_with_their_rules() {
     let broker = FakeBroker::start().await;
@@ -227,11 +241,7 @@ async fn a_removed_member_is_cut_off_by_a_new_channel() {
     let env = Env::new(&broker.url);
     let ids = three_users(&env);
     let app = test::init_service(env.app()).await;
-    let mut alice = Browser::login(&app, "alice", PW).await;
-    let mut bob = Browser::login(&app, "bob", PW).await;
-    let mut carol = Browser::login(&app, "carol", PW).await;
-    let g = alice.post_json(&app, "/api/conversations", json!({"kind": "group", "title": "G", "usernames": ["bob", "carol"]})).await.json();
-    let (gid, old) = (g["id"].as_i64().unwrap(), g["channel"].as_str().unwrap().to_owned());
+    let (mut alice, mut bob, mut carol, gid, old) = group_of_three(&app).await;
     for who in [&mut bob, &mut carol] {
         assert_eq!(who.post_form(&app, "/pusher/auth", &[("socket_id", "1.2"), ("channel_name", &old)]).await.status, StatusCode::OK);
     }
@@ -290,11 +300,7 @@ async fn receipts_are_kept_per_recipient_and_batched() {
     let env = Env::new(&broker.url);
     let ids = three_users(&env);
     let app = test::init_service(env.app()).await;
-    let mut alice = Browser::login(&app, "alice", PW).await;
-    let mut bob = Browser::login(&app, "bob", PW).await;
-    let mut carol = Browser::login(&app, "carol", PW).await;
-    let g = alice.post_json(&app, "/api/conversations", json!({"kind": "group", "title": "G", "usernames": ["bob", "carol"]})).await.json();
-    let (gid, channel) = (g["id"].as_i64().unwrap(), g["channel"].as_str().unwrap().to_owned());
+    let (mut alice, mut bob, mut carol, gid, channel) = group_of_three(&app).await;
     broker.recorded.clear();
 
     // Three messages while bob and carol are away: each published once on the

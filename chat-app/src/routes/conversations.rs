@@ -78,7 +78,7 @@ pub async fn list(CurrentUser(user): CurrentUser, state: web::Data<AppState>) ->
 
 /// `GET /api/conversations/{id}`: the summary and, except for "everyone", the members.
 pub async fn show(CurrentUser(user): CurrentUser, state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, AppError> {
-    let cid = super::parse_conversation_id(&path)?;
+    let cid = super::parse_id(&path, "conversation")?;
     let conv = member_conversation(&state, cid, user.id).await?;
     let s = summary_for(&state, user.id, cid).await?;
     let members = if conv.kind() == Kind::Everyone {
@@ -175,7 +175,7 @@ pub struct AddMember {
 /// `POST /api/conversations/{id}/members` `{username}` (creator only).
 pub async fn add_member(CurrentUser(user): CurrentUser, state: web::Data<AppState>, session: Session, req: HttpRequest, path: web::Path<String>, FormOrJson(body): FormOrJson<AddMember>) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, &req, body.csrf_token.as_deref())?;
-    let cid = super::parse_conversation_id(&path)?;
+    let cid = super::parse_id(&path, "conversation")?;
     let conv = managed_group(&state, cid, user.id).await?;
     let name = body.username.unwrap_or_default().trim().to_owned();
     let other = state.db(move |c| Ok(crate::store::find_user_by_name(c, &name)?)).await?.ok_or_else(|| AppError::bad_request("no user by that name"))?;
@@ -218,7 +218,7 @@ pub async fn remove_member(
 ) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, &req, body.csrf_token.as_deref())?;
     let (cid, uid) = path.into_inner();
-    let cid = super::parse_conversation_id(&cid)?;
+    let cid = super::parse_id(&cid, "conversation")?;
     let uid: i32 = uid.parse().map_err(|_| AppError::NotFound("no such member".into()))?;
     managed_group(&state, cid, user.id).await?;
     if uid == user.id {

@@ -8,7 +8,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use protocol::SocketId;
 use serde::{Deserialize, Serialize};
 
-use super::member_conversation;
+use super::{member_conversation, parse_id};
 use crate::{
     body::FormOrJson,
     broadcast::{EVENT_DELIVERED, EVENT_NEW, EVENT_RECEIPTS, EVENT_SEEN, NOTICE_NEW_MESSAGE},
@@ -35,10 +35,6 @@ fn parse_socket(s: Option<&str>) -> Result<Option<SocketId>, AppError> {
         None => Ok(None),
         Some(s) => s.parse::<SocketId>().map(Some).map_err(|_| AppError::bad_request("socket_id must look like 1234.5678")),
     }
-}
-
-fn parse_id(raw: &str, what: &str) -> Result<i64, AppError> {
-    raw.parse::<i64>().ok().filter(|i| *i > 0).ok_or_else(|| AppError::NotFound(format!("no such {what}")))
 }
 
 #[derive(Debug, Deserialize)]

@@ -36,8 +36,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/static/{file}").route(web::get().to(pages::static_file)));
 }
 
-pub(crate) fn parse_conversation_id(raw: &str) -> Result<i64, AppError> {
-    raw.parse::<i64>().ok().filter(|i| *i > 0).ok_or_else(|| AppError::NotFound("no such conversation".into()))
+/// A positive id from a path; anything else is "no such {what}" (404), like an id that does not exist.
+pub(crate) fn parse_id(raw: &str, what: &str) -> Result<i64, AppError> {
+    raw.parse::<i64>().ok().filter(|i| *i > 0).ok_or_else(|| AppError::NotFound(format!("no such {what}")))
 }
 
 /// The conversation if `user_id` is a member; 404 otherwise, so that
