@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Instant};
 
 use bytestring::ByteString;
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use protocol::{
     frame,
     rest::{BatchRequest, BatchResponse, ChannelStats, InfoRequest, TriggerRequest, TriggerResponse},
@@ -12,7 +12,7 @@ use protocol::{
 };
 
 use super::{
-    auth::authenticate,
+    auth::Authed,
     error::{bad_request, ApiError},
 };
 use crate::{apps::App, core::hub::CachedEvent, state::State};
@@ -95,14 +95,8 @@ async fn stats(state: &State, app: &App, channel: &ChannelName, info: InfoReques
     }
 }
 
-pub async fn trigger(
-    req: HttpRequest,
-    body: web::Bytes,
-    app_id: web::Path<String>,
-    state: web::Data<State>,
-) -> Result<HttpResponse, ApiError> {
-    let authed = authenticate(&req, &body, &state, &app_id)?;
-    let t = validate(&authed.app, parse_json(&body)?)?;
+pub async fn trigger(authed: Authed, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+    let t = validate(&authed.app, parse_json(&authed.body)?)?;
     publish(&state, &authed.app, &t);
     let mut response = TriggerResponse::default();
     if t.info.any() {
@@ -115,15 +109,9 @@ pub async fn trigger(
     Ok(HttpResponse::Ok().json(response))
 }
 
-pub async fn batch(
-    req: HttpRequest,
-    body: web::Bytes,
-    app_id: web::Path<String>,
-    state: web::Data<State>,
-) -> Result<HttpResponse, ApiError> {
-    let authed = authenticate(&req, &body, &state, &app_id)?;
+pub async fn batch(authed: Authed, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
     let app = &authed.app;
-    let batch: BatchRequest = parse_json(&body)?;
+    let batch: BatchRequest = parse_json(&authed.body)?;
     if batch.batch.len() > app.limits.max_batch_events {
         return Err(bad_request(format!("too many events in batch: {} (at most {})", batch.batch.len(), app.limits.max_batch_events)));
     }
