@@ -174,8 +174,10 @@ test('without the token: 401 and no data, in the browser and on every data route
     assert.equal(res.status(), 401);
     assert.equal(await page.locator('#token').count(), 1, 'a form asks for the token');
     await page.fill('#token', 'wrong-token-0123456789');
-    const [wrong] = await Promise.all([page.waitForResponse((r) => r.url().endsWith('/console/login')), page.click('button[type=submit]')]);
+    // The form posts and the answer is the page itself: wait for that navigation to finish.
+    const [wrong] = await Promise.all([page.waitForNavigation({ waitUntil: 'load' }), page.click('button[type=submit]')]);
     assert.equal(wrong.status(), 401);
+    assert.equal(new URL(page.url()).pathname, '/console/login');
     await page.screenshot({ path: path.join(ARTIFACTS, 'console-login.png') });
     await context.close();
 
