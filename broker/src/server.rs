@@ -2,17 +2,18 @@
 //! and runs the shutdown sequence.
 
 use std::{
+    net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use actix_web::{web, App, HttpServer};
+use actix_web::{dev::ServerHandle, web, App, HttpServer};
 
 use crate::{
     adapter::{redis::RedisAdapter, Adapter, LocalAdapter},
     app_store,
-    config::{Config, ConfigError},
-    http,
+    config::{Config, ConfigError, OpsToken},
+    http::{self, ops::{self, OpsAccess}},
     state::State,
     webhooks, ws,
 };
@@ -78,24 +79,41 @@ pub async fn run(config: Config, tls: Option<rustls::ServerConfig>) -> std::io::
     });
 
     let app_state = state.clone();
+    // On the public port /ready and /metrics need the token, or a loopback peer;
+    // with a metrics_addr they are served there only.
+    let public_ops = match (&config.metrics_addr, &config.ops_token) {
+        (Some(_), _) => None,
+        (None, Some(token)) => Some(OpsAccess::Token(token.clone())),
+        (None, None) => Some(OpsAccess::LoopbackOnly),
+    };
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(app_state.clone())
             .route("/app/{key}", web::get().to(ws::connect))
             .configure(http::routes)
+            .configure(|cfg| {
+                if let Some(access) = public_ops.clone() {
+                    ops::guarded_routes(cfg, access)
+                }
+            })
     })
     .disable_signals()
     .shutdown_timeout(1);
     if config.workers > 0 {
         server = server.workers(config.workers);
     }
-    let addr = (config.host.as_str(), config.port);
+    let host = config.listen_host();
+    let addr = (host, config.port);
     let server = match tls {
         Some(tls) => server.bind_rustls_0_23(addr, tls)?,
         None => server.bind(addr)?,
     };
     let scheme = if config.tls_cert.is_some() { "https/wss" } else { "http/ws" };
-    tracing::info!(host = %config.host, port = config.port, scheme, apps = state.apps.all().len(), "broker listening");
+    tracing::info!(host, port = config.port, scheme, apps = state.apps.all().len(), "broker listening");
+    let ops_server = match config.metrics_addr {
+        Some(addr) => Some(ops_listener(addr, state.clone(), config.ops_token.clone())?),
+        None => None,
+    };
     let server = server.run();
     let handle = server.handle();
     let deadline = Duration::from_secs(config.shutdown_timeout);
@@ -117,9 +135,34 @@ pub async fn run(config: Config, tls: Option<rustls::ServerConfig>) -> std::io::
             }
         }
         tracing::info!(remaining_connections = state.connection_count(), "stopped");
+        if let Some(ops) = ops_server {
+            ops.stop(false).await;
+        }
         handle.stop(false).await;
     });
     server.await
+}
+
+/// The `metrics_addr` listener: `/health`, `/ready` and `/metrics` only, on one
+/// worker, plain HTTP. It keeps answering (`/ready`: 503) while the public port
+/// drains during a shutdown.
+fn ops_listener(addr: SocketAddr, state: web::Data<State>, token: Option<OpsToken>) -> std::io::Result<ServerHandle> {
+    let access = match token {
+        Some(t) => OpsAccess::Token(t),
+        None => OpsAccess::Open,
+    };
+    let server = HttpServer::new(move || {
+        App::new().app_data(state.clone()).configure(ops::health_route).configure(|cfg| ops::guarded_routes(cfg, access.clone()))
+    })
+    .disable_signals()
+    .workers(1)
+    .shutdown_timeout(1)
+    .bind(addr)?
+    .run();
+    tracing::info!(%addr, "operations endpoints listening");
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    Ok(handle)
 }
 
 async fn wait_for_signal() {

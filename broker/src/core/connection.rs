@@ -60,7 +60,7 @@ pub struct Outbox {
     finished: bool,
 }
 
-/// Creates a connection's queue holding at most `capacity` broadcast frames.
+/// Creates a connection's queue holding at most `capacity` frames (broadcasts and replies alike).
 pub fn queue(id: SocketId, capacity: usize, metrics: Arc<Metrics>) -> (ConnHandle, Outbox) {
     let shared = Arc::new(Shared {
         queue: Mutex::new(VecDeque::new()),
@@ -77,24 +77,25 @@ impl ConnHandle {
     /// Queues a broadcast frame without waiting. Returns false if it was
     /// dropped: the connection is gone or closing, or too slow (and is now being closed).
     pub fn send(&self, frame: &Bytes) -> bool {
-        self.push(frame.clone(), true)
+        self.push(frame.clone())
     }
 
-    /// Queues a reply to the client's own request (subscription answers, pongs).
-    /// These are bounded by what the client asks for, so they do not count
-    /// against the queue's capacity.
+    /// Queues a reply to the client's own request (subscription answers, pongs,
+    /// errors). Replies share the one bounded queue with broadcasts: a client
+    /// that keeps asking but never reads fills it like a slow subscriber and is
+    /// closed with 4100, instead of growing the broker's memory with answers.
     pub fn send_direct(&self, frame: Bytes) -> bool {
-        self.push(frame, false)
+        self.push(frame)
     }
 
-    fn push(&self, frame: Bytes, bounded: bool) -> bool {
+    fn push(&self, frame: Bytes) -> bool {
         let s = &self.shared;
         if s.gone.load(Ordering::Relaxed) || s.close.load(Ordering::Relaxed) != 0 {
             return false;
         }
         let was_empty = {
             let mut q = s.queue.lock().unwrap_or_else(|p| p.into_inner());
-            if bounded && q.len() >= s.capacity {
+            if q.len() >= s.capacity {
                 drop(q);
                 self.close(ErrorCode::OverCapacity);
                 return false;
@@ -228,6 +229,18 @@ mod tests {
         assert!(out.next().await.is_none());
         h.close(ErrorCode::ReconnectImmediately);
         assert_eq!(h.close_requested().await, 4100, "the first code wins");
+    }
+
+    #[tokio::test]
+    async fn replies_count_against_the_same_bound() {
+        let (h, mut out) = new(3);
+        assert!(h.send(&Bytes::from_static(b"broadcast")));
+        assert!(h.send_direct(Bytes::from_static(b"pong")));
+        assert!(h.send_direct(Bytes::from_static(b"pong")));
+        assert!(!h.send_direct(Bytes::from_static(b"pong")), "the fourth frame does not fit");
+        assert_eq!(h.close_requested().await, 4100);
+        let last = out.next().await.unwrap().unwrap();
+        assert!(last.windows(4).any(|w| w == b"4100"));
     }
 
     #[tokio::test]

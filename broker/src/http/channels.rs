@@ -10,6 +10,7 @@ use protocol::{
 
 use super::{
     auth::authenticate,
+    body::RestBody,
     error::{bad_request, ApiError},
 };
 use crate::state::State;
@@ -18,7 +19,7 @@ fn channel_name(raw: &str, max: usize) -> Result<ChannelName, ApiError> {
     ChannelName::parse_with_max(raw, max).map_err(|e| bad_request(format!("invalid channel name {raw:?}: {e}")))
 }
 
-pub async fn list(req: HttpRequest, body: web::Bytes, app_id: web::Path<String>, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+pub async fn list(req: HttpRequest, body: RestBody, app_id: web::Path<String>, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
     let authed = authenticate(&req, &body, &state, &app_id)?;
     let prefix = authed.param("filter_by_prefix").unwrap_or("");
     let info = InfoRequest::parse(authed.param("info")).map_err(bad_request)?;
@@ -40,7 +41,7 @@ pub async fn list(req: HttpRequest, body: web::Bytes, app_id: web::Path<String>,
     Ok(HttpResponse::Ok().json(ChannelsResponse { channels }))
 }
 
-pub async fn show(req: HttpRequest, body: web::Bytes, path: web::Path<(String, String)>, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+pub async fn show(req: HttpRequest, body: RestBody, path: web::Path<(String, String)>, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
     let (app_id, raw) = path.into_inner();
     let authed = authenticate(&req, &body, &state, &app_id)?;
     let name = channel_name(&raw, authed.app.limits.max_channel_name_len)?;
@@ -67,7 +68,7 @@ pub async fn show(req: HttpRequest, body: web::Bytes, path: web::Path<(String, S
     }))
 }
 
-pub async fn users(req: HttpRequest, body: web::Bytes, path: web::Path<(String, String)>, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+pub async fn users(req: HttpRequest, body: RestBody, path: web::Path<(String, String)>, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
     let (app_id, raw) = path.into_inner();
     let authed = authenticate(&req, &body, &state, &app_id)?;
     let name = channel_name(&raw, authed.app.limits.max_channel_name_len)?;

@@ -13,6 +13,7 @@ use protocol::{
 
 use super::{
     auth::authenticate,
+    body::RestBody,
     error::{bad_request, ApiError},
 };
 use crate::{apps::App, core::hub::CachedEvent, state::State};
@@ -97,7 +98,7 @@ async fn stats(state: &State, app: &App, channel: &ChannelName, info: InfoReques
 
 pub async fn trigger(
     req: HttpRequest,
-    body: web::Bytes,
+    body: RestBody,
     app_id: web::Path<String>,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
@@ -117,7 +118,7 @@ pub async fn trigger(
 
 pub async fn batch(
     req: HttpRequest,
-    body: web::Bytes,
+    body: RestBody,
     app_id: web::Path<String>,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {

@@ -5,6 +5,7 @@ use protocol::{ChannelName, ErrorCode};
 
 use super::{
     auth::authenticate,
+    body::RestBody,
     error::{bad_request, ApiError},
 };
 use crate::state::State;
@@ -13,7 +14,7 @@ use crate::state::State;
 /// 4009 (unauthorized), so pusher-js does not reconnect them on its own.
 pub async fn terminate_connections(
     req: HttpRequest,
-    body: web::Bytes,
+    body: RestBody,
     path: web::Path<(String, String)>,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
