@@ -177,6 +177,11 @@ impl Default for Config {
 }
 
 impl AppConfig {
+    /// Whether the app's secret is [`PUBLISHED_SECRET`], which everyone can read.
+    pub fn has_published_secret(&self) -> bool {
+        self.secret.expose() == PUBLISHED_SECRET.as_bytes()
+    }
+
     pub fn default_app() -> Self {
         Self {
             id: AppId::new("1").expect("valid"),
@@ -325,7 +330,7 @@ impl Config {
 
     /// Whether some app is served with the published default secret.
     pub fn uses_published_secret(&self) -> bool {
-        self.apps.iter().any(|a| a.secret.expose() == PUBLISHED_SECRET.as_bytes())
+        self.apps.iter().any(AppConfig::has_published_secret)
     }
 
     /// The address to listen on: `host`, or its default (loopback while the

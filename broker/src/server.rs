@@ -12,7 +12,7 @@ use actix_web::{dev::ServerHandle, web, App, HttpServer};
 use crate::{
     adapter::{redis::RedisAdapter, Adapter, LocalAdapter},
     app_store,
-    config::{Config, ConfigError, OpsToken},
+    config::{is_loopback, Config, ConfigError, OpsToken},
     http::{self, ops::{self, OpsAccess}},
     state::State,
     webhooks, ws,
@@ -64,7 +64,8 @@ pub async fn run(config: Config, tls: Option<rustls::ServerConfig>) -> std::io::
         .collect();
     let senders = Arc::new(std::sync::Mutex::new(senders));
     if let Some(store) = config.app_store.clone() {
-        actix_web::rt::spawn(app_store::run(state.clone().into_inner(), store, config.webhooks.clone(), senders.clone()));
+        let on_loopback = is_loopback(config.listen_host(), config.port);
+        actix_web::rt::spawn(app_store::run(state.clone().into_inner(), store, config.webhooks.clone(), senders.clone(), on_loopback));
     }
     let sweeper = state.clone().into_inner();
     actix_web::rt::spawn(async move {
