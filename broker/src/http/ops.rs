@@ -41,7 +41,11 @@ impl OpsAccess {
             Self::LoopbackOnly if peer.is_some_and(|p| p.ip().to_canonical().is_loopback()) => Ok(()),
             Self::LoopbackOnly => Err(Refusal::NotLoopback),
             Self::Token(token) => {
-                let presented = authorization.and_then(|a| a.strip_prefix("Bearer ")).map(str::trim);
+                // The scheme is case-insensitive (RFC 9110); the token is compared exactly.
+                let presented = authorization
+                    .and_then(|a| a.trim().split_once(' '))
+                    .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                    .map(|(_, token)| token.trim());
                 if presented.is_some_and(|p| token.matches(p)) {
                     Ok(())
                 } else {
@@ -135,6 +139,8 @@ mod tests {
     fn a_token_is_required_from_every_peer() {
         let a = OpsAccess::Token(OpsToken::new("s3cret-token-0123".into()).unwrap());
         assert_eq!(a.check(peer("192.0.2.1:1"), Some("Bearer s3cret-token-0123")), Ok(()));
+        assert_eq!(a.check(peer("192.0.2.1:1"), Some("bearer s3cret-token-0123")), Ok(()), "the scheme is case-insensitive");
+        assert_eq!(a.check(peer("192.0.2.1:1"), Some("Basic s3cret-token-0123")), Err(Refusal::BadToken));
         assert_eq!(a.check(peer("127.0.0.1:1"), None), Err(Refusal::BadToken), "loopback too: a local proxy makes every peer loopback");
         assert_eq!(a.check(peer("127.0.0.1:1"), Some("Bearer s3cret-token-0124")), Err(Refusal::BadToken));
         assert_eq!(a.check(peer("127.0.0.1:1"), Some("s3cret-token-0123")), Err(Refusal::BadToken), "the Bearer scheme is needed");
