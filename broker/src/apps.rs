@@ -77,6 +77,24 @@ impl App {
         }
     }
 
+    /// Runs a channel transition and sends the lifecycle webhooks it causes
+    /// (`events`, only asked for when the app has webhooks) through the debounce
+    /// window, as one step: concurrent transitions of one channel or member are
+    /// matched in the order they happened.
+    pub fn transition<T>(&self, op: impl FnOnce() -> T, events: impl FnOnce(&T) -> Vec<WebhookEvent>) -> T {
+        match &self.webhooks {
+            Some(q) => q.transition(op, events),
+            None => op(),
+        }
+    }
+
+    /// Sends lifecycle webhooks (occupied, vacated, member added or removed) through the debounce window.
+    pub fn lifecycle_webhooks(&self, events: impl IntoIterator<Item = WebhookEvent>) {
+        if let Some(q) = &self.webhooks {
+            q.transition(|| (), |_| events.into_iter().collect());
+        }
+    }
+
     /// Takes one REST request from the app's budget.
     pub fn allow_rest_request(&self) -> bool {
         self.rest_rate.as_ref().is_none_or(|b| b.lock().unwrap_or_else(|p| p.into_inner()).take(Instant::now()))

@@ -45,7 +45,7 @@ pub fn tls_config(config: &Config) -> Result<Option<rustls::ServerConfig>, Confi
 /// Binds and runs the broker until SIGTERM or SIGINT, then shuts down gracefully.
 pub async fn run(config: Config, tls: Option<rustls::ServerConfig>) -> std::io::Result<()> {
     let redis = match &config.cluster {
-        Some(cluster) => Some(Arc::new(RedisAdapter::new(cluster.clone()).map_err(std::io::Error::other)?)),
+        Some(cluster) => Some(Arc::new(RedisAdapter::new(cluster.clone(), config.webhooks.debounce()).map_err(std::io::Error::other)?)),
         None => None,
     };
     let adapter: Arc<dyn Adapter> = match &redis {
