@@ -141,6 +141,8 @@ test('max_channels_per_connection: the bound+1-th subscribe gets a subscription_
     assert.equal(refused.data.status, 429);
     assert.equal(refused.data.type, 'LimitReached');
     assert.match(refused.data.error, /100 channels/);
+    const metrics = await (await fetch(`${broker.url}/metrics`)).text();
+    assert.match(metrics, /^broker_subscriptions_refused_channel_limit_total 1$/m, 'operators see the bound reached');
     // Subscribing again to a channel already held is not a new channel.
     assert.equal((await subscribeRaw(c, 'ch-5')).event, 'pusher_internal:subscription_succeeded');
     // Unsubscribing frees a place.
@@ -239,6 +241,7 @@ test('max_connections_per_ip: the address over the bound is refused with 4101 un
     const err = await refused.next((f) => f.event === 'pusher:error', 'the refusal');
     assert.equal(err.data.code, 4101);
     assert.equal(await withTimeout(refused.closed, 'the refused connection to close'), 4101);
+    assert.match(await (await fetch(`${broker.url}/metrics`)).text(), /^broker_connections_refused_per_ip_total 1$/m);
     a.ws.close();
     await a.closed;
     // The place is freed when the connection's session ends.

@@ -64,6 +64,7 @@ pub async fn connect(
             Some(slot) => Some(slot),
             None => {
                 tracing::debug!(peer = %peer.ip(), "refusing connection: max_connections_per_ip");
+                state.metrics.refused_per_ip.inc();
                 let code = ErrorCode::OverAddressQuota.code();
                 return Ok(response.message_body(BoxBody::new(wire::closing(code)))?.into());
             }

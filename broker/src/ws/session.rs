@@ -199,6 +199,7 @@ impl Session {
         }
         if !self.channels.contains(&name) && self.channel_limit_reached() {
             let max = self.app.limits.max_channels_per_connection;
+            self.state.metrics.refused_channel_limit.inc();
             let msg = format!("this connection is subscribed to {max} channels, the most allowed; unsubscribe from one first");
             return self.send(frame::subscription_error(name.as_str(), "LimitReached", &msg, CHANNEL_LIMIT_STATUS));
         }
