@@ -87,7 +87,8 @@ async function assertExact(members, name, expected, what) {
         const v = view(m);
         return v.count !== want.length || v.ids.join(',') !== want.join(',');
       });
-      assert.equal(wrong.length, 0, `${what}: ${wrong.length} of ${members.length} views wrong (e.g. ${wrong[0]?.id} sees ${wrong[0] && view(wrong[0]).count})`);
+      const warnings = nodes.flatMap((n) => n.logs().split('\n').filter((l) => /WARN|ERROR/.test(l))).slice(0, 10);
+      assert.equal(wrong.length, 0, `${what}: ${wrong.length} of ${members.length} views wrong (e.g. ${wrong[0]?.id} sees ${wrong[0] && view(wrong[0]).count}); broker warnings: ${warnings.join(' | ')}`);
     },
     what,
     10000,

@@ -19,9 +19,8 @@ use protocol::{AppId, AppKey, AppSecret, Limits};
 
 use crate::{
     config::AppConfig,
-    core::Hub,
+    core::{rate::TokenBucket, Hub},
     webhooks::{self, WebhookEvent, WebhookQueue, WebhookReceiver, WebhookSettings},
-    ws::rate::TokenBucket,
 };
 
 /// One tenant: its credentials, limits and its channels on this node.

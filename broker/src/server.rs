@@ -56,7 +56,7 @@ pub async fn run(config: Config, tls: Option<rustls::ServerConfig>) -> std::io::
     let state = web::Data::new(state);
     if let Some(redis) = &redis {
         tracing::info!(node = redis.node_id(), "cluster mode: sharing state through redis");
-        redis.start(state.clone().into_inner());
+        redis.start(state.apps.clone());
     }
     let senders: Vec<_> = webhook_receivers
         .into_iter()

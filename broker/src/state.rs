@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 use protocol::socket_id::SocketIdGenerator;
 use tokio::sync::watch;
 
-use crate::{adapter::Adapter, apps::AppRegistry, config::Config, metrics::Metrics, webhooks::WebhookReceiver, ws::ip_limit::IpLimiter};
+use crate::{adapter::Adapter, apps::AppRegistry, config::Config, core::ip_limit::IpLimiter, metrics::Metrics, webhooks::WebhookReceiver};
 
 pub struct State {
     pub activity_timeout: Duration,
@@ -15,7 +15,7 @@ pub struct State {
     pub per_ip: Option<IpLimiter>,
     /// `max_rest_body_bytes`.
     pub max_rest_body_bytes: usize,
-    pub apps: AppRegistry,
+    pub apps: Arc<AppRegistry>,
     pub adapter: Arc<dyn Adapter>,
     pub socket_ids: SocketIdGenerator,
     pub metrics: Arc<Metrics>,
@@ -35,7 +35,7 @@ impl State {
             send_queue: config.send_queue,
             per_ip: IpLimiter::new(config.max_connections_per_ip),
             max_rest_body_bytes: config.max_rest_body_bytes,
-            apps,
+            apps: Arc::new(apps),
             adapter,
             socket_ids: SocketIdGenerator::new(),
             metrics: Arc::new(Metrics::new()),

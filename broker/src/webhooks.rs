@@ -22,18 +22,10 @@ use std::{
 };
 
 use protocol::{sign, AppKey, AppSecret};
-use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, watch};
+use serde::Serialize;
 
-/// Where one app's webhooks go, and which events it wants.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    pub url: String,
-    /// Event names to send (`channel_occupied`, `member_added`, ...); empty means all.
-    #[serde(default)]
-    pub event_types: Vec<String>,
-}
+pub use crate::config::{WebhookConfig, WebhookSettings};
+use tokio::sync::{mpsc, watch};
 
 /// One webhook event, serialized as Pusher documents it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -91,54 +83,6 @@ enum Subject {
 enum Direction {
     Left,
     Back,
-}
-
-/// Tuning shared by every app's webhook sender.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct WebhookSettings {
-    /// Events waiting per app before new ones are dropped.
-    pub queue: usize,
-    /// Most events in one request.
-    pub batch_max: usize,
-    /// How long to wait for more events to fill a batch, in milliseconds.
-    pub batch_wait_ms: u64,
-    /// Attempts per batch before it is given up; 0 means no cap (only `retry_for_secs`).
-    pub attempts: u32,
-    /// Seconds a failing batch is retried before it is given up.
-    pub retry_for_secs: u64,
-    /// First retry delay in milliseconds; doubles each attempt up to `max_backoff_ms`.
-    pub backoff_ms: u64,
-    /// Longest delay between two attempts, in milliseconds.
-    pub max_backoff_ms: u64,
-    /// Per-request timeout in milliseconds.
-    pub timeout_ms: u64,
-    /// How long `member_removed` and `channel_vacated` wait, in milliseconds, for the
-    /// user or channel to come back (then neither webhook is sent); 0 sends at once.
-    pub debounce_ms: u64,
-}
-
-impl Default for WebhookSettings {
-    fn default() -> Self {
-        Self {
-            queue: 10_000,
-            batch_max: 100,
-            batch_wait_ms: 50,
-            attempts: 0,
-            retry_for_secs: 300,
-            backoff_ms: 500,
-            max_backoff_ms: 30_000,
-            timeout_ms: 5_000,
-            debounce_ms: 3_000,
-        }
-    }
-}
-
-impl WebhookSettings {
-    /// The debounce window.
-    pub fn debounce(&self) -> Duration {
-        Duration::from_millis(self.debounce_ms)
-    }
 }
 
 /// Leaving webhooks held back for the debounce window, on this node.

@@ -20,9 +20,8 @@ use crate::{
     apps::App,
     core::{
         hub::{CachedEvent, ChannelFull, Joined, Subscribed, Unsubscribed},
-        ChannelCounts, ConnHandle,
+        ChannelCounts, ConnHandle, Message,
     },
-    ws::wire,
 };
 
 pub trait Adapter: Send + Sync + 'static {
@@ -108,7 +107,7 @@ impl Adapter for LocalAdapter {
     }
 
     fn broadcast(&self, app: &App, channel: &ChannelName, frame: ByteString, except: Option<SocketId>) {
-        app.hub.deliver(channel, except, || wire::text(&frame));
+        app.hub.deliver(channel, except, || Message::new(frame));
     }
 
     fn cache_put(&self, app: &App, channel: &ChannelName, event: CachedEvent) {
@@ -124,7 +123,7 @@ impl Adapter for LocalAdapter {
     }
 
     fn notify_watchers(&self, app: &App, user_id: &str, frame: ByteString) {
-        app.hub.notify_watchers(user_id, &wire::text(&frame));
+        app.hub.notify_watchers(user_id, &Message::new(frame));
     }
 
     fn channel_counts<'a>(&'a self, app: &'a App, channel: &'a ChannelName) -> BoxFuture<'a, ChannelCounts> {
@@ -183,7 +182,7 @@ pub(crate) mod local {
     /// cluster adapter that then could not reach the cluster): announces it locally.
     pub fn announce_unsubscribed(app: &App, channel: &ChannelName, left: Unsubscribed) -> Unsubscribed {
         if let Some(user) = &left.user_left {
-            app.hub.deliver(channel, None, || wire::text(&protocol::frame::member_removed(channel.as_str(), user)));
+            app.hub.deliver(channel, None, || Message::new(protocol::frame::member_removed(channel.as_str(), user)));
         }
         app.lifecycle_webhooks(left_webhooks(channel, Some(&left)));
         left

@@ -15,7 +15,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
 use bytestring::ByteString;
 use dashmap::DashMap;
 use protocol::{frame, ChannelName, ErrorCode, SocketId};
@@ -23,9 +22,8 @@ use serde_json::value::RawValue;
 
 use super::{
     channel::{Channel, ChannelCounts, Join},
-    connection::ConnHandle,
+    connection::{ConnHandle, Message},
 };
-use crate::ws::wire;
 
 /// How long a cache channel keeps its last event.
 pub const CACHE_TTL: Duration = Duration::from_secs(30 * 60);
@@ -156,10 +154,10 @@ impl Hub {
             Join::AlreadySubscribed => Ok(None),
             Join::Joined { first } => {
                 if first {
-                    channel.deliver(&wire::text(&added), Some(conn.id));
+                    channel.deliver(&Message::new(added), Some(conn.id));
                 }
                 let members: Vec<(&str, &RawValue)> = channel.members().map(|(id, m)| (id, &*m.info)).collect();
-                conn.send_direct(wire::text(&frame::presence_subscription_succeeded(name.as_str(), &members)));
+                conn.send_direct(frame::presence_subscription_succeeded(name.as_str(), &members));
                 let subscribed = Subscribed { occupied, subscriptions: channel.counts().subscriptions };
                 Ok(Some(Joined { first, subscribed }))
             }
@@ -175,7 +173,7 @@ impl Hub {
         match channel.join(conn, user_id, info) {
             Join::AlreadySubscribed => None,
             Join::Joined { .. } => {
-                conn.send_direct(wire::text(succeeded));
+                conn.send_direct(succeeded.to_owned());
                 Some(Subscribed { occupied, subscriptions: channel.counts().subscriptions })
             }
         }
@@ -191,7 +189,7 @@ impl Hub {
             if let Some((user, last)) = channel.unsubscribe(socket) {
                 let user_left = if last { user.clone() } else { None };
                 if let (Some(u), Announce::Members) = (&user_left, announce) {
-                    channel.deliver(&wire::text(&frame::member_removed(name.as_str(), u)), None);
+                    channel.deliver(&Message::new(frame::member_removed(name.as_str(), u)), None);
                 }
                 let subscriptions = channel.counts().subscriptions;
                 result = Some(Unsubscribed { user, user_left, vacated: subscriptions == 0, subscriptions });
@@ -206,11 +204,11 @@ impl Hub {
         self.channels.remove_if(name, |_, c| c.is_empty()).is_some()
     }
 
-    /// Queues a frame for the channel's local subscribers but `except`. The frame
-    /// is encoded once, and only if the channel has local subscribers (most nodes
-    /// of a cluster have none for a given event).
-    pub fn deliver(&self, name: &ChannelName, except: Option<SocketId>, encode: impl FnOnce() -> Bytes) -> usize {
-        self.channels.get(name).map_or(0, |c| c.deliver(&encode(), except))
+    /// Queues a message for the channel's local subscribers but `except`. The
+    /// message is made once, and only if the channel has local subscribers (most
+    /// nodes of a cluster have none for a given event).
+    pub fn deliver(&self, name: &ChannelName, except: Option<SocketId>, message: impl FnOnce() -> Message) -> usize {
+        self.channels.get(name).map_or(0, |c| c.deliver(&message(), except))
     }
 
     /// Closes every local connection subscribed to the channel.
@@ -289,11 +287,11 @@ impl Hub {
         }
     }
 
-    /// Sends a frame to every connection watching `user_id`.
-    pub fn notify_watchers(&self, user_id: &str, frame: &Bytes) {
+    /// Sends a message to every connection watching `user_id`.
+    pub fn notify_watchers(&self, user_id: &str, message: &Message) {
         if let Some(w) = self.watchers.get(user_id) {
             for conn in w.values() {
-                conn.send(frame);
+                conn.send(message);
             }
         }
     }
@@ -302,11 +300,10 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::connection::{queue, Outbox};
-    use futures_util::{FutureExt, StreamExt};
+    use crate::core::connection::{queue, tests::queued, Receiver};
 
-    fn conn(n: u64) -> (ConnHandle, Outbox) {
-        queue(SocketId::new(1, n), 8, Arc::new(crate::metrics::Metrics::new()))
+    fn conn(n: u64) -> (ConnHandle, Receiver) {
+        queue(SocketId::new(1, n), 8)
     }
     fn ch(s: &str) -> ChannelName {
         ChannelName::parse(s).unwrap()
@@ -323,14 +320,10 @@ mod tests {
         assert!(hub.subscribe(&ch("news"), &a).unwrap().occupied);
         assert!(hub.subscribe(&ch("news"), &a).is_none());
         assert!(!hub.subscribe(&ch("news"), &b).unwrap().occupied);
-        let f = Bytes::from(String::from("frame"));
-        assert_eq!(hub.deliver(&ch("news"), Some(b.id), || f.clone()), 1);
+        assert_eq!(hub.deliver(&ch("news"), Some(b.id), || Message::from("frame")), 1);
         assert_eq!(hub.deliver(&ch("empty"), None, || unreachable!("nothing to encode for")), 0);
-        let got = ra.next().await.unwrap().unwrap();
-        assert_eq!(got.as_ptr(), f.as_ptr(), "the same buffer, not a copy");
-        drop(b);
-        drop(hub);
-        assert!(rb.next().now_or_never().is_none(), "nothing queued for the excluded socket");
+        assert_eq!(queued(&mut ra), ["frame"]);
+        assert!(queued(&mut rb).is_empty(), "nothing queued for the excluded socket");
     }
 
     #[test]
@@ -367,21 +360,6 @@ mod tests {
         assert_eq!(hub.unsubscribe(&p, a1.id, Announce::Members).unwrap().user_left, None, "alice still has a2");
         assert_eq!(hub.unsubscribe(&p, a2.id, Announce::Members).unwrap().user_left.as_deref(), Some("alice"));
         assert_eq!(hub.user_of(&p, b.id).as_deref(), Some("bob"));
-    }
-
-    /// Drains what is queued for a connection, as text.
-    fn queued(out: &mut Outbox) -> Vec<String> {
-        let mut frames = Vec::new();
-        while let Some(Some(Ok(f))) = out.next().now_or_never() {
-            // A server text frame: 0x81, a length (7, 7+16 or 7+64 bits), the payload.
-            let (len, at) = match f[1] {
-                126 => (u16::from_be_bytes([f[2], f[3]]) as usize, 4),
-                127 => (u64::from_be_bytes(f[2..10].try_into().unwrap()) as usize, 10),
-                n => (n as usize, 2),
-            };
-            frames.push(String::from_utf8(f[at..at + len].to_vec()).unwrap());
-        }
-        frames
     }
 
     #[tokio::test]
@@ -461,9 +439,9 @@ mod tests {
         let hub = Hub::default();
         let (w, mut rw) = conn(1);
         hub.watch(&w, &["bob".into()]);
-        hub.notify_watchers("bob", &Bytes::from_static(b"online"));
-        hub.notify_watchers("carol", &Bytes::from_static(b"nope"));
-        assert_eq!(&rw.next().await.unwrap().unwrap()[..], b"online");
+        hub.notify_watchers("bob", &Message::from("online"));
+        hub.notify_watchers("carol", &Message::from("nope"));
+        assert_eq!(queued(&mut rw), ["online"]);
         hub.unwatch(w.id, &["bob".into()]);
         assert!(hub.watchers.is_empty());
     }

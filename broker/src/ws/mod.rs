@@ -1,8 +1,7 @@
 //! The WebSocket endpoint `/app/{key}`: the handshake checks, then a
 //! [`session`] task per connection.
 
-pub mod ip_limit;
-pub mod rate;
+mod outbox;
 pub mod session;
 pub mod wire;
 
@@ -43,7 +42,7 @@ fn check(state: &State, key: &str, protocol: Option<&str>, origin: Option<&str>)
 
 /// `GET /app/{key}?protocol=7&client=js&version=8.6.0`
 ///
-/// The upgrade response's body is the connection's [`Outbox`](crate::core::Outbox):
+/// The upgrade response's body is the connection's [`outbox::Outbox`]:
 /// actix writes whatever frames are queued for the connection, several per write
 /// when they pile up. A refused connection gets its `pusher:error` and close frame
 /// as the whole body.
@@ -57,7 +56,7 @@ pub async fn connect(
     let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string()).map(|q| q.into_inner()).unwrap_or_default();
     let protocol = query.iter().find(|(k, _)| k == "protocol").map(|(_, v)| v.as_str());
     let origin = req.headers().get("origin").and_then(|o| o.to_str().ok());
-    // The TCP peer, never a forwarded-for header (see `ip_limit`). Taken before the
+    // The TCP peer, never a forwarded-for header (see `core::ip_limit`). Taken before the
     // app's own quota so a refused address does not use up the app's.
     let slot = match (&state.per_ip, req.peer_addr()) {
         (Some(limiter), Some(peer)) => match limiter.try_acquire(peer.ip()) {
@@ -74,7 +73,8 @@ pub async fn connect(
     match check(&state, &key, protocol, origin) {
         Ok(app) => {
             let state = state.into_inner();
-            let (conn, outbox) = connection::queue(state.socket_ids.next(), state.send_queue, state.metrics.clone());
+            let (conn, receiver) = connection::queue(state.socket_ids.next(), state.send_queue);
+            let outbox = outbox::Outbox::new(receiver, state.metrics.clone());
             let reader = wire::FrameReader::new(payload, app.limits.max_ws_message_bytes);
             actix_web::rt::spawn(async move {
                 session::run(state, app, conn, reader).await;

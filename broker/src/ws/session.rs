@@ -20,13 +20,10 @@ use protocol::{
 use serde_json::value::RawValue;
 use tokio::time::{sleep_until, Instant as TokioInstant};
 
-use super::{
-    rate::TokenBucket,
-    wire::{self, FrameReader, Incoming},
-};
+use super::wire::{self, FrameReader, Incoming};
 use crate::{
     apps::App,
-    core::{hub::Subscribed, ConnHandle},
+    core::{hub::Subscribed, rate::TokenBucket, ConnHandle, Message, Outgoing},
     state::State,
     webhooks::WebhookEvent,
 };
@@ -124,9 +121,9 @@ impl Session {
         }
     }
 
-    /// Queues a reply or notice for this client (JSON text, framed here).
-    fn send(&self, text: impl AsRef<str>) {
-        self.conn.send_direct(wire::text(text.as_ref()));
+    /// Queues a reply or notice for this client.
+    fn send(&self, message: impl Into<Outgoing>) {
+        self.conn.send_direct(message);
     }
 
     /// Handles one message; `Err` ends the session.
@@ -150,7 +147,7 @@ impl Session {
                 Ok(())
             }
             Incoming::Ping(p) => {
-                self.conn.send_direct(wire::pong(&p));
+                self.conn.send_direct(Outgoing::Raw(wire::pong(&p)));
                 Ok(())
             }
             Incoming::Pong => Ok(()),
@@ -255,7 +252,7 @@ impl Session {
             return;
         }
         match self.state.adapter.cached(&self.app, name).await {
-            Some(last) => self.send(&*last.frame),
+            Some(last) => self.send(Message::new(last.frame)),
             None => {
                 self.app.webhook(|| WebhookEvent::CacheMiss { channel: name.to_string() });
                 self.send(frame::cache_miss(name.as_str()))

@@ -14,14 +14,14 @@ use super::{
     keys::{split_member_field, HeldBack},
     RedisAdapter,
 };
-use crate::{state::State, webhooks::WebhookEvent};
+use crate::{apps::AppRegistry, webhooks::WebhookEvent};
 
 /// Held-back webhooks claimed per round trip.
 const CLAIM_BATCH: usize = 500;
 
 impl RedisAdapter {
     /// Heartbeats, dead-node clean-up and periodic reconcile.
-    pub(super) async fn run_heartbeat(self: Arc<Self>, state: Arc<State>) {
+    pub(super) async fn run_heartbeat(self: Arc<Self>, apps: Arc<AppRegistry>) {
         let mut tick = tokio::time::interval(Duration::from_secs(self.config.heartbeat_secs.max(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_reconcile = Instant::now();
@@ -40,13 +40,13 @@ impl RedisAdapter {
                 }
             };
             if self.needs_reconcile.load(Ordering::Acquire) || last_reconcile.elapsed() > Duration::from_secs(30) {
-                self.reconcile_now(&state).await;
+                self.reconcile_now(&apps).await;
                 last_reconcile = Instant::now();
             }
             for other in nodes.iter().filter(|n| **n != self.node) {
                 let exists: redis::RedisResult<bool> = conn.exists(self.keys.alive(other)).await;
                 if let Ok(false) = exists {
-                    self.clean_up_dead_node(&state, &mut conn, other).await;
+                    self.clean_up_dead_node(&apps, &mut conn, other).await;
                 }
             }
         }
@@ -67,7 +67,7 @@ impl RedisAdapter {
     /// leave as on any leave: `member_removed` is announced by the script (and its
     /// webhook held back), and watchers of a user whose last connection was there
     /// hear "offline".
-    async fn clean_up_dead_node(&self, state: &State, conn: &mut ConnectionManager, dead: &str) {
+    async fn clean_up_dead_node(&self, apps: &AppRegistry, conn: &mut ConnectionManager, dead: &str) {
         let lock: redis::RedisResult<Option<String>> = redis::cmd("SET")
             .arg(self.keys.cleanup_lock(dead))
             .arg(&self.node)
@@ -83,13 +83,13 @@ impl RedisAdapter {
         let members: HashMap<String, i64> = conn.hgetall(self.keys.node_members(dead)).await.unwrap_or_default();
         for field in members.keys() {
             let Some((app_id, channel, user)) = split_member_field(field) else { continue };
-            let (Some(app), Ok(name)) = (state.apps.by_id(app_id), ChannelName::parse_with_max(channel, usize::MAX)) else { continue };
+            let (Some(app), Ok(name)) = (apps.by_id(app_id), ChannelName::parse_with_max(channel, usize::MAX)) else { continue };
             let _ = self.set_member_share(conn, &app, &name, dead, user, 0, None).await;
         }
         let subs: HashMap<String, i64> = conn.hgetall(self.keys.node_subs(dead)).await.unwrap_or_default();
         for field in subs.keys() {
             let Some((app_id, channel)) = field.split_once('\n') else { continue };
-            let (Some(app), Ok(name)) = (state.apps.by_id(app_id), ChannelName::parse_with_max(channel, usize::MAX)) else { continue };
+            let (Some(app), Ok(name)) = (apps.by_id(app_id), ChannelName::parse_with_max(channel, usize::MAX)) else { continue };
             if let Ok((before, after, _)) = self.set_sub_share(conn, &app, &name, dead, 0).await {
                 if before > 0 && after <= 0 {
                     if let Some(user) = name.server_to_user_id() {
@@ -112,12 +112,12 @@ impl RedisAdapter {
 
     /// Claims leaving webhooks whose debounce window has passed (each by exactly one
     /// node) and queues them with the app's webhooks.
-    pub(super) async fn run_held_back_webhooks(self: Arc<Self>, state: Arc<State>) {
+    pub(super) async fn run_held_back_webhooks(self: Arc<Self>, apps: Arc<AppRegistry>) {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if !state.apps.all().iter().any(|a| a.webhooks.is_some()) {
+            if !apps.all().iter().any(|a| a.webhooks.is_some()) {
                 continue;
             }
             let Some(mut conn) = self.conn() else { continue };
@@ -139,7 +139,7 @@ impl RedisAdapter {
                         }
                         None => continue,
                     };
-                    if let Some(app) = state.apps.by_id(event.0) {
+                    if let Some(app) = apps.by_id(event.0) {
                         app.webhook(|| event.1);
                     }
                 }

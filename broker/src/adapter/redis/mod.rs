@@ -47,6 +47,8 @@ use futures_util::{
 use protocol::{frame, ChannelKind, ChannelName, ErrorCode, SocketId};
 use redis::{aio::ConnectionManager, AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
+
+use crate::config::ClusterConfig;
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
@@ -56,42 +58,13 @@ use self::{
 };
 use super::{local, Adapter};
 use crate::{
-    apps::App,
+    apps::{App, AppRegistry},
     core::{
         hub::{Announce, CachedEvent, ChannelFull, Joined, Subscribed, Unsubscribed, CACHE_TTL},
-        ChannelCounts, ConnHandle,
+        ChannelCounts, ConnHandle, Message,
     },
-    state::State,
     webhooks::WebhookEvent,
-    ws::wire,
 };
-
-/// How to reach Redis and how the cluster keeps time.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClusterConfig {
-    /// `redis://host:port/db`.
-    pub redis_url: String,
-    /// Prefix of every key and channel, so several clusters can share one Redis.
-    #[serde(default = "default_prefix")]
-    pub key_prefix: String,
-    /// Seconds between a node's heartbeats.
-    #[serde(default = "default_heartbeat")]
-    pub heartbeat_secs: u64,
-    /// Seconds without a heartbeat after which a node is considered dead.
-    #[serde(default = "default_node_timeout")]
-    pub node_timeout_secs: u64,
-}
-
-fn default_prefix() -> String {
-    "pusher".into()
-}
-fn default_heartbeat() -> u64 {
-    2
-}
-fn default_node_timeout() -> u64 {
-    6
-}
 
 /// How long a joiner waits for its member list from the bus before it is joined
 /// with a list read directly (the bus is then broken, and a reconcile follows).
@@ -192,14 +165,14 @@ impl RedisAdapter {
 
     /// Spawns the connection, subscriber, publisher, heartbeat and webhook-claim
     /// tasks on the current (actix system) runtime. They run for the life of the process.
-    pub fn start(self: &Arc<Self>, state: Arc<State>) {
+    pub fn start(self: &Arc<Self>, apps: Arc<AppRegistry>) {
         let rx = self.publish_rx.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(rx) = rx {
             actix_web::rt::spawn(self.clone().run_publisher(rx));
         }
-        actix_web::rt::spawn(self.clone().run_subscriber(state.clone()));
-        actix_web::rt::spawn(self.clone().run_heartbeat(state.clone()));
-        actix_web::rt::spawn(self.clone().run_held_back_webhooks(state));
+        actix_web::rt::spawn(self.clone().run_subscriber(apps.clone()));
+        actix_web::rt::spawn(self.clone().run_heartbeat(apps.clone()));
+        actix_web::rt::spawn(self.clone().run_held_back_webhooks(apps));
     }
 
     fn conn(&self) -> Option<ConnectionManager> {
@@ -279,7 +252,7 @@ impl RedisAdapter {
     }
 
     /// Keeps a pub/sub subscription open, delivering other nodes' messages locally.
-    async fn run_subscriber(self: Arc<Self>, state: Arc<State>) {
+    async fn run_subscriber(self: Arc<Self>, apps: Arc<AppRegistry>) {
         let events = self.keys.events();
         let inbox = self.keys.inbox(&self.node);
         loop {
@@ -315,10 +288,10 @@ impl RedisAdapter {
                 self.degraded(&e);
                 continue;
             }
-            self.reconcile_now(&state).await;
+            self.reconcile_now(&apps).await;
             let mut messages = pubsub.into_on_message();
             while let Some(msg) = messages.next().await {
-                self.on_message(&state, msg.get_payload_bytes());
+                self.on_message(&apps, msg.get_payload_bytes());
             }
             self.healthy.store(false, Ordering::Release);
             self.needs_reconcile.store(true, Ordering::Release);
@@ -327,7 +300,7 @@ impl RedisAdapter {
         }
     }
 
-    fn on_message(&self, state: &State, payload: &[u8]) {
+    fn on_message(&self, apps: &AppRegistry, payload: &[u8]) {
         let Some((header, body)) = decode(payload) else {
             tracing::debug!("ignoring a malformed cluster message");
             return;
@@ -336,10 +309,10 @@ impl RedisAdapter {
         if own && matches!(header.kind, Kind::Broadcast | Kind::Terminate | Kind::Watchers) {
             return; // delivered locally when sent
         }
-        let Some(app) = state.apps.by_id(header.app) else { return };
+        let Some(app) = apps.by_id(header.app) else { return };
         if header.kind == Kind::Watchers {
             // These carry a user id in `channel`, which need not be a channel name.
-            app.hub.notify_watchers(&header.channel, &wire::text(body));
+            app.hub.notify_watchers(&header.channel, &Message::new(body.to_owned()));
             return;
         }
         let Ok(channel) = ChannelName::parse_with_max(&header.channel, usize::MAX) else { return };
@@ -347,7 +320,7 @@ impl RedisAdapter {
             // Framed once on this node (and only if someone here subscribes);
             // every local subscriber gets the same bytes.
             Kind::Broadcast | Kind::Member => {
-                app.hub.deliver(&channel, header.except, || wire::text(body));
+                app.hub.deliver(&channel, header.except, || Message::new(body.to_owned()));
             }
             Kind::Terminate => {
                 let code = header.code.and_then(ErrorCode::from_code).unwrap_or(ErrorCode::Unauthorized);
@@ -591,7 +564,7 @@ impl Adapter for RedisAdapter {
     }
 
     fn broadcast(&self, app: &App, channel: &ChannelName, frame: ByteString, except: Option<SocketId>) {
-        app.hub.deliver(channel, except, || wire::text(&frame));
+        app.hub.deliver(channel, except, || Message::new(frame.clone()));
         let mut header = Header::new(&self.node, Kind::Broadcast, app.id.as_str(), channel.as_str());
         header.except = except;
         self.send_cluster(&header, &frame);
@@ -635,7 +608,7 @@ impl Adapter for RedisAdapter {
     }
 
     fn notify_watchers(&self, app: &App, user_id: &str, frame: ByteString) {
-        app.hub.notify_watchers(user_id, &wire::text(&frame));
+        app.hub.notify_watchers(user_id, &Message::new(frame.clone()));
         let header = Header::new(&self.node, Kind::Watchers, app.id.as_str(), user_id);
         self.send_cluster(&header, &frame);
     }

@@ -19,7 +19,10 @@ use super::{
     keys::{member_field, split_member_field, sub_field, HeldBack},
     RedisAdapter,
 };
-use crate::{apps::App, state::State, webhooks::WebhookEvent};
+use crate::{
+    apps::{App, AppRegistry},
+    webhooks::WebhookEvent,
+};
 
 impl RedisAdapter {
     /// Sets `node`'s share of a channel's subscriptions. Returns the cluster count
@@ -98,14 +101,14 @@ impl RedisAdapter {
     }
 
     /// Makes Redis hold exactly this node's local subscriptions and members.
-    pub(super) async fn reconcile_now(&self, state: &State) {
+    pub(super) async fn reconcile_now(&self, apps: &AppRegistry) {
         let Some(mut conn) = self.conn() else { return };
         let _alone = self.reconcile_gate.write().await;
         self.needs_reconcile.store(false, Ordering::Release);
         // What this node holds: (app, channel) -> subscriptions, (app, channel, user) -> (sockets, info).
         let mut subs: HashMap<(String, ChannelName), u64> = HashMap::new();
         let mut members: HashMap<(String, ChannelName, String), (u32, Option<Box<RawValue>>)> = HashMap::new();
-        for app in state.apps.all() {
+        for app in apps.all() {
             let app_id = app.id.as_str();
             for (channel, counts) in app.hub.channels("") {
                 if channel.kind() == ChannelKind::Presence {
@@ -138,11 +141,11 @@ impl RedisAdapter {
         }
         let mut failed = false;
         for ((app_id, channel), count) in &subs {
-            let Some(app) = state.apps.by_id(app_id) else { continue };
+            let Some(app) = apps.by_id(app_id) else { continue };
             failed |= self.set_sub_share(&mut conn, &app, channel, &self.node, *count).await.is_err();
         }
         for ((app_id, channel, user), (sockets, info)) in &members {
-            let Some(app) = state.apps.by_id(app_id) else { continue };
+            let Some(app) = apps.by_id(app_id) else { continue };
             failed |= self.set_member_share(&mut conn, &app, channel, &self.node, user, *sockets, info.as_deref()).await.is_err();
         }
         if failed {
