@@ -23,6 +23,12 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// The whole body of a REST request, at most `max_rest_body_bytes` long.
 pub struct RestBody(Bytes);
 
+impl RestBody {
+    pub fn into_bytes(self) -> Bytes {
+        self.0
+    }
+}
+
 impl Deref for RestBody {
     type Target = [u8];
 

@@ -6,6 +6,7 @@ use actix_web::{http::StatusCode, HttpResponse, ResponseError};
 use protocol::{
     limits::{clip, MAX_ERROR_MESSAGE_CHARS},
     sign::RestAuthError,
+    trigger::BodyError,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,16 @@ impl ResponseError for ApiError {
         // Messages quote request input (names, ids); keep the answer short whatever was sent.
         let message = clip(&self.to_string(), MAX_ERROR_MESSAGE_CHARS).into_owned();
         HttpResponse::build(self.status_code()).content_type("text/plain; charset=utf-8").body(message + "\n")
+    }
+}
+
+impl From<BodyError> for ApiError {
+    fn from(e: BodyError) -> Self {
+        if e.is_too_large() {
+            Self::PayloadTooLarge(e.to_string())
+        } else {
+            Self::BadRequest(e.to_string())
+        }
     }
 }
 
