@@ -86,12 +86,15 @@ pub fn start(config: &Config, state: Arc<State>, node: Option<&str>) -> Option<w
 }
 
 /// Mounts `/console` when the console is enabled; without it the paths are simply not there (404).
+/// Largest event-creator request (an event's data is bounded by the app's limits, far below this).
+const MAX_CREATOR_BODY_BYTES: usize = 1024 * 1024;
+
 pub fn routes(cfg: &mut web::ServiceConfig, console: Option<web::Data<Console>>) {
     let Some(console) = console else { return };
     cfg.service(
         web::scope("/console")
             .app_data(console)
-            .app_data(web::PayloadConfig::new(http::MAX_BODY_BYTES))
+            .app_data(web::PayloadConfig::new(MAX_CREATOR_BODY_BYTES))
             .route("", web::get().to(page))
             .route("/login", web::post().to(login))
             .route("/logout", web::post().to(logout))

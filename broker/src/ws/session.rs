@@ -14,6 +14,7 @@ use std::{sync::Arc, time::Instant};
 use protocol::{
     channel::InvalidName,
     frame::{self, ChannelData, ClientFrame, Subscribe, UserData},
+    limits::{clip, CHANNEL_LIMIT_STATUS, MAX_QUOTED_INPUT_CHARS},
     sign, ChannelKind, ChannelName, ErrorCode, EventName,
 };
 use serde_json::value::RawValue;
@@ -175,7 +176,9 @@ impl Session {
             }
             ClientFrame::Signin(s) => self.signin(&s.auth, &s.user_data).await,
             ClientFrame::ClientEvent { event, channel, data } => self.client_event(&event, &channel, data).await,
-            ClientFrame::Unknown { event } => self.send(frame::error(None, &format!("unsupported event {event:?}"))),
+            ClientFrame::Unknown { event } => {
+                self.send(frame::error(None, &format!("unsupported event {:?}", clip(&event, MAX_QUOTED_INPUT_CHARS))))
+            }
         }
     }
 
@@ -193,6 +196,12 @@ impl Session {
             }
             let msg = "a #server-to-user- channel is only for the connection signed in as that user";
             return self.refuse_subscription(name.as_str(), frame::subscription_error(name.as_str(), "AuthError", msg, 403));
+        }
+        if !self.channels.contains(&name) && self.channel_limit_reached() {
+            let max = self.app.limits.max_channels_per_connection;
+            self.state.metrics.refused_channel_limit.inc();
+            let msg = format!("this connection is subscribed to {max} channels, the most allowed; unsubscribe from one first");
+            return self.refuse_subscription(name.as_str(), frame::subscription_error(name.as_str(), "LimitReached", &msg, CHANNEL_LIMIT_STATUS));
         }
         if kind.needs_auth() {
             let Some(auth) = s.auth.as_deref() else {
@@ -222,6 +231,13 @@ impl Session {
     fn refuse_subscription(&self, channel: &str, refusal: String) {
         console_feed::subscription_failed(&self.app.key, self.conn.id, channel, &refusal);
         self.send(refusal);
+    }
+
+    /// Whether the connection holds `max_channels_per_connection` channels; its
+    /// sign-in's own user channel does not count.
+    fn channel_limit_reached(&self) -> bool {
+        let held = self.channels.iter().filter(|c| c.kind() != ChannelKind::ServerToUser).count();
+        held >= self.app.limits.max_channels_per_connection
     }
 
     /// Counts that follow a new subscription (the adapter sent its lifecycle webhooks).
@@ -395,6 +411,7 @@ impl Session {
     }
 }
 
+/// The error for a bad channel name, quoting at most the name's start.
 fn invalid_channel(raw: &str, e: InvalidName) -> String {
-    format!("invalid channel name {raw:?}: {e}")
+    format!("invalid channel name {:?}: {e}", clip(raw, MAX_QUOTED_INPUT_CHARS))
 }
