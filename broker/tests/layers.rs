@@ -1,13 +1,15 @@
 //! The broker's modules form layers that only point down:
 //!
 //! ```text
-//! server, console                 (the process: listeners, background tasks, shutdown)
+//! server                          (the process: listeners, background tasks, shutdown)
+//! console                         (the debug console's routes, graphs and cluster relay)
 //! ws, fallback, http, app_store   (transports and the app store)
 //! session                         (the protocol, one task per connection)
 //! state, metrics                  (what every worker shares)
 //! adapter                         (this node or the cluster)
 //! apps                            (the tenants)
 //! core, webhooks                  (connections, channels, presence; webhook delivery)
+//! console_feed                    (the debug console's hooks, called from every layer above)
 //! config                          (settings)
 //! ```
 //!
@@ -20,6 +22,7 @@ use std::{collections::BTreeSet, fs, path::Path};
 /// Top-level modules by layer, lowest first.
 const LAYERS: &[&[&str]] = &[
     &["config"],
+    &["console_feed"],
     &["core", "webhooks"],
     &["apps"],
     &["adapter"],
@@ -27,7 +30,8 @@ const LAYERS: &[&[&str]] = &[
     &["state"],
     &["session"],
     &["ws", "fallback", "http", "app_store"],
-    &["server", "console"],
+    &["console"],
+    &["server"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

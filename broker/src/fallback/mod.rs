@@ -35,6 +35,7 @@ use sessions::{FallbackSession, NotMade, SessionInbound};
 
 use crate::{
     apps::App,
+    console_feed,
     core::{connection, ConnHandle},
     session::{self, InboundError, Incoming},
     state::State,
@@ -134,6 +135,17 @@ async fn request(
 async fn open(req: &HttpRequest, state: &web::Data<State>, sessions: &web::Data<Sessions>, id: String, key: &str, op: Op, origin: Option<&str>) -> HttpResponse {
     let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string()).map(|q| q.into_inner()).unwrap_or_default();
     let protocol = query.iter().find(|(k, _)| k == "protocol").map(|(_, v)| v.as_str());
+    // A session holds its opening request's address's place for its whole life, as a WebSocket does.
+    let slot = match (&state.per_ip, req.peer_addr()) {
+        (Some(limiter), Some(peer)) => match limiter.try_acquire(peer.ip()) {
+            Some(slot) => Some(slot),
+            None => {
+                state.metrics.refused_per_ip.inc();
+                return lines(origin).body(framing::refusal(ErrorCode::OverAddressQuota, ErrorCode::OverAddressQuota.message()));
+            }
+        },
+        _ => None,
+    };
     let app = match session::admit(state, key, protocol, origin) {
         Ok(app) => app,
         Err(code) => {
@@ -156,7 +168,13 @@ async fn open(req: &HttpRequest, state: &web::Data<State>, sessions: &web::Data<
             };
         }
     };
-    actix_web::rt::spawn(drive(state.clone(), app, conn, inbound, sessions.clone().into_inner(), session.clone(), id));
+    console_feed::connection_opened(&app.key, conn.id, origin);
+    let sessions_arc = sessions.clone().into_inner();
+    let (run_state, run_session) = (state.clone(), session.clone());
+    actix_web::rt::spawn(async move {
+        drive(run_state, app, conn, inbound, sessions_arc, run_session, id).await;
+        drop(slot);
+    });
     let open = framing::open(sessions.config.hostname.as_deref());
     let first = if op == Op::Stream { vec![framing::prelude(), open] } else { vec![open] };
     receive(&state, sessions, session, first, op, origin).await
