@@ -89,11 +89,12 @@ pub async fn run(config: Config, tls: Option<rustls::ServerConfig>) -> std::io::
     if config.workers > 0 {
         server = server.workers(config.workers);
     }
-    let addr = (config.host.as_str(), config.port);
-    let server = match tls {
-        Some(tls) => server.bind_rustls_0_23(addr, tls)?,
-        None => server.bind(addr)?,
-    };
+    for listener in listeners(&config)? {
+        server = match &tls {
+            Some(tls) => server.listen_rustls_0_23(listener, tls.clone())?,
+            None => server.listen(listener)?,
+        };
+    }
     let scheme = if config.tls_cert.is_some() { "https/wss" } else { "http/ws" };
     tracing::info!(host = %config.host, port = config.port, scheme, apps = state.apps.all().len(), "broker listening");
     let server = server.run();
@@ -120,6 +121,30 @@ pub async fn run(config: Config, tls: Option<rustls::ServerConfig>) -> std::io::
         handle.stop(false).await;
     });
     server.await
+}
+
+/// Backlog of each listening socket (what actix's own `bind` uses).
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// The listening sockets for `host:port`, made here rather than by actix so that
+/// accepted connections inherit `TCP_USER_TIMEOUT`: a client that stops reading
+/// leaves its socket (and the kernel buffers behind it) only that long after the
+/// broker cut it, instead of for as long as it keeps answering zero-window probes.
+fn listeners(config: &Config) -> std::io::Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::net::ToSocketAddrs;
+    let mut out = Vec::new();
+    for addr in (config.host.as_str(), config.port).to_socket_addrs()? {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        if config.tcp_user_timeout > 0 {
+            socket.set_tcp_user_timeout(Some(Duration::from_secs(config.tcp_user_timeout)))?;
+        }
+        socket.bind(&addr.into())?;
+        socket.listen(LISTEN_BACKLOG)?;
+        out.push(socket.into());
+    }
+    Ok(out)
 }
 
 async fn wait_for_signal() {

@@ -1,0 +1,140 @@
+// Private dependencies for the fault tests: a PostgreSQL cluster made with
+// initdb in a temporary directory and a redis-server, each on a free loopback
+// port, so a test can stop and restart them without touching the machine's
+// own services; and a small TCP balancer in front of several broker nodes.
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { freePort } from './broker.mjs';
+
+/** The newest PostgreSQL server binaries installed (Debian layout), or those on PATH. */
+function pgBinDir() {
+  const base = '/usr/lib/postgresql';
+  const versions = fs.existsSync(base) ? fs.readdirSync(base).filter((v) => fs.existsSync(path.join(base, v, 'bin/pg_ctl'))) : [];
+  versions.sort((a, b) => Number(b) - Number(a));
+  if (versions.length) return path.join(base, versions[0], 'bin');
+  return path.dirname(execFileSync('which', ['pg_ctl'], { encoding: 'utf8' }).trim());
+}
+
+/** PostgreSQL refuses to run as root: run its tools as the `postgres` user when we are root. */
+function pgRun(bin, args) {
+  const root = process.getuid?.() === 0;
+  const [cmd, argv] = root ? ['runuser', ['-u', 'postgres', '--', bin, ...args]] : [bin, args];
+  const r = spawnSync(cmd, argv, { encoding: 'utf8', cwd: os.tmpdir() });
+  if (r.status !== 0) throw new Error(`${path.basename(bin)} ${args.join(' ')} failed: ${r.stderr || r.stdout || r.error}`);
+  return r.stdout;
+}
+
+/**
+ * A PostgreSQL cluster of our own: `initdb` into a temporary directory, trust
+ * authentication for user `postgres`, listening on 127.0.0.1 at a free port.
+ * Returns { port, url(db), stop(mode), start(), destroy() }.
+ */
+export async function startPostgres() {
+  const bin = pgBinDir();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'faults-pg-'));
+  const data = path.join(dir, 'data');
+  if (process.getuid?.() === 0) execFileSync('chown', ['postgres:', dir]);
+  pgRun(path.join(bin, 'initdb'), ['-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--no-sync']);
+  const port = await freePort();
+  const opts = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off`;
+  const pgCtl = (...args) => pgRun(path.join(bin, 'pg_ctl'), ['-D', data, ...args]);
+  const pg = {
+    port,
+    url: (db = 'postgres') => `postgres://postgres@127.0.0.1:${port}/${db}`,
+    start: () => pgCtl('-o', opts, '-l', path.join(dir, 'log'), '-w', '-t', '30', 'start'),
+    /** `fast` rolls back open transactions and closes sessions; `immediate` is a crash (recovery on start). */
+    stop: (mode = 'fast') => pgCtl('-m', mode, '-w', '-t', '30', 'stop'),
+    psql(sql, db = 'postgres') {
+      const r = spawnSync('psql', [pg.url(db), '-v', 'ON_ERROR_STOP=1', '-qAtc', sql], { encoding: 'utf8' });
+      if (r.status !== 0) throw new Error(`psql failed: ${r.stderr || r.error}`);
+      return r.stdout.trim();
+    },
+    destroy() {
+      try {
+        pg.stop('immediate');
+      } catch {}
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  pg.start();
+  return pg;
+}
+
+/** A redis-server of our own (no persistence) on a free port: { port, url, stop(), start() }. */
+export async function startRedis() {
+  const port = await freePort();
+  let child;
+  const redis = {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    async start() {
+      child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+      for (let i = 0; i < 100; i++) {
+        if (await canConnect(port)) return;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      throw new Error('redis-server did not start');
+    },
+    async stop() {
+      if (!child || child.exitCode !== null) return;
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGKILL');
+      await exited;
+    },
+  };
+  await redis.start();
+  return redis;
+}
+
+function canConnect(port) {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1');
+    s.once('connect', () => (s.destroy(), resolve(true)));
+    s.once('error', () => resolve(false));
+  });
+}
+
+/**
+ * A TCP load balancer on a free port: each new connection goes to the next
+ * backend port (round robin) that accepts it, skipping dead ones, as a real
+ * balancer with health checks would. Returns { port, close() }.
+ */
+export async function balancer(backendPorts) {
+  let next = 0;
+  const sockets = new Set();
+  const server = net.createServer((client) => {
+    sockets.add(client);
+    client.on('close', () => sockets.delete(client));
+    client.on('error', () => {});
+    client.pause();
+    const tryBackend = (attempt) => {
+      if (attempt >= backendPorts.length) return client.destroy();
+      const port = backendPorts[next++ % backendPorts.length];
+      const upstream = net.connect(port, '127.0.0.1');
+      upstream.once('error', () => tryBackend(attempt + 1));
+      upstream.once('connect', () => {
+        upstream.removeAllListeners('error');
+        sockets.add(upstream);
+        upstream.on('close', () => (sockets.delete(upstream), client.destroy()));
+        upstream.on('error', () => client.destroy());
+        client.on('close', () => upstream.destroy());
+        client.pipe(upstream);
+        upstream.pipe(client);
+        client.resume();
+      });
+    };
+    tryBackend(0);
+  });
+  const port = await freePort();
+  await new Promise((r) => server.listen(port, '127.0.0.1', r));
+  return {
+    port,
+    close() {
+      for (const s of sockets) s.destroy();
+      server.close();
+    },
+  };
+}
