@@ -98,21 +98,38 @@ function canConnect(port) {
 }
 
 /**
- * A TCP load balancer on a free port: each new connection goes to the next
- * backend port (round robin) that accepts it, skipping dead ones, as a real
- * balancer with health checks would. Returns { port, close() }.
+ * A TCP load balancer on a free port, like a real one with health checks: it
+ * polls each backend's `GET /ready` every 100 ms and sends each new connection
+ * to the next ready backend (round robin), falling back to any backend that
+ * accepts TCP when none is known ready. Returns { port, backends, close() };
+ * `backends` (ports) may be changed, e.g. for a node restarted on a new port.
  */
 export async function balancer(backendPorts) {
   let next = 0;
   const sockets = new Set();
+  const ready = new Map(); // port -> last /ready answered 200
+  let checking = true;
+  const checker = (async () => {
+    while (checking) {
+      await Promise.all(
+        backendPorts.map(async (port) => {
+          const ok = await fetch(`http://127.0.0.1:${port}/ready`, { signal: AbortSignal.timeout(1000) }).then((r) => r.ok, () => false);
+          ready.set(port, ok);
+        }),
+      );
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  })();
   const server = net.createServer((client) => {
     sockets.add(client);
     client.on('close', () => sockets.delete(client));
     client.on('error', () => {});
     client.pause();
+    const healthy = backendPorts.filter((p) => ready.get(p));
+    const candidates = healthy.length ? healthy : [...backendPorts];
     const tryBackend = (attempt) => {
-      if (attempt >= backendPorts.length) return client.destroy();
-      const port = backendPorts[next++ % backendPorts.length];
+      if (attempt >= candidates.length) return client.destroy();
+      const port = candidates[next++ % candidates.length];
       const upstream = net.connect(port, '127.0.0.1');
       upstream.once('error', () => tryBackend(attempt + 1));
       upstream.once('connect', () => {
@@ -132,7 +149,11 @@ export async function balancer(backendPorts) {
   await new Promise((r) => server.listen(port, '127.0.0.1', r));
   return {
     port,
-    close() {
+    /** The backend ports; change it to move the balancer (a restarted node on a new port). */
+    backends: backendPorts,
+    async close() {
+      checking = false;
+      await checker;
       for (const s of sockets) s.destroy();
       server.close();
     },
