@@ -173,20 +173,41 @@ test('sendToUser and terminate_connections reach the user on every node; cache c
   assert.deepEqual(await withTimeout(new Promise((r) => ch.bind('score', r)), 'cached event from the other node'), { home: 2 });
 });
 
-test('a killed node is detected, and its presence members are removed with member_removed', async () => {
+test('a killed node is detected: its presence members are removed with member_removed, watchers hear "offline"', async () => {
   const config = clusterConfig(SHARED_REDIS, prefix);
   const doomed = await startBroker({ config });
   const sdk = sdkFor(nodes[0]);
   const watcher = track(await connect(nodes[0], { sdk, user: { user_id: 'watcher', user_info: {} } }));
   const ch = (await subscribe(watcher, 'presence-fragile')).channel;
+  // A signed-in connection on a live node watching the victim.
+  const frames = [];
+  const raw = new WebSocket(`ws://127.0.0.1:${nodes[1].port}/app/app-key?protocol=7`);
+  raw.on('message', (m) => frames.push(JSON.parse(m.toString())));
+  await eventually(() => assert.ok(frames[0]), 'watching socket connected');
+  const signin = sdk.authenticateUser(JSON.parse(frames[0].data).socket_id, { id: 'looker', watchlist: ['victim'] });
+  raw.send(JSON.stringify({ event: 'pusher:signin', data: signin }));
+  await eventually(() => assert.ok(frames.some((f) => f.event === 'pusher:signin_success')), 'watcher signed in');
+  const watch = (name) => frames.filter((f) => f.event === 'pusher_internal:watchlist_events').flatMap((f) => JSON.parse(f.data).events).filter((e) => e.name === name);
+
   const victimClient = track(await connect(doomed, { sdk, user: { user_id: 'victim', user_info: {} } }));
   await subscribe(victimClient, 'presence-fragile');
   await eventually(() => assert.ok(ch.members.get('victim')), 'victim present');
+  // The victim also signs in (on the doomed node), which makes it "online".
+  const victimFrames = [];
+  const victimRaw = new WebSocket(`ws://127.0.0.1:${doomed.port}/app/app-key?protocol=7`);
+  victimRaw.on('message', (m) => victimFrames.push(JSON.parse(m.toString())));
+  victimRaw.on('error', () => {});
+  await eventually(() => assert.ok(victimFrames[0]), 'victim socket connected');
+  victimRaw.send(JSON.stringify({ event: 'pusher:signin', data: sdk.authenticateUser(JSON.parse(victimFrames[0].data).socket_id, { id: 'victim' }) }));
+  await eventually(() => assert.deepEqual(watch('online').flatMap((e) => e.user_ids), ['victim']), 'online');
+
   const removed = new Promise((r) => ch.bind('pusher:member_removed', (m) => r(m.id)));
   doomed.child.kill('SIGKILL');
   assert.equal(await withTimeout(removed, 'member_removed after the node died', 15000), 'victim');
   const users = await (await sdk.get({ path: '/channels/presence-fragile/users' })).json();
   assert.deepEqual(users.users.map((u) => u.id), ['watcher']);
+  await eventually(() => assert.deepEqual(watch('offline').flatMap((e) => e.user_ids), ['victim']), 'offline after the node died', 5000);
+  raw.close();
 });
 
 test('Redis going away: local clients keep working, /ready reports it, and the cluster heals when it returns', async (t) => {

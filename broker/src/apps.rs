@@ -19,9 +19,8 @@ use protocol::{AppId, AppKey, AppSecret, Limits};
 
 use crate::{
     config::AppConfig,
-    core::Hub,
+    core::{rate::TokenBucket, Hub},
     webhooks::{self, WebhookEvent, WebhookQueue, WebhookReceiver, WebhookSettings},
-    ws::rate::TokenBucket,
 };
 
 /// One tenant: its credentials, limits and its channels on this node.
@@ -74,6 +73,24 @@ impl App {
     pub fn webhook(&self, event: impl FnOnce() -> WebhookEvent) {
         if let Some(q) = &self.webhooks {
             q.emit(event());
+        }
+    }
+
+    /// Runs a channel transition and sends the lifecycle webhooks it causes
+    /// (`events`, only asked for when the app has webhooks) through the debounce
+    /// window, as one step: concurrent transitions of one channel or member are
+    /// matched in the order they happened.
+    pub fn transition<T>(&self, op: impl FnOnce() -> T, events: impl FnOnce(&T) -> Vec<WebhookEvent>) -> T {
+        match &self.webhooks {
+            Some(q) => q.transition(op, events),
+            None => op(),
+        }
+    }
+
+    /// Sends lifecycle webhooks (occupied, vacated, member added or removed) through the debounce window.
+    pub fn lifecycle_webhooks(&self, events: impl IntoIterator<Item = WebhookEvent>) {
+        if let Some(q) = &self.webhooks {
+            q.transition(|| (), |_| events.into_iter().collect());
         }
     }
 

@@ -1,18 +1,14 @@
-//! Broker settings: a TOML file (path from `--config` or `BROKER_CONFIG`) with
+//! Broker settings (every one of them lives here): a TOML file (path from `--config` or `BROKER_CONFIG`) with
 //! environment overrides, and defaults that work out of the box.
 //!
 //! Without any configured app the broker serves one default app (id `1`, key
 //! `app-key`, secret `app-secret`), so `cargo run -p broker` is enough to try it.
 
-use std::{fmt, path::PathBuf};
+use std::{fmt, path::PathBuf, time::Duration};
 
 use protocol::{AppId, AppKey, AppSecret, Limits};
 use serde::Deserialize;
 
-use crate::{
-    adapter::redis::ClusterConfig,
-    webhooks::{WebhookConfig, WebhookSettings},
-};
 
 /// Everything the broker reads at start.
 #[derive(Clone, Debug, Deserialize)]
@@ -91,6 +87,91 @@ pub struct AppStoreConfig {
 
 fn five() -> u64 {
     5
+}
+
+/// How to reach Redis and how the cluster keeps time.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `redis://host:port/db`.
+    pub redis_url: String,
+    /// Prefix of every key and channel, so several clusters can share one Redis.
+    #[serde(default = "default_prefix")]
+    pub key_prefix: String,
+    /// Seconds between a node's heartbeats.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_secs: u64,
+    /// Seconds without a heartbeat after which a node is considered dead.
+    #[serde(default = "default_node_timeout")]
+    pub node_timeout_secs: u64,
+}
+
+fn default_prefix() -> String {
+    "pusher".into()
+}
+fn default_heartbeat() -> u64 {
+    2
+}
+fn default_node_timeout() -> u64 {
+    6
+}
+
+/// Where one app's webhooks go, and which events it wants.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: String,
+    /// Event names to send (`channel_occupied`, `member_added`, ...); empty means all.
+    #[serde(default)]
+    pub event_types: Vec<String>,
+}
+
+/// Tuning shared by every app's webhook sender.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Events waiting per app before new ones are dropped.
+    pub queue: usize,
+    /// Most events in one request.
+    pub batch_max: usize,
+    /// How long to wait for more events to fill a batch, in milliseconds.
+    pub batch_wait_ms: u64,
+    /// Attempts per batch before it is given up; 0 means no cap (only `retry_for_secs`).
+    pub attempts: u32,
+    /// Seconds a failing batch is retried before it is given up.
+    pub retry_for_secs: u64,
+    /// First retry delay in milliseconds; doubles each attempt up to `max_backoff_ms`.
+    pub backoff_ms: u64,
+    /// Longest delay between two attempts, in milliseconds.
+    pub max_backoff_ms: u64,
+    /// Per-request timeout in milliseconds.
+    pub timeout_ms: u64,
+    /// How long `member_removed` and `channel_vacated` wait, in milliseconds, for the
+    /// user or channel to come back (then neither webhook is sent); 0 sends at once.
+    pub debounce_ms: u64,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self {
+            queue: 10_000,
+            batch_max: 100,
+            batch_wait_ms: 50,
+            attempts: 0,
+            retry_for_secs: 300,
+            backoff_ms: 500,
+            max_backoff_ms: 30_000,
+            timeout_ms: 5_000,
+            debounce_ms: 3_000,
+        }
+    }
+}
+
+impl WebhookSettings {
+    /// The debounce window.
+    pub fn debounce(&self) -> Duration {
+        Duration::from_millis(self.debounce_ms)
+    }
 }
 
 impl Default for Config {

@@ -44,7 +44,7 @@ pub fn tls_config(config: &Config) -> Result<Option<rustls::ServerConfig>, Confi
 /// Binds and runs the broker until SIGTERM or SIGINT, then shuts down gracefully.
 pub async fn run(config: Config, tls: Option<rustls::ServerConfig>) -> std::io::Result<()> {
     let redis = match &config.cluster {
-        Some(cluster) => Some(Arc::new(RedisAdapter::new(cluster.clone()).map_err(std::io::Error::other)?)),
+        Some(cluster) => Some(Arc::new(RedisAdapter::new(cluster.clone(), config.webhooks.debounce()).map_err(std::io::Error::other)?)),
         None => None,
     };
     let adapter: Arc<dyn Adapter> = match &redis {
@@ -55,7 +55,7 @@ pub async fn run(config: Config, tls: Option<rustls::ServerConfig>) -> std::io::
     let state = web::Data::new(state);
     if let Some(redis) = &redis {
         tracing::info!(node = redis.node_id(), "cluster mode: sharing state through redis");
-        redis.start(state.clone().into_inner());
+        redis.start(state.apps.clone());
     }
     let senders: Vec<_> = webhook_receivers
         .into_iter()

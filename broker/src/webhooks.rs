@@ -3,29 +3,29 @@
 //! Events are queued per app in a bounded queue (a dead endpoint can never grow
 //! memory: when the queue is full new events are dropped and counted), sent in
 //! batches as `{"time_ms", "events"}` signed with the app's secret, and retried
-//! with exponential back-off while the endpoint fails.
+//! with exponential back-off while the endpoint fails, for up to
+//! `retry_for_secs` (5 minutes by default, as the hosted service does).
+//!
+//! Leaving events (`member_removed`, `channel_vacated`) are held back for a
+//! debounce window ([`Debounce`]): when the user or channel comes back within
+//! it, neither the leave nor the matching `member_added` / `channel_occupied`
+//! is sent, so an app that marks users offline from webhooks does not flap on
+//! every page reload.
 
 use std::{
+    collections::HashMap,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc,
+        Arc, Mutex,
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use protocol::{sign, AppKey, AppSecret};
-use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, watch};
+use serde::Serialize;
 
-/// Where one app's webhooks go, and which events it wants.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    pub url: String,
-    /// Event names to send (`channel_occupied`, `member_added`, ...); empty means all.
-    #[serde(default)]
-    pub event_types: Vec<String>,
-}
+pub use crate::config::{WebhookConfig, WebhookSettings};
+use tokio::sync::{mpsc, watch};
 
 /// One webhook event, serialized as Pusher documents it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -59,35 +59,94 @@ impl WebhookEvent {
             Self::SubscriptionCount { .. } => "subscription_count",
         }
     }
+
+    /// For the four lifecycle events: what they are about, and whether they leave or come back.
+    fn lifecycle(&self) -> Option<(Subject, Direction)> {
+        match self {
+            Self::ChannelOccupied { channel } => Some((Subject::Channel(channel.clone()), Direction::Back)),
+            Self::ChannelVacated { channel } => Some((Subject::Channel(channel.clone()), Direction::Left)),
+            Self::MemberAdded { channel, user_id } => Some((Subject::Member(channel.clone(), user_id.clone()), Direction::Back)),
+            Self::MemberRemoved { channel, user_id } => Some((Subject::Member(channel.clone(), user_id.clone()), Direction::Left)),
+            _ => None,
+        }
+    }
 }
 
-/// Tuning shared by every app's webhook sender.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct WebhookSettings {
-    /// Events waiting per app before new ones are dropped.
-    pub queue: usize,
-    /// Most events in one request.
-    pub batch_max: usize,
-    /// How long to wait for more events to fill a batch, in milliseconds.
-    pub batch_wait_ms: u64,
-    /// Attempts per batch before it is given up.
-    pub attempts: u32,
-    /// First retry delay in milliseconds; doubles each attempt.
-    pub backoff_ms: u64,
-    /// Per-request timeout in milliseconds.
-    pub timeout_ms: u64,
+/// What a lifecycle webhook is about: a channel (occupied/vacated) or a member of one.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Subject {
+    Channel(String),
+    Member(String, String),
 }
 
-impl Default for WebhookSettings {
-    fn default() -> Self {
-        Self { queue: 10_000, batch_max: 100, batch_wait_ms: 50, attempts: 5, backoff_ms: 500, timeout_ms: 5_000 }
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Direction {
+    Left,
+    Back,
+}
+
+/// Leaving webhooks held back for the debounce window, on this node.
+///
+/// A clustered adapter keeps the same bookkeeping in Redis instead, so that a
+/// user who leaves on one node and comes back on another is matched too.
+#[derive(Debug)]
+pub struct Debounce {
+    window: Duration,
+    pending: Mutex<HashMap<Subject, (Instant, WebhookEvent)>>,
+}
+
+impl Debounce {
+    pub fn new(window: Duration) -> Self {
+        Self { window, pending: Mutex::new(HashMap::new()) }
+    }
+
+    /// Runs `op` and sorts the lifecycle `events` it caused into those to send now,
+    /// holding the lock across both so that transitions are matched in the order they
+    /// happened. Leaves wait; a return cancels its pending leave (and is not sent
+    /// either); other events pass through.
+    fn transition<T>(&self, op: impl FnOnce() -> T, events: impl FnOnce(&T) -> Vec<WebhookEvent>, now: Instant) -> (T, Vec<WebhookEvent>) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let result = op();
+        let events = events(&result);
+        let mut out = Vec::new();
+        for event in events {
+            match event.lifecycle() {
+                Some((subject, Direction::Left)) if !self.window.is_zero() => {
+                    pending.insert(subject, (now + self.window, event));
+                }
+                Some((subject, Direction::Back)) if pending.remove(&subject).is_some() => {}
+                _ => out.push(event),
+            }
+        }
+        (result, out)
+    }
+
+    #[cfg(test)]
+    fn admit(&self, events: impl IntoIterator<Item = WebhookEvent>, now: Instant) -> Vec<WebhookEvent> {
+        self.transition(|| (), |_| events.into_iter().collect(), now).1
+    }
+
+    /// Takes the held-back leaves whose window has passed (all of them with `now = None`).
+    pub fn take_due(&self, now: Option<Instant>) -> Vec<WebhookEvent> {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.is_empty() {
+            return Vec::new();
+        }
+        let due: Vec<Subject> =
+            pending.iter().filter(|(_, (at, _))| now.is_none_or(|now| *at <= now)).map(|(s, _)| s.clone()).collect();
+        due.into_iter().filter_map(|s| pending.remove(&s)).map(|(_, e)| e).collect()
+    }
+
+    /// Leaves waiting for their window.
+    pub fn pending(&self) -> usize {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 }
 
 /// Counters for one app's webhooks.
 #[derive(Debug, Default)]
 pub struct WebhookStats {
+    /// Events never delivered: the queue was full, or their batch was given up.
     pub dropped: AtomicU64,
     pub failed_batches: AtomicU64,
     pub sent_batches: AtomicU64,
@@ -98,6 +157,7 @@ pub struct WebhookStats {
 pub struct WebhookQueue {
     tx: mpsc::Sender<WebhookEvent>,
     pub stats: Arc<WebhookStats>,
+    debounce: Arc<Debounce>,
 }
 
 impl WebhookQueue {
@@ -105,6 +165,21 @@ impl WebhookQueue {
         if self.tx.try_send(event).is_err() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Runs a transition and queues the lifecycle events it caused (occupied,
+    /// vacated, member added or removed) through the debounce window.
+    pub fn transition<T>(&self, op: impl FnOnce() -> T, events: impl FnOnce(&T) -> Vec<WebhookEvent>) -> T {
+        let (result, now) = self.debounce.transition(op, events, Instant::now());
+        for e in now {
+            self.emit(e);
+        }
+        result
+    }
+
+    /// Leaving events waiting for the debounce window.
+    pub fn debounced(&self) -> usize {
+        self.debounce.pending()
     }
 
     /// Events queued and not yet sent.
@@ -117,6 +192,7 @@ impl WebhookQueue {
 pub struct WebhookReceiver {
     rx: mpsc::Receiver<WebhookEvent>,
     stats: Arc<WebhookStats>,
+    debounce: Arc<Debounce>,
     pub key: AppKey,
     pub secret: AppSecret,
     pub hooks: Vec<WebhookConfig>,
@@ -125,7 +201,8 @@ pub struct WebhookReceiver {
 pub fn queue(settings: &WebhookSettings, key: AppKey, secret: AppSecret, hooks: Vec<WebhookConfig>) -> (WebhookQueue, WebhookReceiver) {
     let (tx, rx) = mpsc::channel(settings.queue.max(1));
     let stats = Arc::new(WebhookStats::default());
-    (WebhookQueue { tx, stats: stats.clone() }, WebhookReceiver { rx, stats, key, secret, hooks })
+    let debounce = Arc::new(Debounce::new(settings.debounce()));
+    (WebhookQueue { tx, stats: stats.clone(), debounce: debounce.clone() }, WebhookReceiver { rx, stats, debounce, key, secret, hooks })
 }
 
 #[derive(Serialize)]
@@ -135,31 +212,36 @@ struct Body<'a> {
 }
 
 /// Sends one app's webhooks until `flush` turns true; then sends what is still
-/// queued and returns. Needs an actix runtime (awc).
+/// queued or held back and returns. Needs an actix runtime (awc).
 pub async fn run_sender(mut r: WebhookReceiver, settings: WebhookSettings, mut flush: watch::Receiver<bool>) {
     let client = awc::Client::builder().timeout(Duration::from_millis(settings.timeout_ms)).finish();
     let mut batch = Vec::with_capacity(settings.batch_max);
+    // Held-back leaves are looked at this often; their delay is the window plus at most this.
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let first = tokio::select! {
+        tokio::select! {
             e = r.rx.recv() => match e {
-                Some(e) => e,
+                Some(e) => batch.push(e),
                 None => return,
             },
+            _ = tick.tick() => batch.extend(r.debounce.take_due(Some(Instant::now()))),
             _ = flush.wait_for(|f| *f) => {
-                // Shutting down: no more waiting for batches to fill, one attempt each.
+                // Shutting down: no more waiting for batches to fill or windows to pass, one attempt each.
                 let last = WebhookSettings { attempts: 1, ..settings.clone() };
+                batch.extend(r.debounce.take_due(None));
                 while let Ok(e) = r.rx.try_recv() {
                     batch.push(e);
-                    if batch.len() == settings.batch_max {
-                        send_batch(&client, &r, &batch, &last).await;
-                        batch.clear();
-                    }
                 }
-                send_batch(&client, &r, &batch, &last).await;
+                for chunk in batch.chunks(settings.batch_max.max(1)) {
+                    send_batch(&client, &r, chunk, &last).await;
+                }
                 return;
             }
-        };
-        batch.push(first);
+        }
+        if batch.is_empty() {
+            continue;
+        }
         let deadline = tokio::time::Instant::now() + Duration::from_millis(settings.batch_wait_ms);
         while batch.len() < settings.batch_max {
             match tokio::time::timeout_at(deadline, r.rx.recv()).await {
@@ -167,7 +249,9 @@ pub async fn run_sender(mut r: WebhookReceiver, settings: WebhookSettings, mut f
                 _ => break,
             }
         }
-        send_batch(&client, &r, &batch, &settings).await;
+        for chunk in batch.chunks(settings.batch_max.max(1)) {
+            send_batch(&client, &r, chunk, &settings).await;
+        }
         batch.clear();
     }
 }
@@ -182,6 +266,7 @@ async fn send_batch(client: &awc::Client, r: &WebhookReceiver, batch: &[WebhookE
         if events.is_empty() {
             continue;
         }
+        let events_len = events.len();
         let time_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
         let body = serde_json::to_vec(&Body { time_ms, events }).expect("webhook body serializes");
         let signature = sign::sign_webhook(&r.secret, &body);
@@ -189,15 +274,22 @@ async fn send_batch(client: &awc::Client, r: &WebhookReceiver, batch: &[WebhookE
             r.stats.sent_batches.fetch_add(1, Ordering::Relaxed);
         } else {
             r.stats.failed_batches.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(url = %hook.url, "webhook batch given up after {} attempts", settings.attempts);
+            r.stats.dropped.fetch_add(events_len as u64, Ordering::Relaxed);
+            tracing::warn!(url = %hook.url, events = events_len, "webhook batch given up after retrying for {} s", settings.retry_for_secs);
         }
     }
 }
 
+/// Posts one batch, retrying with exponential back-off until the endpoint accepts
+/// it, `retry_for_secs` have passed, or `attempts` (when not 0) are used up.
 async fn deliver(client: &awc::Client, hook: &WebhookConfig, key: &AppKey, signature: &str, body: Vec<u8>, s: &WebhookSettings) -> bool {
     let body = bytes_of(body);
-    let mut delay = Duration::from_millis(s.backoff_ms);
-    for attempt in 1..=s.attempts.max(1) {
+    let give_up_at = Instant::now() + Duration::from_secs(s.retry_for_secs);
+    let mut delay = Duration::from_millis(s.backoff_ms.max(1));
+    let max_delay = Duration::from_millis(s.max_backoff_ms.max(1));
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
         let result = client
             .post(&hook.url)
             .insert_header(("Content-Type", "application/json"))
@@ -210,12 +302,12 @@ async fn deliver(client: &awc::Client, hook: &WebhookConfig, key: &AppKey, signa
             Ok(res) => tracing::debug!(url = %hook.url, status = res.status().as_u16(), attempt, "webhook refused"),
             Err(e) => tracing::debug!(url = %hook.url, error = %e, attempt, "webhook failed"),
         }
-        if attempt < s.attempts {
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(60));
+        if (s.attempts != 0 && attempt >= s.attempts) || Instant::now() + delay > give_up_at {
+            return false;
         }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(max_delay);
     }
-    false
 }
 
 fn bytes_of(v: Vec<u8>) -> actix_web::web::Bytes {
@@ -247,5 +339,52 @@ mod tests {
         }
         assert_eq!(q.depth(), 2);
         assert_eq!(q.stats.dropped.load(Ordering::Relaxed), 3);
+    }
+
+    fn removed(user: &str) -> WebhookEvent {
+        WebhookEvent::MemberRemoved { channel: "presence-a".into(), user_id: user.into() }
+    }
+    fn added(user: &str) -> WebhookEvent {
+        WebhookEvent::MemberAdded { channel: "presence-a".into(), user_id: user.into() }
+    }
+
+    #[test]
+    fn a_return_within_the_window_cancels_both_webhooks() {
+        let d = Debounce::new(Duration::from_secs(3));
+        let t0 = Instant::now();
+        assert_eq!(d.admit([added("u")], t0), [added("u")], "a first join is sent at once");
+        assert!(d.admit([removed("u"), WebhookEvent::ChannelVacated { channel: "presence-a".into() }], t0).is_empty());
+        assert_eq!(d.pending(), 2);
+        let back = d.admit([WebhookEvent::ChannelOccupied { channel: "presence-a".into() }, added("u")], t0 + Duration::from_millis(500));
+        assert!(back.is_empty(), "the reload sends nothing: {back:?}");
+        assert_eq!(d.pending(), 0);
+        assert!(d.take_due(Some(t0 + Duration::from_secs(10))).is_empty());
+    }
+
+    #[test]
+    fn a_real_leave_is_sent_after_the_window() {
+        let d = Debounce::new(Duration::from_secs(3));
+        let t0 = Instant::now();
+        assert!(d.admit([removed("u"), removed("v")], t0).is_empty());
+        assert!(d.take_due(Some(t0 + Duration::from_secs(2))).is_empty(), "not before the window");
+        assert_eq!(d.admit([added("v")], t0 + Duration::from_secs(2)), Vec::<WebhookEvent>::new(), "v came back");
+        assert_eq!(d.take_due(Some(t0 + Duration::from_secs(3))), [removed("u")]);
+        assert_eq!(d.admit([added("u")], t0 + Duration::from_secs(4)), [added("u")], "after the leave was sent, a join is news");
+        let other = WebhookEvent::CacheMiss { channel: "cache-a".into() };
+        assert_eq!(d.admit([other.clone()], t0), [other], "other events pass through");
+    }
+
+    #[test]
+    fn no_window_sends_leaves_at_once() {
+        let d = Debounce::new(Duration::ZERO);
+        assert_eq!(d.admit([removed("u")], Instant::now()), [removed("u")]);
+        assert_eq!(d.pending(), 0);
+    }
+
+    #[test]
+    fn shutdown_takes_every_held_back_leave() {
+        let d = Debounce::new(Duration::from_secs(3));
+        d.admit([removed("u")], Instant::now());
+        assert_eq!(d.take_due(None), [removed("u")]);
     }
 }

@@ -17,11 +17,10 @@ use protocol::{ChannelName, ErrorCode, SocketId};
 use serde_json::value::RawValue;
 
 use crate::{
-    ws::wire,
     apps::App,
     core::{
         hub::{CachedEvent, ChannelFull, Joined, Subscribed, Unsubscribed},
-        ChannelCounts, ConnHandle,
+        ChannelCounts, ConnHandle, Message,
     },
 };
 
@@ -37,9 +36,13 @@ pub trait Adapter: Send + Sync + 'static {
     }
 
     /// Subscribes a local connection to a non-presence channel. `None` if it already was.
+    /// Sends `channel_occupied` (debounced) when the channel becomes occupied.
     fn subscribe<'a>(&'a self, app: &'a App, channel: &'a ChannelName, conn: &'a ConnHandle) -> BoxFuture<'a, Option<Subscribed>>;
 
-    /// Subscribes a local connection to a presence channel as `user_id`.
+    /// Subscribes a local connection to a presence channel as `user_id`. On success the
+    /// joiner's `subscription_succeeded` with its member list is already queued, the
+    /// other members were told `member_added` (on the user's first connection), and the
+    /// webhooks were sent (debounced); no member event reaches the joiner before its list.
     fn join<'a>(
         &'a self,
         app: &'a App,
@@ -49,7 +52,9 @@ pub trait Adapter: Send + Sync + 'static {
         info: Box<RawValue>,
     ) -> BoxFuture<'a, Result<Option<Joined>, ChannelFull>>;
 
-    /// Removes a subscription; `None` if there was none.
+    /// Removes a subscription; `None` if there was none. On a presence user's last
+    /// connection the others are told `member_removed`; `member_removed` and
+    /// `channel_vacated` webhooks wait for the debounce window.
     fn unsubscribe<'a>(&'a self, app: &'a App, channel: &'a ChannelName, socket: SocketId) -> BoxFuture<'a, Option<Unsubscribed>>;
 
     /// Delivers a serialized frame to every subscriber of the channel but `except`, on every node.
@@ -83,7 +88,7 @@ pub struct LocalAdapter;
 
 impl Adapter for LocalAdapter {
     fn subscribe<'a>(&'a self, app: &'a App, channel: &'a ChannelName, conn: &'a ConnHandle) -> BoxFuture<'a, Option<Subscribed>> {
-        future::ready(app.hub.subscribe(channel, conn)).boxed()
+        future::ready(local::subscribe(app, channel, conn)).boxed()
     }
 
     fn join<'a>(
@@ -94,15 +99,15 @@ impl Adapter for LocalAdapter {
         user_id: &'a str,
         info: Box<RawValue>,
     ) -> BoxFuture<'a, Result<Option<Joined>, ChannelFull>> {
-        future::ready(app.hub.join(channel, conn, user_id, info, app.limits.max_presence_members)).boxed()
+        future::ready(local::join(app, channel, conn, user_id, info)).boxed()
     }
 
     fn unsubscribe<'a>(&'a self, app: &'a App, channel: &'a ChannelName, socket: SocketId) -> BoxFuture<'a, Option<Unsubscribed>> {
-        future::ready(app.hub.unsubscribe(channel, socket)).boxed()
+        future::ready(local::unsubscribe(app, channel, socket)).boxed()
     }
 
     fn broadcast(&self, app: &App, channel: &ChannelName, frame: ByteString, except: Option<SocketId>) {
-        app.hub.deliver(channel, except, || wire::text(&frame));
+        app.hub.deliver(channel, except, || Message::new(frame));
     }
 
     fn cache_put(&self, app: &App, channel: &ChannelName, event: CachedEvent) {
@@ -118,7 +123,7 @@ impl Adapter for LocalAdapter {
     }
 
     fn notify_watchers(&self, app: &App, user_id: &str, frame: ByteString) {
-        app.hub.notify_watchers(user_id, &wire::text(&frame));
+        app.hub.notify_watchers(user_id, &Message::new(frame));
     }
 
     fn channel_counts<'a>(&'a self, app: &'a App, channel: &'a ChannelName) -> BoxFuture<'a, ChannelCounts> {
@@ -131,5 +136,68 @@ impl Adapter for LocalAdapter {
 
     fn users<'a>(&'a self, app: &'a App, channel: &'a ChannelName) -> BoxFuture<'a, Vec<String>> {
         future::ready(app.hub.user_ids(channel)).boxed()
+    }
+}
+
+/// Joining and leaving on this node alone: the hub's transition and the lifecycle
+/// webhooks it causes, taken as one step (see [`App::transition`]). Used by
+/// [`LocalAdapter`], and by a cluster adapter while it cannot reach the cluster.
+pub(crate) mod local {
+    use super::*;
+    use crate::{core::hub::Announce, webhooks::WebhookEvent};
+
+    pub fn subscribe(app: &App, channel: &ChannelName, conn: &ConnHandle) -> Option<Subscribed> {
+        app.transition(
+            || app.hub.subscribe(channel, conn),
+            |sub| match sub {
+                Some(s) if s.occupied => vec![WebhookEvent::ChannelOccupied { channel: channel.to_string() }],
+                _ => Vec::new(),
+            },
+        )
+    }
+
+    pub fn join(app: &App, channel: &ChannelName, conn: &ConnHandle, user_id: &str, info: Box<RawValue>) -> Result<Option<Joined>, ChannelFull> {
+        app.transition(
+            || app.hub.join(channel, conn, user_id, info, app.limits.max_presence_members),
+            |joined| {
+                let mut events = Vec::new();
+                if let Ok(Some(j)) = joined {
+                    if j.subscribed.occupied {
+                        events.push(WebhookEvent::ChannelOccupied { channel: channel.to_string() });
+                    }
+                    if j.first {
+                        events.push(WebhookEvent::MemberAdded { channel: channel.to_string(), user_id: user_id.to_owned() });
+                    }
+                }
+                events
+            },
+        )
+    }
+
+    pub fn unsubscribe(app: &App, channel: &ChannelName, socket: SocketId) -> Option<Unsubscribed> {
+        app.transition(|| app.hub.unsubscribe(channel, socket, Announce::Members), |left| left_webhooks(channel, left.as_ref()))
+    }
+
+    /// For a subscription already taken out of the hub without announcing it (a
+    /// cluster adapter that then could not reach the cluster): announces it locally.
+    pub fn announce_unsubscribed(app: &App, channel: &ChannelName, left: Unsubscribed) -> Unsubscribed {
+        if let Some(user) = &left.user_left {
+            app.hub.deliver(channel, None, || Message::new(protocol::frame::member_removed(channel.as_str(), user)));
+        }
+        app.lifecycle_webhooks(left_webhooks(channel, Some(&left)));
+        left
+    }
+
+    fn left_webhooks(channel: &ChannelName, left: Option<&Unsubscribed>) -> Vec<WebhookEvent> {
+        let mut events = Vec::new();
+        if let Some(left) = left {
+            if let Some(user) = &left.user_left {
+                events.push(WebhookEvent::MemberRemoved { channel: channel.to_string(), user_id: user.to_string() });
+            }
+            if left.vacated {
+                events.push(WebhookEvent::ChannelVacated { channel: channel.to_string() });
+            }
+        }
+        events
     }
 }

@@ -2,11 +2,10 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use bytes::Bytes;
 use protocol::SocketId;
 use serde_json::value::RawValue;
 
-use super::connection::ConnHandle;
+use super::connection::{ConnHandle, Message};
 
 /// A presence member: one user, however many of their connections subscribe.
 #[derive(Debug)]
@@ -115,11 +114,11 @@ impl Channel {
         self.members.iter().map(|(k, v)| (k.as_ref(), v))
     }
 
-    /// Queues `frame` for every subscriber but `except`. Returns how many got it.
-    pub fn deliver(&self, frame: &Bytes, except: Option<SocketId>) -> usize {
+    /// Queues `message` for every subscriber but `except`. Returns how many got it.
+    pub fn deliver(&self, message: &Message, except: Option<SocketId>) -> usize {
         let mut sent = 0;
         for (id, sub) in &self.subscribers {
-            if Some(*id) != except && sub.conn.send(frame) {
+            if Some(*id) != except && sub.conn.send(message) {
                 sent += 1;
             }
         }

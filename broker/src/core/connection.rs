@@ -1,46 +1,91 @@
-//! A connection's send queue: the only way frames reach a client.
+//! A connection's send queue: the only way messages reach a client, whatever the
+//! transport.
 //!
-//! Frames are queued already encoded as WebSocket frames ([`Bytes`], a shared
-//! buffer: a broadcast encodes once and every subscriber's queue holds the same
-//! bytes). The receiving end, [`Outbox`], is the HTTP response body of the
-//! upgraded connection: actix's dispatcher polls it directly, takes every frame
-//! queued since its last poll and writes them together, so frames that pile up
-//! for one connection leave in one `write()` and no extra task sits between the
-//! publisher and the socket.
+//! Messages are queued as [`Message`]s: JSON text shared by every connection a
+//! broadcast goes to, with room for the transport's framing of it, so a broadcast
+//! is framed once however many subscribers get it. The transport drains the queue
+//! through [`Receiver::poll_drain`], taking everything queued since its last look
+//! in one step (the WebSocket transport writes it in one `write()`).
 //!
 //! The queue is bounded. A connection whose queue is full cannot keep up; it is
-//! closed with 4100 instead of being allowed to grow without limit. Its idle
-//! cost is one small allocation: the queue allocates only when frames wait.
+//! closed with 4100 instead of being allowed to grow without limit. Its idle cost
+//! is one small allocation: the queue allocates only when messages wait.
 
 use std::{
     collections::VecDeque,
-    convert::Infallible,
-    pin::Pin,
     sync::{
         atomic::{AtomicBool, AtomicU16, Ordering},
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
     },
     task::{Context, Poll},
 };
 
 use bytes::Bytes;
-use futures_util::{task::AtomicWaker, Stream};
+use bytestring::ByteString;
+use futures_util::task::AtomicWaker;
 use protocol::{ErrorCode, SocketId};
 use tokio::sync::Notify;
 
-use crate::{metrics::Metrics, ws::wire};
+/// One message for clients: its JSON text, and the transport's framing of it,
+/// made on first use and then shared.
+#[derive(Clone, Debug)]
+pub struct Message(Arc<MessageInner>);
+
+#[derive(Debug)]
+struct MessageInner {
+    text: ByteString,
+    framed: OnceLock<Bytes>,
+}
+
+impl Message {
+    pub fn new(text: impl Into<ByteString>) -> Self {
+        Self(Arc::new(MessageInner { text: text.into(), framed: OnceLock::new() }))
+    }
+
+    pub fn text(&self) -> &str {
+        &self.0.text
+    }
+
+    /// The message framed by `frame`, which runs once per message (not once per
+    /// connection). A process has one framing that needs caching (WebSocket), so
+    /// one slot is enough.
+    pub fn framed(&self, frame: impl FnOnce(&str) -> Bytes) -> Bytes {
+        self.0.framed.get_or_init(|| frame(&self.0.text)).clone()
+    }
+}
+
+impl From<String> for Message {
+    fn from(text: String) -> Self {
+        Self::new(text)
+    }
+}
+
+impl From<&'static str> for Message {
+    fn from(text: &'static str) -> Self {
+        Self::new(ByteString::from_static(text))
+    }
+}
+
+/// What waits in a connection's queue.
+#[derive(Clone, Debug)]
+pub enum Outgoing {
+    /// A Pusher message (JSON text).
+    Message(Message),
+    /// Bytes the transport made itself and understands (a WebSocket pong).
+    Raw(Bytes),
+}
 
 #[derive(Debug)]
 struct Shared {
-    queue: Mutex<VecDeque<Bytes>>,
+    queue: Mutex<VecDeque<Outgoing>>,
     capacity: usize,
-    /// Wakes the response body when frames arrive or a close is requested.
-    body: AtomicWaker,
+    /// Wakes the transport when messages arrive or a close is requested.
+    waker: AtomicWaker,
     /// A requested close code (0 = none); the first request wins.
     close: AtomicU16,
     /// Wakes the session task when a close is requested.
     close_notify: Notify,
-    /// The response body was dropped: the client is gone.
+    /// The transport let go of the receiver: the client is gone.
     gone: AtomicBool,
 }
 
@@ -51,43 +96,40 @@ pub struct ConnHandle {
     shared: Arc<Shared>,
 }
 
-/// The receiving side: a stream of encoded frames, used as the response body.
-pub struct Outbox {
+/// The receiving side, held by the transport.
+#[derive(Debug)]
+pub struct Receiver {
     shared: Arc<Shared>,
-    /// Frames taken from the queue in one swap, handed out one per poll.
-    taken: VecDeque<Bytes>,
-    metrics: Arc<Metrics>,
-    finished: bool,
 }
 
-/// Creates a connection's queue holding at most `capacity` broadcast frames.
-pub fn queue(id: SocketId, capacity: usize, metrics: Arc<Metrics>) -> (ConnHandle, Outbox) {
+/// Creates a connection's queue holding at most `capacity` broadcast messages.
+pub fn queue(id: SocketId, capacity: usize) -> (ConnHandle, Receiver) {
     let shared = Arc::new(Shared {
         queue: Mutex::new(VecDeque::new()),
         capacity,
-        body: AtomicWaker::new(),
+        waker: AtomicWaker::new(),
         close: AtomicU16::new(0),
         close_notify: Notify::new(),
         gone: AtomicBool::new(false),
     });
-    (ConnHandle { id, shared: shared.clone() }, Outbox { shared, taken: VecDeque::new(), metrics, finished: false })
+    (ConnHandle { id, shared: shared.clone() }, Receiver { shared })
 }
 
 impl ConnHandle {
-    /// Queues a broadcast frame without waiting. Returns false if it was
+    /// Queues a broadcast message without waiting. Returns false if it was
     /// dropped: the connection is gone or closing, or too slow (and is now being closed).
-    pub fn send(&self, frame: &Bytes) -> bool {
-        self.push(frame.clone(), true)
+    pub fn send(&self, message: &Message) -> bool {
+        self.push(Outgoing::Message(message.clone()), true)
     }
 
     /// Queues a reply to the client's own request (subscription answers, pongs).
     /// These are bounded by what the client asks for, so they do not count
     /// against the queue's capacity.
-    pub fn send_direct(&self, frame: Bytes) -> bool {
-        self.push(frame, false)
+    pub fn send_direct(&self, item: impl Into<Outgoing>) -> bool {
+        self.push(item.into(), false)
     }
 
-    fn push(&self, frame: Bytes, bounded: bool) -> bool {
+    fn push(&self, item: Outgoing, bounded: bool) -> bool {
         let s = &self.shared;
         if s.gone.load(Ordering::Relaxed) || s.close.load(Ordering::Relaxed) != 0 {
             return false;
@@ -100,18 +142,18 @@ impl ConnHandle {
                 return false;
             }
             let was_empty = q.is_empty();
-            q.push_back(frame);
+            q.push_back(item);
             was_empty
         };
-        // The body drains everything at once, so only the first frame needs to wake it.
+        // The transport drains everything at once, so only the first message needs to wake it.
         if was_empty {
-            s.body.wake();
+            s.waker.wake();
         }
         true
     }
 
     /// Asks the connection to close with `code`: the client gets `pusher:error`
-    /// with the code (when it is a Pusher code) and a close frame. The first request wins.
+    /// with the code (when it is a Pusher code) and a close. The first request wins.
     pub fn close(&self, code: ErrorCode) {
         self.close_with(code.code());
     }
@@ -120,7 +162,7 @@ impl ConnHandle {
     pub fn close_with(&self, code: u16) {
         let s = &self.shared;
         if s.close.compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-            s.body.wake();
+            s.waker.wake();
             s.close_notify.notify_one();
         }
     }
@@ -137,56 +179,70 @@ impl ConnHandle {
         }
     }
 
-    /// The client went away (the response body was dropped).
+    /// The client went away (the transport let go of the receiver).
     pub fn is_gone(&self) -> bool {
         self.shared.gone.load(Ordering::Acquire)
     }
 }
 
-impl Stream for Outbox {
-    type Item = Result<Bytes, Infallible>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        if this.finished {
-            return Poll::Ready(None);
-        }
-        let code = this.shared.close.load(Ordering::Acquire);
-        if code != 0 {
-            // Closing: what is still queued is dropped (a slow consumer would never
-            // take it), then a last frame tells the client why.
-            this.finished = true;
-            this.taken.clear();
-            this.shared.queue.lock().unwrap_or_else(|p| p.into_inner()).clear();
-            return Poll::Ready(Some(Ok(wire::closing(code))));
-        }
-        if let Some(frame) = this.taken.pop_front() {
-            return Poll::Ready(Some(Ok(frame)));
-        }
-        this.shared.body.register(cx.waker());
-        {
-            let mut q = this.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
-            std::mem::swap(&mut *q, &mut this.taken);
-        }
-        if this.taken.is_empty() {
-            // A close may have been requested between the first check and the registration.
-            if this.shared.close.load(Ordering::Acquire) != 0 {
-                cx.waker().wake_by_ref();
-            }
-            return Poll::Pending;
-        }
-        let bytes: usize = this.taken.iter().map(Bytes::len).sum();
-        this.metrics.messages_out.inc_by(this.taken.len() as u64);
-        this.metrics.bytes_out.inc_by(bytes as u64);
-        // Keep idle connections small: do not hold on to a burst's capacity.
-        if this.taken.capacity() > 64 && this.taken.len() <= 16 {
-            this.taken.shrink_to(16);
-        }
-        Poll::Ready(this.taken.pop_front().map(Ok))
+impl From<Message> for Outgoing {
+    fn from(m: Message) -> Self {
+        Self::Message(m)
     }
 }
 
-impl Drop for Outbox {
+impl From<String> for Outgoing {
+    fn from(text: String) -> Self {
+        Self::Message(Message::new(text))
+    }
+}
+
+impl From<&'static str> for Outgoing {
+    fn from(text: &'static str) -> Self {
+        Self::Message(Message::from(text))
+    }
+}
+
+impl Receiver {
+    /// The close code someone requested, if any.
+    pub fn close_code(&self) -> Option<u16> {
+        match self.shared.close.load(Ordering::Acquire) {
+            0 => None,
+            code => Some(code),
+        }
+    }
+
+    /// Moves everything queued into `batch` (in order). `Ready(Ok(()))` when it
+    /// took something, `Ready(Err(code))` when the connection is closing (what
+    /// was queued is dropped: a slow consumer would never take it), `Pending`
+    /// when nothing waits (the task is woken when something arrives).
+    pub fn poll_drain(&mut self, cx: &mut Context<'_>, batch: &mut VecDeque<Outgoing>) -> Poll<Result<(), u16>> {
+        if let Some(code) = self.close_code() {
+            self.shared.queue.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            return Poll::Ready(Err(code));
+        }
+        self.shared.waker.register(cx.waker());
+        {
+            let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+            if batch.is_empty() {
+                // Swap rather than copy: the queue keeps the (empty) batch's buffer.
+                std::mem::swap(&mut *q, batch);
+            } else {
+                batch.extend(q.drain(..));
+            }
+        }
+        if !batch.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        // A close may have been requested between the first check and the registration.
+        if let Some(code) = self.close_code() {
+            return Poll::Ready(Err(code));
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Receiver {
     fn drop(&mut self) {
         self.shared.gone.store(true, Ordering::Release);
         // The session may be waiting for a close; the client is gone, so end it.
@@ -196,45 +252,64 @@ impl Drop for Outbox {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use futures_util::StreamExt;
+    use futures_util::future::poll_fn;
 
-    fn new(cap: usize) -> (ConnHandle, Outbox) {
-        queue(SocketId::new(1, 1), cap, Arc::new(Metrics::new()))
+    /// Everything queued for a connection right now, as text (`Raw` as lossy text).
+    pub(crate) fn queued(rx: &mut Receiver) -> Vec<String> {
+        let mut batch = VecDeque::new();
+        let waker = futures_util::task::noop_waker();
+        let _ = rx.poll_drain(&mut Context::from_waker(&waker), &mut batch);
+        batch
+            .into_iter()
+            .map(|o| match o {
+                Outgoing::Message(m) => m.text().to_owned(),
+                Outgoing::Raw(b) => String::from_utf8_lossy(&b).into_owned(),
+            })
+            .collect()
+    }
+
+    fn new(cap: usize) -> (ConnHandle, Receiver) {
+        queue(SocketId::new(1, 1), cap)
     }
 
     #[tokio::test]
-    async fn frames_come_out_in_order_and_share_the_buffer() {
-        let (h, mut out) = new(8);
-        let a = Bytes::from_static(b"a");
+    async fn messages_come_out_in_order_and_share_the_buffer() {
+        let (h, mut rx) = new(8);
+        let a = Message::from("a");
         assert!(h.send(&a));
-        assert!(h.send_direct(Bytes::from_static(b"b")));
-        let first = out.next().await.unwrap().unwrap();
-        assert_eq!(first.as_ptr(), a.as_ptr(), "the same bytes, not a copy");
-        assert_eq!(&out.next().await.unwrap().unwrap()[..], b"b");
+        assert!(h.send_direct("b"));
+        let mut batch = VecDeque::new();
+        poll_fn(|cx| rx.poll_drain(cx, &mut batch)).await.unwrap();
+        let Outgoing::Message(first) = &batch[0] else { panic!("a message") };
+        assert!(Arc::ptr_eq(&first.0, &a.0), "the same message, not a copy");
+        let framed = first.framed(|t| Bytes::from(format!("<{t}>")));
+        assert_eq!(&framed[..], b"<a>");
+        assert_eq!(a.framed(|_| unreachable!("framed once")).as_ptr(), framed.as_ptr());
+        assert!(matches!(&batch[1], Outgoing::Message(m) if m.text() == "b"));
     }
 
     #[tokio::test]
     async fn a_full_queue_closes_with_4100_and_drops_what_waits() {
-        let (h, mut out) = new(2);
-        let f = Bytes::from_static(b"x");
+        let (h, mut rx) = new(2);
+        let f = Message::from("x");
         assert!(h.send(&f));
         assert!(h.send(&f));
         assert!(!h.send(&f));
         assert_eq!(h.close_requested().await, 4100);
-        let last = out.next().await.unwrap().unwrap();
-        assert!(last.windows(4).any(|w| w == b"4100"), "pusher:error 4100 then the close frame");
-        assert!(out.next().await.is_none());
+        let mut batch = VecDeque::new();
+        assert_eq!(poll_fn(|cx| rx.poll_drain(cx, &mut batch)).await, Err(4100));
+        assert!(batch.is_empty());
         h.close(ErrorCode::ReconnectImmediately);
         assert_eq!(h.close_requested().await, 4100, "the first code wins");
     }
 
     #[tokio::test]
-    async fn a_dropped_body_makes_sends_fail_and_ends_the_session() {
-        let (h, out) = new(2);
-        drop(out);
-        assert!(!h.send(&Bytes::from_static(b"x")));
+    async fn a_dropped_receiver_makes_sends_fail_and_ends_the_session() {
+        let (h, rx) = new(2);
+        drop(rx);
+        assert!(!h.send(&Message::from("x")));
         assert!(h.is_gone());
         assert_eq!(h.close_requested().await, 1006);
     }

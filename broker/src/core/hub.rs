@@ -15,7 +15,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
 use bytestring::ByteString;
 use dashmap::DashMap;
 use protocol::{frame, ChannelName, ErrorCode, SocketId};
@@ -23,7 +22,7 @@ use serde_json::value::RawValue;
 
 use super::{
     channel::{Channel, ChannelCounts, Join},
-    connection::ConnHandle,
+    connection::{ConnHandle, Message},
 };
 
 /// How long a cache channel keeps its last event.
@@ -68,13 +67,12 @@ pub struct Subscribed {
     pub subscriptions: u64,
 }
 
-/// A presence subscription that was accepted.
+/// A presence subscription that was accepted. Its `subscription_succeeded` (with the
+/// member list) is already queued for the joiner.
 #[derive(Debug)]
 pub struct Joined {
-    /// The user was not a member before (so the others should hear `member_added`).
+    /// The user was not a member before (so the others hear `member_added`).
     pub first: bool,
-    /// `pusher_internal:subscription_succeeded` with the member list, for the joiner.
-    pub succeeded_frame: String,
     pub subscribed: Subscribed,
 }
 
@@ -88,6 +86,16 @@ pub struct Unsubscribed {
     /// The channel has no subscribers left.
     pub vacated: bool,
     pub subscriptions: u64,
+}
+
+/// Whether the hub itself tells a presence channel's local subscribers about members
+/// joining and leaving. On one node it does, inside the channel's lock, so that a
+/// joiner's member list and the member events it receives afterwards never disagree.
+/// In a cluster the member events come from the bus in the cluster's order instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Announce {
+    Members,
+    Nothing,
 }
 
 impl Hub {
@@ -122,6 +130,10 @@ impl Hub {
 
     /// Subscribes to a presence channel as `user_id`, unless it would exceed `max_members`.
     /// `Ok(None)` means the connection was already subscribed.
+    ///
+    /// Within the channel's lock, the joiner is sent `subscription_succeeded` with the
+    /// members present now, and (on a user's first connection) the others are sent
+    /// `member_added`: every member event the joiner sees afterwards is news to its list.
     pub fn join(
         &self,
         name: &ChannelName,
@@ -137,27 +149,54 @@ impl Hub {
             return Err(ChannelFull);
         }
         let occupied = channel.is_empty();
+        let added = frame::member_added(name.as_str(), user_id, &info);
         match channel.join(conn, user_id, info) {
             Join::AlreadySubscribed => Ok(None),
             Join::Joined { first } => {
+                if first {
+                    channel.deliver(&Message::new(added), Some(conn.id));
+                }
                 let members: Vec<(&str, &RawValue)> = channel.members().map(|(id, m)| (id, &*m.info)).collect();
-                let succeeded_frame = frame::presence_subscription_succeeded(name.as_str(), &members);
+                conn.send_direct(frame::presence_subscription_succeeded(name.as_str(), &members));
                 let subscribed = Subscribed { occupied, subscriptions: channel.counts().subscriptions };
-                Ok(Some(Joined { first, succeeded_frame, subscribed }))
+                Ok(Some(Joined { first, subscribed }))
             }
         }
     }
 
-    /// Removes a subscription; `None` if there was none.
-    pub fn unsubscribe(&self, name: &ChannelName, socket: SocketId) -> Option<Unsubscribed> {
-        let ((user, last), subscriptions) = {
-            let mut channel = self.channels.get_mut(name)?;
-            let left = channel.unsubscribe(socket)?;
-            (left, channel.counts().subscriptions)
-        };
-        let vacated = subscriptions == 0 && self.remove_if_empty(name);
-        let user_left = if last { user.clone() } else { None };
-        Some(Unsubscribed { user, user_left, vacated, subscriptions })
+    /// Adds a presence subscription whose member list was decided elsewhere (by the
+    /// cluster): queues `succeeded` for the joiner inside the channel's lock, so no
+    /// later broadcast can overtake it. `None` if the connection was already subscribed.
+    pub fn join_with_list(&self, name: &ChannelName, conn: &ConnHandle, user_id: &str, info: Box<RawValue>, succeeded: &str) -> Option<Subscribed> {
+        let mut channel = self.channels.entry(name.clone()).or_default();
+        let occupied = channel.is_empty();
+        match channel.join(conn, user_id, info) {
+            Join::AlreadySubscribed => None,
+            Join::Joined { .. } => {
+                conn.send_direct(succeeded.to_owned());
+                Some(Subscribed { occupied, subscriptions: channel.counts().subscriptions })
+            }
+        }
+    }
+
+    /// Removes a subscription; `None` if there was none. With [`Announce::Members`], a
+    /// presence user's last connection leaving tells the others `member_removed`,
+    /// inside the channel's lock. The channel is dropped in the same step when it
+    /// empties, so "vacated" and a concurrent "occupied" cannot both be missed.
+    pub fn unsubscribe(&self, name: &ChannelName, socket: SocketId, announce: Announce) -> Option<Unsubscribed> {
+        let mut result = None;
+        self.channels.remove_if_mut(name, |_, channel| {
+            if let Some((user, last)) = channel.unsubscribe(socket) {
+                let user_left = if last { user.clone() } else { None };
+                if let (Some(u), Announce::Members) = (&user_left, announce) {
+                    channel.deliver(&Message::new(frame::member_removed(name.as_str(), u)), None);
+                }
+                let subscriptions = channel.counts().subscriptions;
+                result = Some(Unsubscribed { user, user_left, vacated: subscriptions == 0, subscriptions });
+            }
+            channel.is_empty()
+        });
+        result
     }
 
     /// Removes the channel if nobody subscribes; true if this call removed it.
@@ -165,11 +204,11 @@ impl Hub {
         self.channels.remove_if(name, |_, c| c.is_empty()).is_some()
     }
 
-    /// Queues a frame for the channel's local subscribers but `except`. The frame
-    /// is encoded once, and only if the channel has local subscribers (most nodes
-    /// of a cluster have none for a given event).
-    pub fn deliver(&self, name: &ChannelName, except: Option<SocketId>, encode: impl FnOnce() -> Bytes) -> usize {
-        self.channels.get(name).map_or(0, |c| c.deliver(&encode(), except))
+    /// Queues a message for the channel's local subscribers but `except`. The
+    /// message is made once, and only if the channel has local subscribers (most
+    /// nodes of a cluster have none for a given event).
+    pub fn deliver(&self, name: &ChannelName, except: Option<SocketId>, message: impl FnOnce() -> Message) -> usize {
+        self.channels.get(name).map_or(0, |c| c.deliver(&message(), except))
     }
 
     /// Closes every local connection subscribed to the channel.
@@ -248,11 +287,11 @@ impl Hub {
         }
     }
 
-    /// Sends a frame to every connection watching `user_id`.
-    pub fn notify_watchers(&self, user_id: &str, frame: &Bytes) {
+    /// Sends a message to every connection watching `user_id`.
+    pub fn notify_watchers(&self, user_id: &str, message: &Message) {
         if let Some(w) = self.watchers.get(user_id) {
             for conn in w.values() {
-                conn.send(frame);
+                conn.send(message);
             }
         }
     }
@@ -261,11 +300,10 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::connection::{queue, Outbox};
-    use futures_util::{FutureExt, StreamExt};
+    use crate::core::connection::{queue, tests::queued, Receiver};
 
-    fn conn(n: u64) -> (ConnHandle, Outbox) {
-        queue(SocketId::new(1, n), 8, Arc::new(crate::metrics::Metrics::new()))
+    fn conn(n: u64) -> (ConnHandle, Receiver) {
+        queue(SocketId::new(1, n), 8)
     }
     fn ch(s: &str) -> ChannelName {
         ChannelName::parse(s).unwrap()
@@ -282,14 +320,10 @@ mod tests {
         assert!(hub.subscribe(&ch("news"), &a).unwrap().occupied);
         assert!(hub.subscribe(&ch("news"), &a).is_none());
         assert!(!hub.subscribe(&ch("news"), &b).unwrap().occupied);
-        let f = Bytes::from(String::from("frame"));
-        assert_eq!(hub.deliver(&ch("news"), Some(b.id), || f.clone()), 1);
+        assert_eq!(hub.deliver(&ch("news"), Some(b.id), || Message::from("frame")), 1);
         assert_eq!(hub.deliver(&ch("empty"), None, || unreachable!("nothing to encode for")), 0);
-        let got = ra.next().await.unwrap().unwrap();
-        assert_eq!(got.as_ptr(), f.as_ptr(), "the same buffer, not a copy");
-        drop(b);
-        drop(hub);
-        assert!(rb.next().now_or_never().is_none(), "nothing queued for the excluded socket");
+        assert_eq!(queued(&mut ra), ["frame"]);
+        assert!(queued(&mut rb).is_empty(), "nothing queued for the excluded socket");
     }
 
     #[test]
@@ -299,11 +333,11 @@ mod tests {
         let (b, _rb) = conn(2);
         assert!(hub.subscribe(&ch("x"), &a).unwrap().occupied);
         assert!(!hub.subscribe(&ch("x"), &b).unwrap().occupied);
-        assert!(!hub.unsubscribe(&ch("x"), a.id).unwrap().vacated);
-        let last = hub.unsubscribe(&ch("x"), b.id).unwrap();
+        assert!(!hub.unsubscribe(&ch("x"), a.id, Announce::Members).unwrap().vacated);
+        let last = hub.unsubscribe(&ch("x"), b.id, Announce::Members).unwrap();
         assert!(last.vacated);
         assert_eq!(last.subscriptions, 0);
-        assert_eq!(hub.unsubscribe(&ch("x"), b.id), None);
+        assert_eq!(hub.unsubscribe(&ch("x"), b.id, Announce::Members), None);
         assert!(hub.channels("").is_empty());
     }
 
@@ -316,7 +350,6 @@ mod tests {
         let (b, _r3) = conn(3);
         let j = hub.join(&p, &a1, "alice", info(r#"{"n":1}"#), 100).unwrap().unwrap();
         assert!(j.first && j.subscribed.occupied);
-        assert!(j.succeeded_frame.contains(r#"\"count\":1"#), "{}", j.succeeded_frame);
         assert!(!hub.join(&p, &a2, "alice", info(r#"{"n":2}"#), 100).unwrap().unwrap().first);
         assert!(hub.join(&p, &a2, "alice", info("{}"), 100).unwrap().is_none());
         assert!(hub.join(&p, &b, "bob", info("{}"), 100).unwrap().unwrap().first);
@@ -324,9 +357,44 @@ mod tests {
         let mut ids = hub.user_ids(&p);
         ids.sort();
         assert_eq!(ids, ["alice", "bob"]);
-        assert_eq!(hub.unsubscribe(&p, a1.id).unwrap().user_left, None, "alice still has a2");
-        assert_eq!(hub.unsubscribe(&p, a2.id).unwrap().user_left.as_deref(), Some("alice"));
+        assert_eq!(hub.unsubscribe(&p, a1.id, Announce::Members).unwrap().user_left, None, "alice still has a2");
+        assert_eq!(hub.unsubscribe(&p, a2.id, Announce::Members).unwrap().user_left.as_deref(), Some("alice"));
         assert_eq!(hub.user_of(&p, b.id).as_deref(), Some("bob"));
+    }
+
+    #[tokio::test]
+    async fn a_joiner_gets_its_member_list_before_any_member_event() {
+        let hub = Hub::default();
+        let p = ch("presence-room");
+        let (a, mut ra) = conn(1);
+        let (b, mut rb) = conn(2);
+        hub.join(&p, &a, "alice", info("{}"), 100).unwrap().unwrap();
+        hub.join(&p, &b, "bob", info("{}"), 100).unwrap().unwrap();
+        let to_a = queued(&mut ra);
+        assert_eq!(to_a.len(), 2, "{to_a:?}");
+        assert!(to_a[0].contains("subscription_succeeded") && to_a[1].contains("member_added"), "{to_a:?}");
+        let to_b = queued(&mut rb);
+        assert_eq!(to_b.len(), 1, "bob hears no member_added of his own: {to_b:?}");
+        assert!(to_b[0].contains("subscription_succeeded") && to_b[0].contains("alice") && to_b[0].contains("bob"));
+        hub.unsubscribe(&p, b.id, Announce::Members).unwrap();
+        assert!(queued(&mut ra)[0].contains("member_removed"));
+        hub.unsubscribe(&p, a.id, Announce::Nothing).unwrap();
+        assert!(queued(&mut rb).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_list_decided_elsewhere_is_queued_and_nothing_is_announced() {
+        let hub = Hub::default();
+        let p = ch("presence-room");
+        let (a, mut ra) = conn(1);
+        let (b, mut rb) = conn(2);
+        hub.join(&p, &a, "alice", info("{}"), 100).unwrap().unwrap();
+        queued(&mut ra);
+        let sub = hub.join_with_list(&p, &b, "bob", info("{}"), "the list").unwrap();
+        assert_eq!(sub.subscriptions, 2);
+        assert!(hub.join_with_list(&p, &b, "bob", info("{}"), "again").is_none());
+        assert_eq!(queued(&mut rb), ["the list"]);
+        assert!(queued(&mut ra).is_empty(), "the cluster announces members, not the hub");
     }
 
     #[test]
@@ -371,9 +439,9 @@ mod tests {
         let hub = Hub::default();
         let (w, mut rw) = conn(1);
         hub.watch(&w, &["bob".into()]);
-        hub.notify_watchers("bob", &Bytes::from_static(b"online"));
-        hub.notify_watchers("carol", &Bytes::from_static(b"nope"));
-        assert_eq!(&rw.next().await.unwrap().unwrap()[..], b"online");
+        hub.notify_watchers("bob", &Message::from("online"));
+        hub.notify_watchers("carol", &Message::from("nope"));
+        assert_eq!(queued(&mut rw), ["online"]);
         hub.unwatch(w.id, &["bob".into()]);
         assert!(hub.watchers.is_empty());
     }

@@ -7,7 +7,8 @@
 pub mod channel;
 pub mod connection;
 pub mod hub;
+pub mod rate;
 
 pub use channel::{ChannelCounts, Member};
-pub use connection::{ConnHandle, Outbox};
+pub use connection::{ConnHandle, Message, Outgoing, Receiver};
 pub use hub::Hub;

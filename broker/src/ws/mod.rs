@@ -1,7 +1,7 @@
 //! The WebSocket endpoint `/app/{key}`: the handshake checks, then a
 //! [`session`] task per connection.
 
-pub mod rate;
+mod outbox;
 pub mod session;
 pub mod wire;
 
@@ -42,7 +42,7 @@ fn check(state: &State, key: &str, protocol: Option<&str>, origin: Option<&str>)
 
 /// `GET /app/{key}?protocol=7&client=js&version=8.6.0`
 ///
-/// The upgrade response's body is the connection's [`Outbox`](crate::core::Outbox):
+/// The upgrade response's body is the connection's [`outbox::Outbox`]:
 /// actix writes whatever frames are queued for the connection, several per write
 /// when they pile up. A refused connection gets its `pusher:error` and close frame
 /// as the whole body.
@@ -59,7 +59,8 @@ pub async fn connect(
     match check(&state, &key, protocol, origin) {
         Ok(app) => {
             let state = state.into_inner();
-            let (conn, outbox) = connection::queue(state.socket_ids.next(), state.send_queue, state.metrics.clone());
+            let (conn, receiver) = connection::queue(state.socket_ids.next(), state.send_queue);
+            let outbox = outbox::Outbox::new(receiver, state.metrics.clone());
             let reader = wire::FrameReader::new(payload, app.limits.max_ws_message_bytes);
             actix_web::rt::spawn(session::run(state, app, conn, reader));
             Ok(response.message_body(BoxBody::new(BodyStream::new(outbox)))?.into())

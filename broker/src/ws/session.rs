@@ -19,13 +19,10 @@ use protocol::{
 use serde_json::value::RawValue;
 use tokio::time::{sleep_until, Instant as TokioInstant};
 
-use super::{
-    rate::TokenBucket,
-    wire::{self, FrameReader, Incoming},
-};
+use super::wire::{self, FrameReader, Incoming};
 use crate::{
     apps::App,
-    core::{hub::Subscribed, ConnHandle},
+    core::{hub::Subscribed, rate::TokenBucket, ConnHandle, Message, Outgoing},
     state::State,
     webhooks::WebhookEvent,
 };
@@ -123,9 +120,9 @@ impl Session {
         }
     }
 
-    /// Queues a reply or notice for this client (JSON text, framed here).
-    fn send(&self, text: impl AsRef<str>) {
-        self.conn.send_direct(wire::text(text.as_ref()));
+    /// Queues a reply or notice for this client.
+    fn send(&self, message: impl Into<Outgoing>) {
+        self.conn.send_direct(message);
     }
 
     /// Handles one message; `Err` ends the session.
@@ -149,7 +146,7 @@ impl Session {
                 Ok(())
             }
             Incoming::Ping(p) => {
-                self.conn.send_direct(wire::pong(&p));
+                self.conn.send_direct(Outgoing::Raw(wire::pong(&p)));
                 Ok(())
             }
             Incoming::Pong => Ok(()),
@@ -218,12 +215,9 @@ impl Session {
         self.replay_cache(&name).await
     }
 
-    /// Webhooks and counts that follow a new subscription.
+    /// Counts that follow a new subscription (the adapter sent its lifecycle webhooks).
     fn after_subscribe(&self, name: &ChannelName, sub: Subscribed) {
         self.state.metrics.subscriptions.inc();
-        if sub.occupied {
-            self.app.webhook(|| WebhookEvent::ChannelOccupied { channel: name.to_string() });
-        }
         self.subscription_count_changed(name, sub.subscriptions);
     }
 
@@ -242,7 +236,7 @@ impl Session {
             return;
         }
         match self.state.adapter.cached(&self.app, name).await {
-            Some(last) => self.send(&*last.frame),
+            Some(last) => self.send(Message::new(last.frame)),
             None => {
                 self.app.webhook(|| WebhookEvent::CacheMiss { channel: name.to_string() });
                 self.send(frame::cache_miss(name.as_str()))
@@ -264,7 +258,7 @@ impl Session {
             let msg = format!("user_info is larger than {} bytes", self.app.limits.max_presence_user_info_bytes);
             return self.send(refuse(&msg, 413));
         }
-        let joined = self.state.adapter.join(&self.app, &name, &self.conn, &data.user_id, info.clone()).await;
+        let joined = self.state.adapter.join(&self.app, &name, &self.conn, &data.user_id, info).await;
         match joined {
             Err(_) => {
                 let msg = format!("presence channel is full ({} members)", self.app.limits.max_presence_members);
@@ -272,30 +266,20 @@ impl Session {
             }
             Ok(None) => {}
             Ok(Some(joined)) => {
+                // The adapter queued the member list and told the others.
                 self.channels.push(name.clone());
-                self.send(joined.succeeded_frame);
                 self.after_subscribe(&name, joined.subscribed);
-                if joined.first {
-                    let added = frame::member_added(name.as_str(), &data.user_id, &info);
-                    self.state.adapter.broadcast(&self.app, &name, added.into(), Some(self.conn.id));
-                    self.app.webhook(|| WebhookEvent::MemberAdded { channel: name.to_string(), user_id: data.user_id.clone() });
-                }
                 self.replay_cache(&name).await
             }
         }
     }
 
-    /// Removes one subscription and tells the others if a presence user left.
+    /// Removes one subscription (the adapter tells the others if a presence user
+    /// left, and sends the lifecycle webhooks).
     async fn leave(&self, name: &ChannelName) {
         let Some(left) = self.state.adapter.unsubscribe(&self.app, name, self.conn.id).await else { return };
         self.state.metrics.subscriptions.dec();
-        if let Some(user_id) = &left.user_left {
-            let removed = frame::member_removed(name.as_str(), user_id);
-            self.state.adapter.broadcast(&self.app, name, removed.into(), Some(self.conn.id));
-            self.app.webhook(|| WebhookEvent::MemberRemoved { channel: name.to_string(), user_id: user_id.to_string() });
-        }
         if left.vacated {
-            self.app.webhook(|| WebhookEvent::ChannelVacated { channel: name.to_string() });
             if let Some(user_id) = name.server_to_user_id() {
                 let offline = frame::watchlist_event("offline", &[user_id]);
                 self.state.adapter.notify_watchers(&self.app, user_id, offline.into());
