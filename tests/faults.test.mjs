@@ -1,6 +1,6 @@
 // Faults under load: PostgreSQL restarted under the chat and under the broker's
 // app store, a broker node stopped with SIGTERM and one killed with SIGKILL in
-// a cluster behind a balancer. Every dependency here is our own: a PostgreSQL
+// a cluster behind a balancer, a webhook receiver that goes away. Every dependency here is our own: a PostgreSQL
 // made with initdb in a temporary directory and a redis-server, each on a free
 // port (tests/lib/services.mjs), so they can be stopped without touching the
 // machine's services.
@@ -14,7 +14,9 @@ import PusherJS from 'pusher-js';
 import { startBroker, freePort, waitForHttp, ROOT } from './lib/broker.mjs';
 import { connect, eventually, sdkFor, subscribe, withTimeout } from './lib/clients.mjs';
 import { rawClient, startProbe, metric, sleep } from './lib/probe.mjs';
-import { startPostgres, startRedis, balancer } from './lib/services.mjs';
+import { startPostgres, balancer } from './lib/services.mjs';
+import { startRedis } from './lib/redis.mjs';
+import { hookReceiver } from './lib/hooks.mjs';
 
 const CHAT_BIN = process.env.CHAT_BIN || path.join(ROOT, 'target/debug/chat-app');
 const LONG = 20000;
@@ -301,10 +303,13 @@ test('SIGKILL of a cluster node and a restart: clients reconnect, presence is cl
   const killedAt = Date.now();
   a.child.kill('SIGKILL');
   // node_timeout_secs = 3 plus a heartbeat; the wait allows for a loaded machine.
-  await eventually(async () => assert.deepEqual(await users(b), everyone), 'the dead node\'s members to go', LONG);
-  t.diagnostic(`presence clean on B ${Date.now() - killedAt} ms after the SIGKILL (node_timeout 3 s)`);
+  await eventually(async () => assert.deepEqual((await users(b)).filter((u) => u.startsWith('ghost')), []), 'the dead node\'s members to go', LONG);
+  const cleanAfter = Date.now() - killedAt;
   await eventually(() => assert.deepEqual([...new Set(removed.filter((id) => id.startsWith('ghost')))].sort(), ['ghost0', 'ghost1', 'ghost2']), 'member_removed for the dead node\'s users');
+  // The members that were on A come back through the balancer (pusher-js's own retry timing).
   await eventually(() => assert.ok(members.every((m) => m.client.connection.state === 'connected')), 'members reconnected', LONG);
+  await eventually(async () => assert.deepEqual(await users(b), everyone), 'exactly the live members listed', LONG);
+  t.diagnostic(`dead node's members gone on B ${cleanAfter} ms after the SIGKILL (node_timeout 3 s); all live members listed after ${Date.now() - killedAt} ms`);
 
   // A comes back (on a new port; the balancer is told, as a real one would be by its health checks).
   const deadPort = a.port;
@@ -318,4 +323,71 @@ test('SIGKILL of a cluster node and a restart: clients reconnect, presence is cl
   const seen = Object.keys(lateRec.channel.members.members).sort();
   assert.deepEqual(seen, [...everyone, 'late'].sort(), 'the restarted node sees the same clean member list');
   assert.deepEqual(await users(b), [...everyone, 'late'].sort());
+});
+
+test('webhook receiver down: retried with back-off within retry_for_secs, then given up and counted; the queue stays bounded', async (t) => {
+  // The short form: seconds instead of the default 5 minutes (retry_for_secs = 300).
+  const RETRY_FOR_SECS = 4;
+  const QUEUE = 50;
+  let up = false;
+  const hooks = await hookReceiver({ status: () => (up ? 200 : 503) });
+  t.after(() => hooks.close());
+  const broker = await startBroker({
+    config: `[webhooks]
+queue = ${QUEUE}
+batch_max = 10
+batch_wait_ms = 10
+retry_for_secs = ${RETRY_FOR_SECS}
+backoff_ms = 100
+max_backoff_ms = 1000
+debounce_ms = 0
+[[apps]]
+id = "1"
+key = "app-key"
+secret = "app-secret"
+webhooks = [{ url = "${hooks.url}", event_types = ["channel_occupied", "channel_vacated"] }]
+`,
+  });
+  t.after(() => broker.stop());
+  const dropped = () => metric(broker, 'broker_webhook_dropped_events');
+  const depth = () => metric(broker, 'broker_webhook_queue_depth');
+  const c = await rawClient(broker);
+  t.after(() => c.close());
+  /** n channels occupied then vacated: 2n webhook events. */
+  const churn = async (prefix, n) => {
+    for (let i = 0; i < n; i++) {
+      await c.subscribe(`${prefix}-${i}`);
+      c.send(JSON.stringify({ event: 'pusher:unsubscribe', data: { channel: `${prefix}-${i}` } }));
+    }
+    await c.roundTrip();
+  };
+  const deliveredFor = (prefix) => hooks.events.filter((e) => e.channel.startsWith(`${prefix}-`)).length;
+
+  // An outage shorter than retry_for_secs: retries deliver everything.
+  await churn('short', 5);
+  await sleep(1500);
+  up = true;
+  await eventually(() => assert.equal(deliveredFor('short'), 10), 'the short outage\'s events', LONG);
+  assert.equal(await dropped(), 0);
+
+  // An outage longer than retry_for_secs, with more events than the queue holds.
+  up = false;
+  let maxDepth = 0;
+  const sampler = setInterval(async () => (maxDepth = Math.max(maxDepth, await depth().catch(() => 0))), 100);
+  await churn('long', 100);
+  await sleep((RETRY_FOR_SECS + 2) * 1000);
+  clearInterval(sampler);
+  up = true;
+  // Every event is either delivered or counted as dropped: none vanishes, none is sent twice.
+  await eventually(async () => assert.equal(deliveredFor('long') + (await dropped()), 200), 'delivered + dropped = generated', LONG);
+  const lost = await dropped();
+  t.diagnostic(`long outage: ${deliveredFor('long')} of 200 events delivered after it, ${lost} dropped; queue depth peaked at ${maxDepth} (queue = ${QUEUE})`);
+  assert.ok(lost > 0, 'the overflow and the given-up batches were counted');
+  assert.ok(maxDepth <= QUEUE, `queue depth ${maxDepth} over ${QUEUE}`);
+  const names = hooks.events.filter((e) => e.channel.startsWith('long-')).map((e) => `${e.name}:${e.channel}`);
+  assert.equal(new Set(names).size, names.length, 'no event delivered twice');
+
+  // Back to normal once it returns.
+  await churn('after', 3);
+  await eventually(() => assert.equal(deliveredFor('after'), 6), 'events after the outage', LONG);
 });

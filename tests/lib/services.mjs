@@ -1,8 +1,8 @@
 // Private dependencies for the fault tests: a PostgreSQL cluster made with
-// initdb in a temporary directory and a redis-server, each on a free loopback
-// port, so a test can stop and restart them without touching the machine's
-// own services; and a small TCP balancer in front of several broker nodes.
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+// initdb in a temporary directory on a free loopback port, so a test can stop
+// and restart it without touching the machine's own service (for Redis see
+// ./redis.mjs); and a small health-checking TCP balancer in front of broker nodes.
+import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -61,40 +61,6 @@ export async function startPostgres() {
   };
   pg.start();
   return pg;
-}
-
-/** A redis-server of our own (no persistence) on a free port: { port, url, stop(), start() }. */
-export async function startRedis() {
-  const port = await freePort();
-  let child;
-  const redis = {
-    port,
-    url: `redis://127.0.0.1:${port}`,
-    async start() {
-      child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-      for (let i = 0; i < 100; i++) {
-        if (await canConnect(port)) return;
-        await new Promise((r) => setTimeout(r, 50));
-      }
-      throw new Error('redis-server did not start');
-    },
-    async stop() {
-      if (!child || child.exitCode !== null) return;
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGKILL');
-      await exited;
-    },
-  };
-  await redis.start();
-  return redis;
-}
-
-function canConnect(port) {
-  return new Promise((resolve) => {
-    const s = net.connect(port, '127.0.0.1');
-    s.once('connect', () => (s.destroy(), resolve(true)));
-    s.once('error', () => resolve(false));
-  });
 }
 
 /**
