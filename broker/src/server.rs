@@ -2,6 +2,8 @@
 //! and runs the shutdown sequence.
 
 use std::{
+    future::Future,
+    net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -41,86 +43,122 @@ pub fn tls_config(config: &Config) -> Result<Option<rustls::ServerConfig>, Confi
     Ok(Some(tls))
 }
 
+/// A broker bound to its port, with its background tasks running; it serves
+/// once [`Server::run_until`] is awaited.
+pub struct Server {
+    state: web::Data<State>,
+    http: actix_web::dev::Server,
+    addrs: Vec<SocketAddr>,
+    senders: Arc<std::sync::Mutex<Vec<actix_web::rt::task::JoinHandle<()>>>>,
+    shutdown_timeout: Duration,
+}
+
+impl Server {
+    /// Builds the shared state, starts the adapter, webhook senders, app store and
+    /// sweeper tasks, and binds the listener (port 0 picks a free port: see
+    /// [`Server::local_addrs`]). Must run inside an actix system.
+    pub async fn build(config: Config, tls: Option<rustls::ServerConfig>) -> std::io::Result<Self> {
+        let redis = match &config.cluster {
+            Some(cluster) => Some(Arc::new(RedisAdapter::new(cluster.clone(), config.webhooks.debounce()).map_err(std::io::Error::other)?)),
+            None => None,
+        };
+        let adapter: Arc<dyn Adapter> = match &redis {
+            Some(r) => r.clone(),
+            None => Arc::new(LocalAdapter),
+        };
+        let (state, webhook_receivers) = State::new(&config, adapter);
+        let state = web::Data::new(state);
+        if let Some(redis) = &redis {
+            tracing::info!(node = redis.node_id(), "cluster mode: sharing state through redis");
+            redis.start(state.apps.clone());
+        }
+        let senders: Vec<_> = webhook_receivers
+            .into_iter()
+            .map(|r| actix_web::rt::spawn(webhooks::run_sender(r, config.webhooks.clone(), state.webhook_flush_signal())))
+            .collect();
+        let senders = Arc::new(std::sync::Mutex::new(senders));
+        if let Some(store) = config.app_store.clone() {
+            actix_web::rt::spawn(app_store::run(state.clone().into_inner(), store, config.webhooks.clone(), senders.clone()));
+        }
+        let sweeper = state.clone().into_inner();
+        actix_web::rt::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                let now = Instant::now();
+                for app in sweeper.apps.all() {
+                    app.hub.cache_sweep(now);
+                }
+            }
+        });
+
+        let app_state = state.clone();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .route("/app/{key}", web::get().to(ws::connect))
+                .configure(http::routes)
+        })
+        .disable_signals()
+        .shutdown_timeout(1);
+        if config.workers > 0 {
+            server = server.workers(config.workers);
+        }
+        for listener in listeners(&config)? {
+            server = match &tls {
+                Some(tls) => server.listen_rustls_0_23(listener, tls.clone())?,
+                None => server.listen(listener)?,
+            };
+        }
+        let addrs = server.addrs();
+        let scheme = if config.tls_cert.is_some() { "https/wss" } else { "http/ws" };
+        tracing::info!(addrs = ?addrs, scheme, apps = state.apps.all().len(), "broker listening");
+        Ok(Self { state, http: server.run(), addrs, senders, shutdown_timeout: Duration::from_secs(config.shutdown_timeout) })
+    }
+
+    /// The addresses the listener is bound to.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The state every worker shares (for tests and embedding).
+    pub fn state(&self) -> Arc<State> {
+        self.state.clone().into_inner()
+    }
+
+    /// Serves until `shutdown` resolves, then shuts down gracefully: stop
+    /// accepting, report not-ready, tell every client to reconnect (4200), wait
+    /// for their clean-up, flush webhooks, all within `shutdown_timeout`.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + 'static) -> std::io::Result<()> {
+        let Self { state, http, senders, shutdown_timeout, .. } = self;
+        let handle = http.handle();
+        actix_web::rt::spawn(async move {
+            shutdown.await;
+            let until = tokio::time::Instant::now() + shutdown_timeout;
+            tracing::info!(open_connections = state.connection_count(), "shutting down: telling clients to reconnect");
+            handle.pause().await;
+            state.begin_shutdown();
+            while state.connection_count() > 0 && tokio::time::Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            state.flush_webhooks();
+            let senders = std::mem::take(&mut *senders.lock().unwrap_or_else(|p| p.into_inner()));
+            for sender in senders {
+                if tokio::time::timeout_at(until, sender).await.is_err() {
+                    tracing::warn!("webhooks not flushed before the shutdown deadline");
+                    break;
+                }
+            }
+            tracing::info!(remaining_connections = state.connection_count(), "stopped");
+            handle.stop(false).await;
+        });
+        http.await
+    }
+}
+
 /// Binds and runs the broker until SIGTERM or SIGINT, then shuts down gracefully.
 pub async fn run(config: Config, tls: Option<rustls::ServerConfig>) -> std::io::Result<()> {
-    let redis = match &config.cluster {
-        Some(cluster) => Some(Arc::new(RedisAdapter::new(cluster.clone(), config.webhooks.debounce()).map_err(std::io::Error::other)?)),
-        None => None,
-    };
-    let adapter: Arc<dyn Adapter> = match &redis {
-        Some(r) => r.clone(),
-        None => Arc::new(LocalAdapter),
-    };
-    let (state, webhook_receivers) = State::new(&config, adapter);
-    let state = web::Data::new(state);
-    if let Some(redis) = &redis {
-        tracing::info!(node = redis.node_id(), "cluster mode: sharing state through redis");
-        redis.start(state.apps.clone());
-    }
-    let senders: Vec<_> = webhook_receivers
-        .into_iter()
-        .map(|r| actix_web::rt::spawn(webhooks::run_sender(r, config.webhooks.clone(), state.webhook_flush_signal())))
-        .collect();
-    let senders = Arc::new(std::sync::Mutex::new(senders));
-    if let Some(store) = config.app_store.clone() {
-        actix_web::rt::spawn(app_store::run(state.clone().into_inner(), store, config.webhooks.clone(), senders.clone()));
-    }
-    let sweeper = state.clone().into_inner();
-    actix_web::rt::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
-        loop {
-            tick.tick().await;
-            let now = Instant::now();
-            for app in sweeper.apps.all() {
-                app.hub.cache_sweep(now);
-            }
-        }
-    });
-
-    let app_state = state.clone();
-    let mut server = HttpServer::new(move || {
-        App::new()
-            .app_data(app_state.clone())
-            .route("/app/{key}", web::get().to(ws::connect))
-            .configure(http::routes)
-    })
-    .disable_signals()
-    .shutdown_timeout(1);
-    if config.workers > 0 {
-        server = server.workers(config.workers);
-    }
-    for listener in listeners(&config)? {
-        server = match &tls {
-            Some(tls) => server.listen_rustls_0_23(listener, tls.clone())?,
-            None => server.listen(listener)?,
-        };
-    }
-    let scheme = if config.tls_cert.is_some() { "https/wss" } else { "http/ws" };
-    tracing::info!(host = %config.host, port = config.port, scheme, apps = state.apps.all().len(), "broker listening");
-    let server = server.run();
-    let handle = server.handle();
-    let deadline = Duration::from_secs(config.shutdown_timeout);
-    actix_web::rt::spawn(async move {
-        wait_for_signal().await;
-        let until = tokio::time::Instant::now() + deadline;
-        tracing::info!(open_connections = state.connection_count(), "shutting down: telling clients to reconnect");
-        handle.pause().await;
-        state.begin_shutdown();
-        while state.connection_count() > 0 && tokio::time::Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        state.flush_webhooks();
-        let senders = std::mem::take(&mut *senders.lock().unwrap_or_else(|p| p.into_inner()));
-        for sender in senders {
-            if tokio::time::timeout_at(until, sender).await.is_err() {
-                tracing::warn!("webhooks not flushed before the shutdown deadline");
-                break;
-            }
-        }
-        tracing::info!(remaining_connections = state.connection_count(), "stopped");
-        handle.stop(false).await;
-    });
-    server.await
+    Server::build(config, tls).await?.run_until(wait_for_signal()).await
 }
 
 /// Backlog of each listening socket (what actix's own `bind` uses).

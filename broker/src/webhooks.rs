@@ -92,12 +92,14 @@ enum Direction {
 #[derive(Debug)]
 pub struct Debounce {
     window: Duration,
-    pending: Mutex<HashMap<Subject, (Instant, WebhookEvent)>>,
+    /// Each leave with when it is due and a sequence number (the order it happened).
+    pending: Mutex<HashMap<Subject, (Instant, u64, WebhookEvent)>>,
+    next: std::sync::atomic::AtomicU64,
 }
 
 impl Debounce {
     pub fn new(window: Duration) -> Self {
-        Self { window, pending: Mutex::new(HashMap::new()) }
+        Self { window, pending: Mutex::new(HashMap::new()), next: std::sync::atomic::AtomicU64::new(0) }
     }
 
     /// Runs `op` and sorts the lifecycle `events` it caused into those to send now,
@@ -112,7 +114,8 @@ impl Debounce {
         for event in events {
             match event.lifecycle() {
                 Some((subject, Direction::Left)) if !self.window.is_zero() => {
-                    pending.insert(subject, (now + self.window, event));
+                    let seq = self.next.fetch_add(1, Ordering::Relaxed);
+                    pending.insert(subject, (now + self.window, seq, event));
                 }
                 Some((subject, Direction::Back)) if pending.remove(&subject).is_some() => {}
                 _ => out.push(event),
@@ -126,15 +129,18 @@ impl Debounce {
         self.transition(|| (), |_| events.into_iter().collect(), now).1
     }
 
-    /// Takes the held-back leaves whose window has passed (all of them with `now = None`).
+    /// Takes the held-back leaves whose window has passed (all of them with `now = None`),
+    /// in the order they happened.
     pub fn take_due(&self, now: Option<Instant>) -> Vec<WebhookEvent> {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         if pending.is_empty() {
             return Vec::new();
         }
         let due: Vec<Subject> =
-            pending.iter().filter(|(_, (at, _))| now.is_none_or(|now| *at <= now)).map(|(s, _)| s.clone()).collect();
-        due.into_iter().filter_map(|s| pending.remove(&s)).map(|(_, e)| e).collect()
+            pending.iter().filter(|(_, (at, _, _))| now.is_none_or(|now| *at <= now)).map(|(s, _)| s.clone()).collect();
+        let mut out: Vec<(u64, WebhookEvent)> = due.into_iter().filter_map(|s| pending.remove(&s)).map(|(_, seq, e)| (seq, e)).collect();
+        out.sort_by_key(|(seq, _)| *seq);
+        out.into_iter().map(|(_, e)| e).collect()
     }
 
     /// Leaves waiting for their window.

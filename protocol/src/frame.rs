@@ -54,8 +54,20 @@ struct Envelope<'a> {
     event: Cow<'a, str>,
     #[serde(default, borrow)]
     channel: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    /// `None` only when absent: an explicit `null` is kept, so a client event's
+    /// `null` payload is relayed as `null`.
+    #[serde(default, borrow, deserialize_with = "present")]
     data: Option<&'a RawValue>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// Whether JSON text is an object. Derived structs also accept a JSON array of
+/// their fields in order; the protocol's messages are objects, so that is refused.
+fn is_object(json: &str) -> bool {
+    json.trim_start_matches([' ', '\t', '\n', '\r']).starts_with('{')
 }
 
 /// Why a client frame could not be understood.
@@ -71,6 +83,9 @@ pub enum FrameError {
 
 impl ClientFrame {
     pub fn parse(text: &str) -> Result<Self, FrameError> {
+        if !is_object(text) {
+            return Err(FrameError::Malformed("expected a JSON object".to_owned()));
+        }
         let env: Envelope<'_> =
             serde_json::from_str(text).map_err(|e| FrameError::Malformed(e.to_string()))?;
         let bad = |event: &'static str| move |e: serde_json::Error| FrameError::BadData { event, reason: e.to_string() };
@@ -100,11 +115,17 @@ fn empty_object() -> Box<RawValue> {
 /// Decodes `data` that may be an object or a string holding the object.
 fn decode_data<T: DeserializeOwned>(raw: Option<&RawValue>) -> Result<T, serde_json::Error> {
     let raw = raw.map(RawValue::get).unwrap_or("null");
+    let object = |json: &str| {
+        if is_object(json) {
+            serde_json::from_str(json)
+        } else {
+            Err(serde::de::Error::custom("data must be a JSON object"))
+        }
+    };
     if raw.trim_start().starts_with('"') {
-        let inner: String = serde_json::from_str(raw)?;
-        serde_json::from_str(&inner)
+        object(&serde_json::from_str::<String>(raw)?)
     } else {
-        serde_json::from_str(raw)
+        object(raw)
     }
 }
 
@@ -328,6 +349,19 @@ pub struct UserData {
     pub watchlist: Option<Vec<serde_json::Value>>,
 }
 
+impl UserData {
+    /// The watched user ids as text: like user ids, they may be numbers on the wire.
+    pub fn watchlist_ids(&self) -> Vec<String> {
+        let entries = self.watchlist.iter().flatten();
+        entries
+            .map(|v| match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect()
+    }
+}
+
 fn id_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     match serde_json::Value::deserialize(d)? {
         serde_json::Value::String(s) if !s.is_empty() => Ok(s),
@@ -400,6 +434,43 @@ mod tests {
         assert!(matches!(ClientFrame::parse(r#"{"event":"pusher:subscribe","data":{}}"#), Err(FrameError::BadData { .. })));
         assert!(matches!(ClientFrame::parse(r#"{"event":"client-x","data":{}}"#), Err(FrameError::MissingChannel)));
         assert!(matches!(ClientFrame::parse(r#"{"event":"pusher:foo"}"#), Ok(ClientFrame::Unknown { .. })));
+    }
+
+    // Found by the property tests (protocol/tests/prop_frames.rs): a JSON array of
+    // the envelope's fields in order was read as a frame, and array `data` as the
+    // subscribe/unsubscribe/signin object.
+    #[test]
+    fn arrays_are_not_frames() {
+        assert!(matches!(ClientFrame::parse(r#"["pusher:ping"]"#), Err(FrameError::Malformed(_))));
+        assert!(matches!(ClientFrame::parse(r#" [""]"#), Err(FrameError::Malformed(_))));
+        for data in [r#"["c"]"#, r#""[\"c\"]""#, "null", r#""c""#, "1"] {
+            let text = format!(r#"{{"event":"pusher:unsubscribe","data":{data}}}"#);
+            assert!(
+                matches!(ClientFrame::parse(&text), Err(FrameError::BadData { event: "pusher:unsubscribe", .. })),
+                "{text}"
+            );
+        }
+        let ok = ClientFrame::parse("\n {\"event\":\"pusher:unsubscribe\",\"data\":\" {\\\"channel\\\":\\\"c\\\"}\"}").unwrap();
+        assert!(matches!(ok, ClientFrame::Unsubscribe { channel } if channel == "c"));
+    }
+
+    // Found by the property tests: a client event's `"data": null` was relayed as `{}`.
+    #[test]
+    fn client_event_null_data_is_relayed_as_null() {
+        let f = ClientFrame::parse(r#"{"event":"client-x","channel":"private-a","data":null}"#).unwrap();
+        let ClientFrame::ClientEvent { data, .. } = f else { panic!() };
+        assert_eq!(data.get(), "null");
+        let f = ClientFrame::parse(r#"{"event":"client-x","channel":"private-a"}"#).unwrap();
+        let ClientFrame::ClientEvent { data, .. } = f else { panic!() };
+        assert_eq!(data.get(), "{}", "absent data is still relayed as an empty object");
+    }
+
+    #[test]
+    fn watchlist_ids_may_be_numbers() {
+        let u: UserData = serde_json::from_str(r#"{"id":"1","watchlist":["a",2,null]}"#).unwrap();
+        assert_eq!(u.watchlist_ids(), ["a", "2", "null"]);
+        let u: UserData = serde_json::from_str(r#"{"id":"1"}"#).unwrap();
+        assert!(u.watchlist_ids().is_empty());
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod limits;
 pub mod rest;
 pub mod sign;
 pub mod socket_id;
+pub mod trigger;
 
 #[cfg(feature = "client")]
 pub mod client;

@@ -82,6 +82,16 @@ pub trait Adapter: Send + Sync + 'static {
     fn users<'a>(&'a self, app: &'a App, channel: &'a ChannelName) -> BoxFuture<'a, Vec<String>>;
 }
 
+/// A user is online while their `#server-to-user-` channel is occupied anywhere in
+/// the cluster: its becoming occupied or vacated (a sign-in, a last connection
+/// closing, a dead node's clean-up) tells the user's watchers. The one place that rule lives.
+pub fn user_channel_changed(adapter: &dyn Adapter, app: &App, channel: &ChannelName, occupied: bool) {
+    if let Some(user) = channel.server_to_user_id() {
+        let notice = protocol::frame::watchlist_event(if occupied { "online" } else { "offline" }, &[user]);
+        adapter.notify_watchers(app, user, notice.into());
+    }
+}
+
 /// One node on its own: everything is answered from local memory.
 #[derive(Debug, Default)]
 pub struct LocalAdapter;

@@ -5,16 +5,36 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use actix_web::{web, HttpRequest};
+use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
+use futures_util::future::LocalBoxFuture;
 use protocol::sign::RestRequest;
 
 use super::error::ApiError;
 use crate::{apps::App, state::State};
 
-/// A request that passed the signature check, with its decoded query.
+/// A request to `/apps/{app_id}/…` that passed the signature check, with its
+/// decoded query and its body. As an extractor, it is the one place every REST
+/// handler's request is authenticated.
 pub struct Authed {
     pub app: Arc<App>,
     pub query: Vec<(String, String)>,
+    pub body: web::Bytes,
+}
+
+impl FromRequest for Authed {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        let body = web::Bytes::from_request(&req, payload);
+        Box::pin(async move {
+            let body = body.await?;
+            let state = req.app_data::<web::Data<State>>().expect("State is registered").clone();
+            let app_id = req.match_info().get("app_id").unwrap_or_default().to_owned();
+            Ok(authenticate(&req, body, &state, &app_id)?)
+        })
+    }
 }
 
 impl Authed {
@@ -23,19 +43,19 @@ impl Authed {
     }
 }
 
-pub fn authenticate(req: &HttpRequest, body: &[u8], state: &State, app_id: &str) -> Result<Authed, ApiError> {
+fn authenticate(req: &HttpRequest, body: web::Bytes, state: &State, app_id: &str) -> Result<Authed, ApiError> {
     let app = state.apps.by_id(app_id).ok_or_else(|| ApiError::AppNotFound(app_id.to_owned()))?;
     let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
         .map_err(|e| ApiError::BadRequest(format!("malformed query string: {e}")))?
         .into_inner();
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     // The signature covers the path as sent, so verify against the raw path.
-    RestRequest { method: req.method().as_str(), path: req.path(), query: &query, body }.verify(&app.key, &app.secret, now)?;
+    RestRequest { method: req.method().as_str(), path: req.path(), query: &query, body: &body }.verify(&app.key, &app.secret, now)?;
     if !app.enabled {
         return Err(ApiError::AppDisabled);
     }
     if !app.allow_rest_request() {
         return Err(ApiError::RateLimited);
     }
-    Ok(Authed { app, query })
+    Ok(Authed { app, query, body })
 }

@@ -2,14 +2,14 @@
 
 use std::{collections::BTreeMap, time::Instant};
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use protocol::{
     rest::{CacheInfo, ChannelResponse, ChannelStats, ChannelsResponse, InfoRequest, UserRef, UsersResponse},
     ChannelKind, ChannelName,
 };
 
 use super::{
-    auth::authenticate,
+    auth::Authed,
     error::{bad_request, ApiError},
 };
 use crate::state::State;
@@ -18,8 +18,7 @@ fn channel_name(raw: &str, max: usize) -> Result<ChannelName, ApiError> {
     ChannelName::parse_with_max(raw, max).map_err(|e| bad_request(format!("invalid channel name {raw:?}: {e}")))
 }
 
-pub async fn list(req: HttpRequest, body: web::Bytes, app_id: web::Path<String>, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
-    let authed = authenticate(&req, &body, &state, &app_id)?;
+pub async fn list(authed: Authed, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
     let prefix = authed.param("filter_by_prefix").unwrap_or("");
     let info = InfoRequest::parse(authed.param("info")).map_err(bad_request)?;
     if info.subscription_count || info.cache {
@@ -40,9 +39,8 @@ pub async fn list(req: HttpRequest, body: web::Bytes, app_id: web::Path<String>,
     Ok(HttpResponse::Ok().json(ChannelsResponse { channels }))
 }
 
-pub async fn show(req: HttpRequest, body: web::Bytes, path: web::Path<(String, String)>, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
-    let (app_id, raw) = path.into_inner();
-    let authed = authenticate(&req, &body, &state, &app_id)?;
+pub async fn show(authed: Authed, path: web::Path<(String, String)>, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+    let (_, raw) = path.into_inner();
     let name = channel_name(&raw, authed.app.limits.max_channel_name_len)?;
     let info = InfoRequest::parse(authed.param("info")).map_err(bad_request)?;
     if info.user_count && name.kind() != ChannelKind::Presence {
@@ -67,9 +65,8 @@ pub async fn show(req: HttpRequest, body: web::Bytes, path: web::Path<(String, S
     }))
 }
 
-pub async fn users(req: HttpRequest, body: web::Bytes, path: web::Path<(String, String)>, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
-    let (app_id, raw) = path.into_inner();
-    let authed = authenticate(&req, &body, &state, &app_id)?;
+pub async fn users(authed: Authed, path: web::Path<(String, String)>, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+    let (_, raw) = path.into_inner();
     let name = channel_name(&raw, authed.app.limits.max_channel_name_len)?;
     if name.kind() != ChannelKind::Presence {
         return Err(bad_request("users can only be listed for presence channels"));

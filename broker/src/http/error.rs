@@ -3,7 +3,7 @@
 //! Bodies are plain text explaining the problem, as the hosted service answers.
 
 use actix_web::{http::StatusCode, HttpResponse, ResponseError};
-use protocol::sign::RestAuthError;
+use protocol::{sign::RestAuthError, trigger::BodyError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -35,6 +35,16 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         HttpResponse::build(self.status_code()).content_type("text/plain; charset=utf-8").body(format!("{self}\n"))
+    }
+}
+
+impl From<BodyError> for ApiError {
+    fn from(e: BodyError) -> Self {
+        if e.is_too_large() {
+            Self::PayloadTooLarge(e.to_string())
+        } else {
+            Self::BadRequest(e.to_string())
+        }
     }
 }
 

@@ -21,6 +21,7 @@ use tokio::time::{sleep_until, Instant as TokioInstant};
 
 use super::wire::{self, FrameReader, Incoming};
 use crate::{
+    adapter,
     apps::App,
     core::{hub::Subscribed, rate::TokenBucket, ConnHandle, Message, Outgoing},
     state::State,
@@ -280,10 +281,7 @@ impl Session {
         let Some(left) = self.state.adapter.unsubscribe(&self.app, name, self.conn.id).await else { return };
         self.state.metrics.subscriptions.dec();
         if left.vacated {
-            if let Some(user_id) = name.server_to_user_id() {
-                let offline = frame::watchlist_event("offline", &[user_id]);
-                self.state.adapter.notify_watchers(&self.app, user_id, offline.into());
-            }
+            adapter::user_channel_changed(self.state.adapter.as_ref(), &self.app, name, false);
         } else {
             self.subscription_count_changed(name, left.subscriptions);
         }
@@ -318,20 +316,10 @@ impl Session {
             self.channels.push(channel.clone());
             self.after_subscribe(&channel, sub);
             if sub.occupied {
-                let online = frame::watchlist_event("online", &[user.id.as_str()]);
-                self.state.adapter.notify_watchers(&self.app, &user.id, online.into());
+                adapter::user_channel_changed(self.state.adapter.as_ref(), &self.app, &channel, true);
             }
         }
-        // Watchlist ids may be numbers on the wire, like user ids.
-        let watchlist: Vec<String> = user
-            .watchlist
-            .unwrap_or_default()
-            .into_iter()
-            .map(|v| match v {
-                serde_json::Value::String(s) => s,
-                other => other.to_string(),
-            })
-            .collect();
+        let watchlist = user.watchlist_ids();
         self.app.hub.unwatch(self.conn.id, &self.watchlist);
         self.app.hub.watch(&self.conn, &watchlist);
         let mut online = Vec::new();

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use protocol::{frame, ChannelName};
+use protocol::ChannelName;
 use redis::{aio::ConnectionManager, AsyncCommands};
 
 use super::{
@@ -92,10 +92,7 @@ impl RedisAdapter {
             let (Some(app), Ok(name)) = (apps.by_id(app_id), ChannelName::parse_with_max(channel, usize::MAX)) else { continue };
             if let Ok((before, after, _)) = self.set_sub_share(conn, &app, &name, dead, 0).await {
                 if before > 0 && after <= 0 {
-                    if let Some(user) = name.server_to_user_id() {
-                        let offline = frame::watchlist_event("offline", &[user]);
-                        crate::adapter::Adapter::notify_watchers(self, &app, user, offline.into());
-                    }
+                    crate::adapter::user_channel_changed(self, &app, &name, false);
                 }
             }
         }
