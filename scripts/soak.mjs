@@ -27,9 +27,19 @@ const tableFile = path.join(OUT_DIR, `table-${stamp}.md`);
 
 const broker = await startBroker({ env: { RUST_LOG: 'warn' } });
 const sdk = sdkFor(broker);
+// Whatever ends this process, the broker it started goes with it.
+process.on('exit', () => broker.child.kill('SIGKILL'));
+/** Appends to a result file; a full disk must not end the run (the table is also on stdout). */
+const append = (file, text) => {
+  try {
+    fs.appendFileSync(file, text);
+  } catch (e) {
+    console.error(`soak: cannot write ${file}: ${e.message}`);
+  }
+};
 const log = (line) => {
   console.log(line);
-  fs.appendFileSync(tableFile, `${line}\n`);
+  append(tableFile, `${line}\n`);
 };
 
 /** One pusher-bench run; resolves with its JSON report (or {error}). */
@@ -49,7 +59,7 @@ function bench(mode, flags, name) {
         report = { error: `pusher-bench ${mode} exited ${code}: ${err.slice(-300)}` };
       }
       report.mode = mode;
-      fs.appendFileSync(jsonl, `${JSON.stringify(report)}\n`);
+      append(jsonl, `${JSON.stringify(report)}\n`);
       resolve(report);
     });
   });

@@ -46,10 +46,15 @@ after(async () => {
 async function whileHealthyClientWatches(t, attack) {
   const probe = await startProbe(broker);
   const started = Date.now();
-  const result = await attack();
-  // Enough events for the probe to say something even when the attack is quick.
-  if (Date.now() - started < 1500) await sleep(1500 - (Date.now() - started));
-  const h = await probe.stop();
+  let result;
+  let h;
+  try {
+    result = await attack();
+    // Enough events for the probe to say something even when the attack is quick.
+    if (Date.now() - started < 1500) await sleep(1500 - (Date.now() - started));
+  } finally {
+    h = await probe.stop();
+  }
   t.diagnostic(
     `healthy client: ${h.received}/${h.sent} events, p50 ${h.p50.toFixed(1)} ms, p99 ${h.p99.toFixed(1)} ms, ` +
       `max ${h.max.toFixed(1)} ms (baseline p99 ${baseline.p99.toFixed(1)} ms, ceiling ${ceilingMs.toFixed(0)} ms)`,
@@ -342,6 +347,7 @@ test(
   async (t) => {
     await whileHealthyClientWatches(t, async () => {
       const c = await rawClient(broker);
+      t.after(() => c.close());
       c.ws.pause();
       const rss0 = rssKiB(broker.pid);
       let peak = rss0;

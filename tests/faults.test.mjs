@@ -155,6 +155,7 @@ test('PostgreSQL restarted under the app store: /ready 503 while down, apps keep
   await eventually(async () => assert.equal((await sdk.trigger('warm', 'e', {})).status, 200), 'the stored app to load', LONG);
 
   const probe = await startProbe(app, { sdk });
+  t.after(() => probe.stop());
   pg.stop('immediate');
   await eventually(async () => assert.equal(await ready(), 503), '/ready to answer 503 while the store is down', LONG);
   assert.match(await (await fetch(`${broker.url}/ready`)).text(), /app store/);

@@ -167,6 +167,7 @@ export async function startProbe(broker, { intervalMs = 20, sdk = sdkFor(broker)
     channel,
     client,
     async stop() {
+      if (!running) return undefined;
       running = false;
       await loop;
       const deadline = Date.now() + TIMEOUT_MS;
