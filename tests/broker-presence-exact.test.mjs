@@ -27,7 +27,7 @@ before(async () => {
 [cluster]
 redis_url = "${redis.url}"
 heartbeat_secs = 1
-node_timeout_secs = 3
+node_timeout_secs = 6
 [webhooks]
 batch_wait_ms = 10
 debounce_ms = ${DEBOUNCE_MS}
@@ -94,10 +94,28 @@ async function assertExact(members, name, expected, what) {
     10000,
   );
   for (const n of nodes) {
-    const users = await (await sdkFor(n).get({ path: `/channels/${name}/users` })).json();
+    const users = await (await rest(() => sdkFor(n).get({ path: `/channels/${name}/users` }))).json();
     assert.deepEqual(users.users.map((u) => u.id).sort(), want, `${what}: REST users on ${n.port}`);
-    const info = await (await sdkFor(n).get({ path: `/channels/${name}`, params: { info: 'user_count' } })).json();
+    const info = await (await rest(() => sdkFor(n).get({ path: `/channels/${name}`, params: { info: 'user_count' } }))).json();
     assert.equal(info.user_count, want.length, `${what}: user_count on ${n.port}`);
+  }
+}
+
+/**
+ * A REST GET whose failure says why (the SDK's error hides its cause). A GET that
+ * meets a kept-alive socket the broker closed at that very moment ("socket hang
+ * up", a race of every HTTP/1.1 client) is sent once more, as browsers do.
+ */
+async function rest(call) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await call();
+    } catch (e) {
+      const why = `${e.error?.message ?? e.error ?? ''}`;
+      if (attempt === 1 && /socket hang up|ECONNRESET/.test(why)) continue;
+      e.message = `${e.message}: ${why} (${e.url ?? ''})`;
+      throw e;
+    }
   }
 }
 

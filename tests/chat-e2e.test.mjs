@@ -16,58 +16,64 @@ const ARTIFACTS = path.join(ROOT, 'test-artifacts');
 const PASSWORD = 'e2e-password-1';
 const XSS = '<img src=x onerror=alert(1)>';
 
-let broker;
-let chat;
-let chatLogs = '';
-let dbName;
-let baseUrl;
 let browser;
+/** Every stack started, stopped after all tests. */
+const stacks = [];
+// The stack the test now running uses (the helpers below read it).
+let broker;
+let baseUrl;
+let chatLogs = () => '';
 
 function psql(sql) {
   const r = spawnSync('psql', [ADMIN_URL, '-v', 'ON_ERROR_STOP=1', '-qAtc', sql], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`psql failed: ${r.stderr || r.error}`);
 }
 
-function chatEnv(extra = {}) {
+/**
+ * A broker, a fresh database with `users` (created with the command line),
+ * and the chat-app binary on it. Each test gets its own, so that who exists
+ * (and so who receives what) is exactly what the test says.
+ */
+async function startStack(users) {
+  const dbName = `chat_e2e_${process.pid}_${crypto.randomBytes(4).toString('hex')}`;
+  psql(`CREATE DATABASE "${dbName}"`);
+  const stack = { dbName, logs: '' };
+  stacks.push(stack);
+  stack.broker = await startBroker();
   const base = ADMIN_URL.slice(0, ADMIN_URL.lastIndexOf('/'));
-  return {
-    ...process.env,
-    DATABASE_URL: `${base}/${dbName}`,
-    PUSHER_URL: broker.url,
-    RUST_LOG: process.env.RUST_LOG || 'warn',
-    ...extra,
-  };
+  const env = { ...process.env, DATABASE_URL: `${base}/${dbName}`, PUSHER_URL: stack.broker.url, RUST_LOG: process.env.RUST_LOG || 'warn' };
+  for (const name of users) {
+    const r = spawnSync(CHAT_BIN, ['create-user', name], { input: `${PASSWORD}\n`, env, encoding: 'utf8' });
+    assert.equal(r.status, 0, `create-user ${name}: ${r.stderr}`);
+  }
+  const port = await freePort();
+  stack.baseUrl = `http://127.0.0.1:${port}`;
+  stack.chat = spawn(CHAT_BIN, [], {
+    env: { ...env, CHAT_HOST: '127.0.0.1', CHAT_PORT: String(port), SESSION_KEY: crypto.randomBytes(48).toString('hex') },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  stack.chat.stdout.on('data', (d) => (stack.logs += d));
+  stack.chat.stderr.on('data', (d) => (stack.logs += d));
+  await waitForHttp(`${stack.baseUrl}/health`, { child: stack.chat });
+  broker = stack.broker;
+  baseUrl = stack.baseUrl;
+  chatLogs = () => stack.logs;
+  return stack;
 }
 
-function createUser(name) {
-  const r = spawnSync(CHAT_BIN, ['create-user', name], { input: `${PASSWORD}\n`, env: chatEnv(), encoding: 'utf8' });
-  assert.equal(r.status, 0, `create-user ${name}: ${r.stderr}`);
+async function stopStack(stack) {
+  if (stack.chat && stack.chat.exitCode === null) {
+    const exited = new Promise((r) => stack.chat.once('exit', r));
+    stack.chat.kill('SIGTERM');
+    await exited;
+  }
+  await stack.broker?.stop();
+  psql(`DROP DATABASE IF EXISTS "${stack.dbName}" WITH (FORCE)`);
 }
 
 before(async () => {
   assert.ok(fs.existsSync(CHAT_BIN), `${CHAT_BIN} is missing: run cargo build --workspace`);
   fs.mkdirSync(ARTIFACTS, { recursive: true });
-  dbName = `chat_e2e_${process.pid}_${crypto.randomBytes(4).toString('hex')}`;
-  psql(`CREATE DATABASE "${dbName}"`);
-  broker = await startBroker();
-  createUser('alice');
-  createUser('bob');
-
-  const port = await freePort();
-  baseUrl = `http://127.0.0.1:${port}`;
-  chat = spawn(CHAT_BIN, [], {
-    env: chatEnv({
-      CHAT_HOST: '127.0.0.1',
-      CHAT_PORT: String(port),
-      SESSION_KEY: crypto.randomBytes(48).toString('hex'),
-      CHAT_DEMO_USER: '',
-    }),
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  chat.stdout.on('data', (d) => (chatLogs += d));
-  chat.stderr.on('data', (d) => (chatLogs += d));
-  await waitForHttp(`${baseUrl}/health`, { child: chat });
-
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
@@ -76,13 +82,7 @@ before(async () => {
 
 after(async () => {
   await browser?.close().catch(() => {});
-  if (chat && chat.exitCode === null) {
-    const exited = new Promise((r) => chat.once('exit', r));
-    chat.kill('SIGTERM');
-    await exited;
-  }
-  await broker?.stop();
-  if (dbName) psql(`DROP DATABASE IF EXISTS "${dbName}" WITH (FORCE)`);
+  for (const stack of stacks) await stopStack(stack);
 });
 
 /** A logged-in user in a browser context of their own. */
@@ -120,6 +120,38 @@ async function openChat(name, viewport) {
   return { context, page, problems, name };
 }
 
+/**
+ * A page that is not logged in but has pusher-js and the app key (both public):
+ * it tries the chat's channels and records everything it is sent.
+ */
+async function openSpy(channels = ['private-a_channel', 'presence-chat', 'private-typing', 'a_channel']) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${baseUrl}/login`);
+  await page.addScriptTag({ url: '/static/vendor/pusher.min.js' });
+  const wsPort = Number(new URL(broker.url).port);
+  await page.evaluate(
+    ({ wsPort, channels }) =>
+      new Promise((resolve) => {
+        window.__spy = { received: [], errors: {}, subscribed: [] };
+        const key = document.querySelector('meta[name="pusher-key"]')?.content || 'app-key';
+        const p = new Pusher(key, {
+          wsHost: '127.0.0.1', wsPort, forceTLS: false, enabledTransports: ['ws'], cluster: 'mt1',
+          channelAuthorization: { endpoint: '/pusher/auth', transport: 'ajax' },
+        });
+        p.bind_global((event, data) => window.__spy.received.push([event, data]));
+        let pending = channels.length;
+        for (const name of channels) {
+          const ch = p.subscribe(name);
+          ch.bind('pusher:subscription_succeeded', () => { window.__spy.subscribed.push(name); if (--pending === 0) resolve(); });
+          ch.bind('pusher:subscription_error', (e) => { window.__spy.errors[name] = e.status; if (--pending === 0) resolve(); });
+        }
+      }),
+    { wsPort, channels },
+  );
+  return { context, page };
+}
+
 async function shot(page, file) {
   await page.screenshot({ path: path.join(ARTIFACTS, file), fullPage: true });
 }
@@ -134,6 +166,12 @@ async function statusesOf(page, text) {
 }
 
 test('two users chat live with receipts, presence, typing and escaped text', { timeout: 150_000 }, async () => {
+  await startStack(['alice', 'bob']);
+  const spy = await openSpy();
+  const spyState = await spy.page.evaluate(() => window.__spy);
+  // Only the public channel (which the chat no longer uses) can be joined anonymously.
+  assert.deepEqual(spyState.subscribed, ['a_channel']);
+  assert.deepEqual(spyState.errors, { 'private-a_channel': 401, 'presence-chat': 401, 'private-typing': 401 });
   const a = await openChat('alice', { width: 1100, height: 760 });
   const b = await openChat('bob', { width: 390, height: 780 }); // a phone-sized screen
   try {
@@ -159,6 +197,10 @@ test('two users chat live with receipts, presence, typing and escaped text', { t
     await a.page.waitForSelector('#messages li.mine[data-status="Seen"]');
     assert.deepEqual(await statusesOf(a.page, 'hello bob'), ['Sent', 'Delivered', 'Seen']);
     assert.equal(await myMessage(a.page, 'hello bob').locator('.ticks').textContent(), '✓✓');
+    // The anonymous page heard nothing of it.
+    const heard = await spy.page.evaluate(() => window.__spy.received.filter(([e]) => !e.startsWith('pusher')));
+    assert.deepEqual(heard, [], 'an anonymous page with the app key receives none of the chat');
+    await spy.context.close();
 
     // An HTML-injection attempt is shown as text on both sides and never runs.
     await a.page.fill('#message', XSS);
@@ -231,9 +273,219 @@ test('two users chat live with receipts, presence, typing and escaped text', { t
     }
   } catch (e) {
     for (const u of [a, b]) await shot(u.page, `chat-e2e-failure-${u.name}.png`).catch(() => {});
-    e.message += `\n--- chat-app output ---\n${chatLogs.slice(-4000)}`;
+    e.message += `\n--- chat-app output ---\n${chatLogs().slice(-4000)}`;
     throw e;
   } finally {
     await a.context.close().catch(() => {});
+  }
+});
+
+/** The receipt words on my message `text` (what a sender reads, not a colour). */
+const receiptLabel = (page, text) => myMessage(page, text).locator('.status-label');
+
+async function waitForLabel(page, text, label) {
+  await page.waitForFunction(
+    ([t, l]) => [...document.querySelectorAll('#messages li.mine')].some((li) => li.textContent.includes(t) && li.querySelector('.status-label').textContent === l),
+    [text, label],
+  );
+}
+
+/** Opens a conversation from the sidebar by its title (on a phone, through the Chats button). */
+async function openFromSidebar(page, title) {
+  if (await page.locator('#sidebar-toggle').isVisible()) await page.click('#sidebar-toggle');
+  await page.locator('#conversation-list li button').filter({ has: page.locator('.conv-title', { hasText: title }) }).click();
+  await page.waitForFunction((t) => document.getElementById('conversation-title').textContent === t, title);
+}
+
+const unreadOf = (page, title) =>
+  page.evaluate((t) => {
+    for (const li of document.querySelectorAll('#conversation-list li')) {
+      if (li.querySelector('.conv-title').textContent === t) return li.querySelector('.unread')?.textContent ?? '';
+    }
+    return null;
+  }, title);
+
+async function waitForUnread(page, title, expected) {
+  await page.waitForFunction(
+    ([t, e]) => [...document.querySelectorAll('#conversation-list li')].some((li) => li.querySelector('.conv-title').textContent === t && (li.querySelector('.unread')?.textContent ?? '') === e),
+    [title, expected],
+  );
+}
+
+async function send(page, text) {
+  await page.fill('#message', text);
+  await page.press('#message', 'Enter');
+  await myMessage(page, text).waitFor();
+}
+
+test('three users: direct and group conversations, receipts per recipient, unread notices, removal', { timeout: 240_000 }, async () => {
+  await startStack(['alice', 'bob', 'carol']);
+  const a = await openChat('alice', { width: 1100, height: 760 });
+  const b = await openChat('bob', { width: 390, height: 780 }); // a phone
+  let c = await openChat('carol', { width: 1000, height: 720 });
+  const users = [a, b, c];
+  try {
+    // A direct conversation, started from the user search.
+    await a.page.fill('#direct-user', 'bob');
+    await a.page.click('#new-direct button[type=submit]');
+    await a.page.waitForFunction(() => document.getElementById('conversation-title').textContent === 'bob');
+    // Bob hears of it through his own notices, without reloading.
+    await b.page.waitForFunction(() => [...document.querySelectorAll('#conversation-list .conv-title')].some((e) => e.textContent === 'alice'));
+
+    // A message to bob while he has another conversation open: his unread count
+    // moves (sendToUser, no subscription to the conversation), and because it
+    // reached his device, alice sees Delivered, live.
+    await send(a.page, 'hi bob, direct');
+    await waitForUnread(b.page, 'alice', '1');
+    await waitForLabel(a.page, 'hi bob, direct', 'Delivered');
+    await shot(b.page, 'chat-e2e-3users-bob-phone-unread.png');
+    await openFromSidebar(b.page, 'alice');
+    await theirMessage(b.page, 'hi bob, direct').waitFor();
+    await waitForLabel(a.page, 'hi bob, direct', 'Seen');
+    assert.deepEqual(await statusesOf(a.page, 'hi bob, direct'), ['Sent', 'Delivered', 'Seen']);
+    assert.equal(await unreadOf(b.page, 'alice'), '', 'opened and seen: no longer unread');
+
+    // A group of three.
+    await a.page.click('.side-form summary');
+    await a.page.fill('#group-title', 'Trip');
+    await a.page.fill('#group-members', 'bob, carol');
+    await a.page.click('#new-group button[type=submit]');
+    await a.page.waitForFunction(() => document.getElementById('conversation-title').textContent === 'Trip');
+    for (const u of [b, c]) await u.page.waitForFunction(() => [...document.querySelectorAll('#conversation-list .conv-title')].some((e) => e.textContent === 'Trip'));
+    const channel = await a.page.evaluate(() => `private-conversation-${window.location.hash.slice(2)}-0`);
+
+    // Nobody without a login can subscribe to it, even knowing its name and the app key.
+    const spy = await openSpy([channel]);
+    assert.deepEqual(await spy.page.evaluate(() => window.__spy), { received: [], errors: { [channel]: 401 }, subscribed: [] });
+    await spy.context.close();
+
+    // Receipts per recipient: bob has the direct conversation open, carol the default one.
+    await send(a.page, 'group hello');
+    await waitForUnread(c.page, 'Trip', '1');
+    await waitForUnread(b.page, 'Trip', '1');
+    await waitForLabel(a.page, 'group hello', 'Delivered to all 2');
+    await openFromSidebar(c.page, 'Trip');
+    await waitForLabel(a.page, 'group hello', 'Delivered to all 2 · Seen by 1');
+    // The names, on tap.
+    await receiptLabel(a.page, 'group hello').click();
+    await a.page.waitForFunction(() => /Seen by carol · Delivered to bob/.test(document.querySelector('#messages li.mine .receipt-names')?.textContent || ''));
+    await openFromSidebar(b.page, 'Trip');
+    await waitForLabel(a.page, 'group hello', 'Delivered to all 2 · Seen by all');
+    await shot(a.page, 'chat-e2e-3users-alice-group.png');
+
+    // Carol goes offline; two messages wait for her. When she comes back they
+    // are marked Delivered in one request, and alice sees it live.
+    await c.context.close();
+    await send(a.page, 'while carol was away 1');
+    await send(a.page, 'while carol was away 2');
+    await waitForLabel(a.page, 'while carol was away 2', 'Delivered to 1 of 2 · Seen by 1');
+    assert.equal(await receiptLabel(a.page, 'while carol was away 1').textContent(), 'Delivered to 1 of 2 · Seen by 1');
+    c = await openChat('carol', { width: 1000, height: 720 });
+    users[2] = c;
+    const receipts = [];
+    c.page.on('request', (r) => r.url().endsWith('/receipts') && r.method() === 'POST' && receipts.push(JSON.parse(r.postData())));
+    assert.equal(await unreadOf(c.page, 'Trip'), '2', 'unread counted while away');
+    await openFromSidebar(c.page, 'Trip');
+    await waitForLabel(a.page, 'while carol was away 1', 'Delivered to all 2 · Seen by all');
+    await waitForLabel(a.page, 'while carol was away 2', 'Delivered to all 2 · Seen by all');
+    const delivered = receipts.filter((r) => r.status === 'Delivered');
+    assert.equal(delivered.length, 1, `one batched Delivered request: ${JSON.stringify(receipts)}`);
+    assert.equal(delivered[0].ids.length, 2);
+
+    // Carol keeps a second connection of her own that ignores every notice (as a
+    // hostile page would), subscribed to the group while she is a member.
+    const wsPort = Number(new URL(broker.url).port);
+    await c.page.evaluate(
+      ({ wsPort, channel, csrf }) =>
+        new Promise((resolve, reject) => {
+          window.__raw = [];
+          const p = new Pusher(document.querySelector('meta[name="pusher-key"]').content, {
+            wsHost: '127.0.0.1', wsPort, forceTLS: false, enabledTransports: ['ws'], cluster: 'mt1',
+            channelAuthorization: { endpoint: '/pusher/auth', transport: 'ajax', headers: { 'X-CSRF-Token': csrf } },
+          });
+          const ch = p.subscribe(channel);
+          ch.bind_global((event, data) => window.__raw.push([event, data && data.message]));
+          ch.bind('pusher:subscription_succeeded', resolve);
+          ch.bind('pusher:subscription_error', (e) => {
+            window.__rawRefused = e.status;
+            reject(new Error(`subscription_error ${e.status}`));
+          });
+        }),
+      { wsPort, channel, csrf: await c.page.locator('meta[name="csrf-token"]').getAttribute('content') },
+    );
+    await send(a.page, 'before removal');
+    await theirMessage(c.page, 'before removal').waitFor();
+    await c.page.waitForFunction(() => window.__raw.some(([e, m]) => e === 'an_event' && m === 'before removal'));
+
+    // Alice removes carol. Carol's page is told at once; the group moves to a new
+    // channel, so even the connection that ignores notices hears nothing more.
+    await a.page.click('#members-box summary');
+    await a.page.locator('#member-list li').filter({ hasText: 'carol' }).locator('.remove-member').click();
+    await c.page.waitForSelector('#notice[data-kind="warning"]');
+    assert.match(await c.page.locator('#notice').textContent(), /removed from this conversation/);
+    await a.page.waitForFunction(() => document.querySelectorAll('#member-list li').length === 2);
+    await send(a.page, 'after carol left');
+    await theirMessage(b.page, 'after carol left').waitFor();
+    await waitForLabel(a.page, 'after carol left', 'Seen');
+    await shot(c.page, 'chat-e2e-3users-carol-removed.png');
+    const raw = await c.page.evaluate(() => window.__raw.map(([, m]) => m));
+    assert.ok(!raw.includes('after carol left'), `a removed member's old subscription stays quiet: ${JSON.stringify(raw)}`);
+    assert.equal(await c.page.locator('#messages', { hasText: 'after carol left' }).count(), 0);
+    assert.ok(!(await c.page.locator('#conversation-list .conv-title').allTextContents()).includes('Trip'));
+
+    // On the phone: who I am is visible; the message box grows with the text and
+    // counts characters when the limit is near; words tell Delivered from Seen.
+    assert.ok(await b.page.locator('#me-name').isVisible(), 'signed-in name shown on a phone');
+    assert.equal(await b.page.locator('#counter').isVisible(), false, 'no counter far from the limit');
+    const oneLine = await b.page.locator('#message').evaluate((e) => e.getBoundingClientRect().height);
+    await b.page.fill('#message', 'first line\nsecond line\nthird line, a little longer than the others');
+    const grown = await b.page.locator('#message').evaluate((e) => [e.getBoundingClientRect().height, e.scrollHeight, e.clientHeight]);
+    assert.ok(grown[0] > oneLine * 2, `the box grew: ${oneLine} -> ${grown[0]}`);
+    assert.ok(grown[1] <= grown[2] + 2, `no text is clipped inside it: ${grown}`);
+    assert.equal(await b.page.locator('#counter').isVisible(), false);
+    await b.page.fill('#message', 'word '.repeat(38));
+    assert.ok(await b.page.locator('#counter').isVisible(), 'counter shown near the limit');
+    assert.equal(await b.page.locator('#counter').textContent(), '189/225', 'trimmed length');
+    await b.page.fill('#message', '');
+    await shot(b.page, 'chat-e2e-3users-bob-phone.png');
+    await b.page.click('#sidebar-toggle');
+    await shot(b.page, 'chat-e2e-3users-bob-phone-sidebar.png');
+    await b.page.click('#sidebar-toggle');
+
+    // While my own connection is down, the online list does not claim anyone is online.
+    await a.page.waitForFunction(() => document.querySelectorAll('#online-list li').length === 3);
+    await broker.stop();
+    await a.page.waitForFunction(() => document.getElementById('connection').dataset.state !== 'connected');
+    assert.equal(await a.page.locator('#online-list li').count(), 0);
+    assert.ok(await a.page.locator('#online-stale').isVisible());
+    const child = spawn(BROKER_BIN, [], {
+      env: { ...process.env, BROKER_HOST: '127.0.0.1', BROKER_PORT: String(broker.port), RUST_LOG: 'warn' },
+      stdio: 'ignore',
+    });
+    try {
+      await waitForHttp(`${broker.url}/health`, { child });
+      await a.page.waitForFunction(() => document.querySelectorAll('#online-list li').length === 3, null, { timeout: 60_000 });
+      assert.equal(await a.page.locator('#online-stale').isVisible(), false);
+      // Carol's hostile connection reconnects too, and may not rejoin the group.
+      await c.page.waitForFunction(() => window.__rawRefused === 403, null, { timeout: 60_000 });
+    } finally {
+      child.kill('SIGTERM');
+    }
+
+    await shot(a.page, 'chat-e2e-3users-alice-desktop.png');
+    for (const u of users) assert.equal(await u.page.evaluate(() => window.__noReload), true, `${u.name}'s page never reloaded`);
+    // The browser logs the socket attempts made while the broker was down; nothing else is allowed.
+    // Carol's hostile connection tried to resubscribe to the group after the
+    // broker came back, and /pusher/auth refused it: that 403 is expected too.
+    const refused = (u, p) => u === c && /status of 403 .*\/pusher\/auth/.test(p);
+    assert.ok(c.problems.some((p) => refused(c, p)), `the removed member's resubscription was refused: ${c.problems}`);
+    const problems = users.flatMap((u) => u.problems.filter((p) => !/WebSocket connection to .* failed/.test(p) && !refused(u, p)));
+    assert.deepEqual(problems, [], 'no script errors, CSP violations or dialogs');
+  } catch (e) {
+    for (const u of users) await shot(u.page, `chat-e2e-3users-failure-${u.name}.png`).catch(() => {});
+    e.message += `\n--- chat-app output ---\n${chatLogs().slice(-4000)}`;
+    throw e;
+  } finally {
+    for (const u of users) await u.context.close().catch(() => {});
   }
 });

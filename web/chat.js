@@ -7,14 +7,18 @@
   const cfg = {
     csrf: meta('csrf-token'),
     user: meta('chat-user'),
+    userId: Number(meta('chat-user-id')),
+    maxChars: Number(meta('chat-max-chars')) || 225,
     key: meta('pusher-key'),
     wsHost: meta('pusher-ws-host'),
     wsPort: Number(meta('pusher-ws-port')),
   };
-  const MAX_CHARS = 225;
-  const PAGE = 200;
+  const PAGE = 50;
   const RANK = { Sent: 0, Delivered: 1, Seen: 2 };
   const TICKS = { Sent: '✓', Delivered: '✓✓', Seen: '✓✓' };
+  // Words, not colour, tell the states apart (also on phones).
+  const LABEL = { Sent: 'Sent', Delivered: 'Delivered', Seen: 'Seen' };
+  const NEAR_LIMIT = 0.8;
 
   const $ = (id) => document.getElementById(id);
   const list = $('messages');
@@ -26,28 +30,32 @@
   const typingEl = $('typing');
   const olderButton = $('load-older');
   const connectionEl = $('connection');
+  const convList = $('conversation-list');
 
-  /** id -> { data, el } for every message on the page. */
-  const messages = new Map();
-  /** Ids of others' messages currently inside the scroll viewport. */
-  const onScreen = new Set();
-  /** `${id}:${status}` -> the receipt request being sent, so each is posted once at a time. */
-  const inFlight = new Map();
-
+  /** id -> summary, for the sidebar. */
+  const conversations = new Map();
+  /** The open conversation: { id, channelName, channel, messages: Map(id -> {data, el}), hasOlder }. */
+  let current = null;
   let pusher = null;
 
   // ---- talking to the app -------------------------------------------------
 
-  async function post(url, fields) {
-    const body = new URLSearchParams(fields);
+  async function send(method, url, body) {
     const res = await fetch(url, {
-      method: 'POST',
+      method,
       credentials: 'same-origin',
-      headers: { 'X-CSRF-Token': cfg.csrf },
-      body,
+      headers: { 'X-CSRF-Token': cfg.csrf, 'Content-Type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
     });
     if (res.status === 401) window.location.assign('/login');
     return res;
+  }
+
+  async function getJson(url) {
+    const res = await fetch(url, { credentials: 'same-origin' });
+    if (res.status === 401) window.location.assign('/login');
+    if (!res.ok) throw new Error(await errorText(res));
+    return res.json();
   }
 
   async function errorText(res) {
@@ -64,9 +72,69 @@
     notice.hidden = !text;
   }
 
-  // ---- rendering ------------------------------------------------------------
+  const socketId = () => (pusher && pusher.connection.socket_id) || undefined;
 
-  const isMine = (data) => data.name === cfg.user;
+  // ---- the sidebar ------------------------------------------------------------
+
+  function unreadText(n) {
+    return n >= 100 ? '99+' : String(n);
+  }
+
+  function renderSidebar() {
+    const items = [...conversations.values()].sort((a, b) => (b.last_message_at || '').localeCompare(a.last_message_at || '') || b.id - a.id);
+    convList.replaceChildren(
+      ...items.map((c) => {
+        const li = document.createElement('li');
+        li.dataset.id = String(c.id);
+        li.dataset.kind = c.kind;
+        if (current && current.id === c.id) li.classList.add('active');
+        const button = document.createElement('button');
+        button.type = 'button';
+        const title = document.createElement('span');
+        title.className = 'conv-title';
+        title.textContent = c.title;
+        const last = document.createElement('span');
+        last.className = 'conv-last';
+        last.textContent = c.last_message ? `${c.last_message.name}: ${c.last_message.message}` : 'No messages yet';
+        button.append(title, last);
+        const open = current && current.id === c.id;
+        if (c.unread > 0 && !open) {
+          const badge = document.createElement('span');
+          badge.className = 'unread';
+          badge.textContent = unreadText(c.unread);
+          badge.setAttribute('aria-label', `${unreadText(c.unread)} unread`);
+          button.append(badge);
+        }
+        button.addEventListener('click', () => {
+          openConversation(c.id);
+          document.body.classList.remove('sidebar-open');
+        });
+        li.append(button);
+        return li;
+      }),
+    );
+    const total = items.reduce((n, c) => n + (current && current.id === c.id ? 0 : c.unread), 0);
+    const badge = $('total-unread');
+    badge.hidden = total === 0;
+    badge.textContent = unreadText(total);
+  }
+
+  async function loadSidebar() {
+    try {
+      const all = await getJson('/api/conversations');
+      conversations.clear();
+      for (const c of all) conversations.set(c.id, c);
+      renderSidebar();
+      return all;
+    } catch (e) {
+      showNotice(`Could not load conversations: ${e.message}`, 'error');
+      return [];
+    }
+  }
+
+  // ---- rendering messages ---------------------------------------------------
+
+  const isMine = (data) => data.sender_id === cfg.userId || (data.sender_id === undefined && data.name === cfg.user);
 
   function formatTime(iso) {
     const d = new Date(iso);
@@ -80,15 +148,12 @@
 
     const bubble = document.createElement('div');
     bubble.className = 'bubble';
-
     const author = document.createElement('span');
     author.className = 'author';
     author.textContent = data.name;
-
     const text = document.createElement('p');
     text.className = 'text';
     text.textContent = data.message;
-
     const info = document.createElement('span');
     info.className = 'info';
     const time = document.createElement('time');
@@ -96,27 +161,78 @@
     time.textContent = formatTime(data.created_at);
     info.append(time);
     if (isMine(data)) {
+      const receipt = document.createElement('button');
+      receipt.type = 'button';
+      receipt.className = 'receipt';
       const ticks = document.createElement('span');
       ticks.className = 'ticks';
+      ticks.setAttribute('aria-hidden', 'true');
       const label = document.createElement('span');
       label.className = 'status-label';
-      info.append(ticks, label);
+      receipt.append(ticks, label);
+      receipt.addEventListener('click', () => toggleNames(li, data.id));
+      receipt.addEventListener('mouseenter', () => loadNames(receipt, data.id));
+      info.append(receipt);
     }
-
     bubble.append(author, text, info);
     li.append(bubble);
     return li;
   }
 
+  /** "Sent / Delivered / Seen" for one recipient; counts for several. */
+  function receiptText(d) {
+    if (d.recipients > 1) {
+      const parts = [d.delivered === d.recipients ? `Delivered to all ${d.recipients}` : `Delivered to ${d.delivered} of ${d.recipients}`];
+      if (d.seen > 0) parts.push(d.seen === d.recipients ? 'Seen by all' : `Seen by ${d.seen}`);
+      return parts.join(' · ');
+    }
+    return LABEL[d.status] || d.status;
+  }
+
   function paintStatus(entry) {
     const { data, el } = entry;
     el.dataset.status = data.status;
+    el.dataset.delivered = String(data.delivered ?? 0);
+    el.dataset.seen = String(data.seen ?? 0);
     const ticks = el.querySelector('.ticks');
     if (ticks) {
       ticks.textContent = TICKS[data.status] || '';
-      ticks.title = data.status;
       ticks.dataset.status = data.status;
-      el.querySelector('.status-label').textContent = data.status;
+      el.querySelector('.status-label').textContent = receiptText(data);
+      el.querySelector('.receipt').dataset.status = data.status;
+    }
+  }
+
+  async function fetchNames(id) {
+    const rows = await getJson(`/api/messages/${id}/receipts`);
+    const seen = rows.filter((r) => r.seen_at).map((r) => r.name);
+    const delivered = rows.filter((r) => r.delivered_at && !r.seen_at).map((r) => r.name);
+    const waiting = rows.filter((r) => !r.delivered_at).map((r) => r.name);
+    const parts = [];
+    if (seen.length) parts.push(`Seen by ${seen.join(', ')}`);
+    if (delivered.length) parts.push(`Delivered to ${delivered.join(', ')}`);
+    if (waiting.length) parts.push(`Waiting for ${waiting.join(', ')}`);
+    return parts.join(' · ') || 'No recipients';
+  }
+
+  async function loadNames(button, id) {
+    try {
+      button.title = await fetchNames(id);
+    } catch {}
+  }
+
+  /** Tap on the receipt: the names, under the message (phones have no hover). */
+  async function toggleNames(li, id) {
+    const open = li.querySelector('.receipt-names');
+    if (open) return open.remove();
+    const p = document.createElement('p');
+    p.className = 'receipt-names';
+    p.textContent = '…';
+    li.querySelector('.bubble').append(p);
+    try {
+      p.textContent = await fetchNames(id);
+    } catch (e) {
+      p.textContent = e.message;
     }
   }
 
@@ -126,21 +242,21 @@
 
   /**
    * Adds a message or merges what we learn about it. Events and history can
-   * arrive in any order, so a status only ever moves forward here too.
+   * arrive in any order, so receipt counts only ever move forward here too.
    */
   function upsert(data) {
-    if (!data || typeof data.id !== 'number' || !(data.status in RANK)) return;
-    const existing = messages.get(data.id);
+    if (!current || !data || typeof data.id !== 'number' || !(data.status in RANK)) return null;
+    if (data.conversation_id !== undefined && data.conversation_id !== current.id) return null;
+    const existing = current.messages.get(data.id);
     if (existing) {
-      if (RANK[data.status] > RANK[existing.data.status]) {
-        existing.data.status = data.status;
-        paintStatus(existing);
-      }
-      return;
+      mergeReceipts(existing, data);
+      if (data.my_status && RANK[data.my_status] > RANK[existing.data.my_status || 'Sent']) existing.data.my_status = data.my_status;
+      return existing;
     }
     const stick = nearBottom();
     const entry = { data: { ...data }, el: buildElement(data) };
-    messages.set(data.id, entry);
+    if (!isMine(data) && !entry.data.my_status) entry.data.my_status = 'Sent';
+    current.messages.set(data.id, entry);
     paintStatus(entry);
     let before = null;
     for (const li of list.children) {
@@ -155,58 +271,90 @@
       clearTyping(data.name);
     }
     if (stick && !before) scroller.scrollTop = scroller.scrollHeight;
+    return entry;
+  }
+
+  function mergeReceipts(entry, u) {
+    const d = entry.data;
+    let changed = false;
+    for (const k of ['recipients', 'delivered', 'seen']) {
+      if (typeof u[k] === 'number' && (d[k] === undefined || u[k] > d[k] || (k === 'recipients' && u[k] !== d[k]))) {
+        d[k] = u[k];
+        changed = true;
+      }
+    }
+    if (u.status in RANK && RANK[u.status] > RANK[d.status]) {
+      d.status = u.status;
+      changed = true;
+    }
+    if (changed) paintStatus(entry);
   }
 
   // ---- receipts -------------------------------------------------------------
 
-  function acknowledge(entry, status) {
+  /** Ids waiting to be reported, per status; flushed as one request each. */
+  const pending = { Delivered: new Set(), Seen: new Set() };
+  let flushTimer = null;
+
+  function queueReceipt(entry, status) {
     const { data } = entry;
-    if (isMine(data) || RANK[data.status] >= RANK[status]) return Promise.resolve();
-    const key = `${data.id}:${status}`;
-    // Callers await the same request, so Seen is never posted before Delivered has landed.
-    if (!inFlight.has(key)) {
-      const request = (async () => {
+    if (isMine(data) || RANK[data.my_status || 'Sent'] >= RANK[status]) return;
+    pending[status].add(data.id);
+    if (!flushTimer) flushTimer = setTimeout(flushReceipts, 50);
+  }
+
+  async function flushReceipts() {
+    flushTimer = null;
+    if (!current) return;
+    const conv = current;
+    for (const status of ['Delivered', 'Seen']) {
+      const ids = [...pending[status]].filter((id) => conv.messages.has(id));
+      pending[status].clear();
+      // Delivered goes first: the sender sees both steps.
+      for (let i = 0; i < ids.length; i += 200) {
+        const chunk = ids.slice(i, i + 200);
         try {
-          const fields = {};
-          const socketId = pusher && pusher.connection.socket_id;
-          if (socketId) fields.socket_id = socketId;
-          const res = await post(`/conversations/${data.id}/${status === 'Seen' ? 'seen' : 'delivered'}`, fields);
-          if (res.ok && RANK[status] > RANK[data.status]) {
-            data.status = status;
-            paintStatus(entry);
+          const res = await send('POST', `/api/conversations/${conv.id}/receipts`, { status, ids: chunk, socket_id: socketId() });
+          if (!res.ok) continue;
+          for (const id of chunk) {
+            const entry = conv.messages.get(id);
+            if (entry && RANK[status] > RANK[entry.data.my_status || 'Sent']) entry.data.my_status = status;
           }
         } catch {
-          // Retried on the next reconnect or focus.
-        } finally {
-          inFlight.delete(key);
+          // Retried on the next reconnect or visibility change.
         }
-      })();
-      inFlight.set(key, request);
-    }
-    return inFlight.get(key);
-  }
-
-  const tabIsWatched = () => document.visibilityState === 'visible' && document.hasFocus();
-
-  /** Delivered first, then Seen if the recipient can see it: the sender gets both steps. */
-  async function receive(entry) {
-    await acknowledge(entry, 'Delivered');
-    markSeen();
-  }
-
-  function markAllDelivered() {
-    for (const entry of messages.values()) {
-      if (!isMine(entry.data) && entry.data.status === 'Sent') receive(entry);
+      }
     }
   }
 
-  async function markSeen() {
-    if (!tabIsWatched()) return;
+  /** Everything loaded that I have not acknowledged becomes Delivered, in one request. */
+  function deliverAll() {
+    if (!current) return;
+    for (const entry of current.messages.values()) {
+      if (!isMine(entry.data) && entry.data.my_status === 'Sent') queueReceipt(entry, 'Delivered');
+    }
+  }
+
+  /** Seen means on screen in a visible tab, not merely loaded. */
+  const tabIsVisible = () => document.visibilityState === 'visible';
+  const onScreen = new Set();
+
+  function markSeen() {
+    if (!current || !tabIsVisible()) return;
+    let any = false;
     for (const id of onScreen) {
-      const entry = messages.get(id);
-      if (!entry || entry.data.status === 'Seen') continue;
-      if (entry.data.status === 'Sent') await acknowledge(entry, 'Delivered');
-      acknowledge(entry, 'Seen');
+      const entry = current.messages.get(id);
+      if (!entry || entry.data.my_status === 'Seen') continue;
+      queueReceipt(entry, 'Delivered');
+      queueReceipt(entry, 'Seen');
+      any = true;
+    }
+    if (any) {
+      const c = conversations.get(current.id);
+      if (c && c.unread) {
+        c.unread = 0;
+        renderSidebar();
+      }
     }
   }
 
@@ -221,27 +369,39 @@
     },
     { root: scroller, threshold: 0.6 },
   );
-  window.addEventListener('focus', markSeen);
   document.addEventListener('visibilitychange', markSeen);
+  window.addEventListener('focus', markSeen);
+
+  function applyReceipts(event) {
+    if (!current || !event || event.conversation_id !== current.id || !Array.isArray(event.updates)) return;
+    for (const u of event.updates) {
+      const entry = current.messages.get(u.id);
+      if (entry) mergeReceipts(entry, u);
+    }
+  }
 
   // ---- history --------------------------------------------------------------
 
   let historyRequest = null;
 
-  /** Loads the newest page and merges it: run at start and after every (re)subscription. */
+  /** Loads the newest page and merges it: run on opening and after every (re)subscription. */
   function syncHistory() {
     if (historyRequest) return historyRequest;
+    const conv = current;
     historyRequest = (async () => {
       try {
-        const res = await fetch(`/conversations/?limit=${PAGE}`, { credentials: 'same-origin' });
-        if (res.status === 401) return window.location.assign('/login');
-        if (!res.ok) throw new Error(await errorText(res));
-        const page = await res.json();
-        const firstLoad = messages.size === 0;
+        const page = await getJson(`/api/conversations/${conv.id}/messages?limit=${PAGE}`);
+        if (current !== conv) return;
+        const firstLoad = conv.messages.size === 0;
         const stick = firstLoad || nearBottom();
         page.forEach(upsert);
-        if (firstLoad) olderButton.hidden = page.length < PAGE;
+        if (firstLoad) {
+          conv.hasOlder = page.length === PAGE;
+          olderButton.hidden = !conv.hasOlder;
+        }
         if (stick) scroller.scrollTop = scroller.scrollHeight;
+        deliverAll();
+        markSeen();
       } catch (e) {
         showNotice(`Could not load messages: ${e.message}`, 'error');
       } finally {
@@ -251,50 +411,270 @@
     return historyRequest;
   }
 
-  olderButton.addEventListener('click', async () => {
-    const oldest = Math.min(...messages.keys());
-    if (!Number.isFinite(oldest)) return;
+  let olderRequest = null;
+
+  /** Scroll-back: the page before the oldest loaded message (a cursor, not an offset). */
+  function loadOlder() {
+    if (!current || !current.hasOlder || olderRequest || current.messages.size === 0) return olderRequest;
+    const conv = current;
+    const oldest = Math.min(...conv.messages.keys());
     olderButton.disabled = true;
+    olderRequest = (async () => {
+      try {
+        const page = await getJson(`/api/conversations/${conv.id}/messages?before=${oldest}&limit=${PAGE}`);
+        if (current !== conv) return;
+        const height = scroller.scrollHeight;
+        const top = scroller.scrollTop;
+        page.forEach(upsert);
+        scroller.scrollTop = top + scroller.scrollHeight - height;
+        conv.hasOlder = page.length === PAGE;
+        olderButton.hidden = !conv.hasOlder;
+        deliverAll();
+      } catch (e) {
+        showNotice(`Could not load earlier messages: ${e.message}`, 'error');
+      } finally {
+        olderButton.disabled = false;
+        olderRequest = null;
+      }
+    })();
+    return olderRequest;
+  }
+
+  olderButton.addEventListener('click', loadOlder);
+  new IntersectionObserver((changes) => changes.some((c) => c.isIntersecting) && loadOlder(), { root: scroller, rootMargin: '200px 0px 0px 0px' }).observe(
+    $('older-sentinel'),
+  );
+
+  // ---- opening a conversation -------------------------------------------------
+
+  function subscribe(conv, channelName) {
+    if (conv.channel) pusher.unsubscribe(conv.channelName);
+    conv.channelName = channelName;
+    const ch = pusher.subscribe(channelName);
+    conv.channel = ch;
+    // Fires on the first subscription and again after every reconnect: whatever
+    // was sent meanwhile comes from history, and all of it gets acknowledged.
+    ch.bind('pusher:subscription_succeeded', () => current === conv && syncHistory());
+    ch.bind('pusher:subscription_error', () => {
+      if (current === conv) showNotice('You can no longer read this conversation.', 'error');
+    });
+    ch.bind('an_event', (data) => {
+      if (current !== conv) return;
+      const entry = upsert(data);
+      if (entry && !isMine(entry.data)) {
+        queueReceipt(entry, 'Delivered');
+        markSeen();
+      }
+      bumpSidebar(conv.id, data);
+    });
+    ch.bind('delivered_message', (d) => current === conv && upsert(d));
+    ch.bind('seen_message', (d) => current === conv && upsert(d));
+    ch.bind('receipts', applyReceipts);
+    ch.bind('client-typing', (data) => {
+      if (!data || typeof data.name !== 'string' || data.name === cfg.user) return;
+      clearTimeout(typers.get(data.name));
+      typers.set(data.name, setTimeout(() => clearTyping(data.name), 3000));
+      renderTyping();
+    });
+  }
+
+  async function openConversation(id) {
+    const summary = conversations.get(id);
+    if (!summary) return;
+    if (current && current.channel) pusher.unsubscribe(current.channelName);
+    for (const entry of current ? current.messages.values() : []) visibility.unobserve(entry.el);
+    onScreen.clear();
+    pending.Delivered.clear();
+    pending.Seen.clear();
+    typers.clear();
+    renderTyping();
+    list.replaceChildren();
+    olderButton.hidden = true;
+    showNotice('');
+    current = { id, channelName: null, channel: null, messages: new Map(), hasOlder: false };
+    history.replaceState(null, '', `#c${id}`);
+    $('conversation-title').textContent = summary.title;
+    renderSidebar();
+    renderMembers(summary);
+    if (pusher) subscribe(current, summary.channel);
+    await syncHistory();
+  }
+
+  async function renderMembers(summary) {
+    const box = $('members-box');
+    box.hidden = summary.kind !== 'group';
+    if (box.hidden) return;
+    const conv = current;
     try {
-      const res = await fetch(`/conversations/?before=${oldest}&limit=${PAGE}`, { credentials: 'same-origin' });
-      if (!res.ok) throw new Error(await errorText(res));
-      const page = await res.json();
-      const height = scroller.scrollHeight;
-      page.forEach(upsert);
-      scroller.scrollTop += scroller.scrollHeight - height;
-      olderButton.hidden = page.length < PAGE;
+      const detail = await getJson(`/api/conversations/${summary.id}`);
+      if (current !== conv) return;
+      const mayManage = summary.created_by === cfg.userId;
+      $('members-summary').textContent = `Members (${detail.members.length})`;
+      $('member-list').replaceChildren(
+        ...detail.members.map((m) => {
+          const li = document.createElement('li');
+          li.dataset.userId = String(m.id);
+          const name = document.createElement('span');
+          name.textContent = m.name;
+          li.append(name);
+          if (mayManage && m.id !== cfg.userId) {
+            const remove = document.createElement('button');
+            remove.type = 'button';
+            remove.className = 'link-button remove-member';
+            remove.textContent = 'Remove';
+            remove.addEventListener('click', () => removeMember(summary.id, m));
+            li.append(remove);
+          }
+          return li;
+        }),
+      );
+      $('add-member').hidden = !mayManage;
     } catch (e) {
-      showNotice(`Could not load earlier messages: ${e.message}`, 'error');
-    } finally {
-      olderButton.disabled = false;
+      showNotice(`Could not load members: ${e.message}`, 'error');
     }
+  }
+
+  async function removeMember(cid, member) {
+    const res = await send('DELETE', `/api/conversations/${cid}/members/${member.id}`);
+    if (!res.ok) return showNotice(await errorText(res), 'error');
+    await refreshConversation(cid);
+  }
+
+  $('add-member').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const name = $('add-member-name').value.trim();
+    if (!name || !current) return;
+    const res = await send('POST', `/api/conversations/${current.id}/members`, { username: name });
+    if (!res.ok) return showNotice(await errorText(res), 'error');
+    $('add-member-name').value = '';
+    await refreshConversation(current.id);
+  });
+
+  /** After membership changes: new summary, maybe a new channel, new member list. */
+  async function refreshConversation(cid) {
+    await loadSidebar();
+    if (!current || current.id !== cid) return;
+    const summary = conversations.get(cid);
+    if (!summary) {
+      leaveCurrent('You were removed from this conversation.');
+      return;
+    }
+    if (pusher && summary.channel !== current.channelName) subscribe(current, summary.channel);
+    renderMembers(summary);
+  }
+
+  function leaveCurrent(text) {
+    if (current && current.channel) pusher.unsubscribe(current.channelName);
+    current = null;
+    list.replaceChildren();
+    $('conversation-title').textContent = '';
+    $('members-box').hidden = true;
+    showNotice(text, 'warning');
+  }
+
+  /** A message in any conversation: last message, order, and unread count in the sidebar. */
+  function bumpSidebar(cid, m) {
+    const c = conversations.get(cid);
+    if (!c) return loadSidebar();
+    c.last_message = { id: m.id, name: m.name, message: m.message };
+    if (m.created_at) c.last_message_at = m.created_at;
+    const open = current && current.id === cid;
+    if (!open && m.name !== cfg.user) c.unread = (c.unread || 0) + 1;
+    renderSidebar();
+  }
+
+  // ---- starting conversations ---------------------------------------------------
+
+  async function createConversation(body) {
+    const res = await send('POST', '/api/conversations', body);
+    if (!res.ok) {
+      showNotice(await errorText(res), 'error');
+      return null;
+    }
+    const summary = await res.json();
+    conversations.set(summary.id, summary);
+    await openConversation(summary.id);
+    return summary;
+  }
+
+  $('new-direct').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const username = $('direct-user').value.trim();
+    if (!username) return;
+    if (await createConversation({ kind: 'direct', username })) $('direct-user').value = '';
+  });
+
+  $('new-group').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const title = $('group-title').value.trim();
+    const usernames = $('group-members').value.split(',').map((s) => s.trim()).filter(Boolean);
+    if (await createConversation({ kind: 'group', title, usernames })) {
+      $('group-title').value = '';
+      $('group-members').value = '';
+      $('new-group').closest('details').open = false;
+    }
+  });
+
+  let searchTimer = null;
+  function suggestUsers(ev) {
+    clearTimeout(searchTimer);
+    const q = ev.target.value.split(',').pop().trim();
+    if (!q) return;
+    searchTimer = setTimeout(async () => {
+      try {
+        const users = await getJson(`/api/users?q=${encodeURIComponent(q)}`);
+        $('user-suggestions').replaceChildren(
+          ...users.map((u) => {
+            const o = document.createElement('option');
+            o.value = u.name;
+            return o;
+          }),
+        );
+      } catch {}
+    }, 150);
+  }
+  $('direct-user').addEventListener('input', suggestUsers);
+  $('add-member-name').addEventListener('input', suggestUsers);
+
+  $('sidebar-toggle').addEventListener('click', () => {
+    const open = document.body.classList.toggle('sidebar-open');
+    $('sidebar-toggle').setAttribute('aria-expanded', String(open));
   });
 
   // ---- sending --------------------------------------------------------------
 
   const charCount = (s) => [...s].length;
 
-  function updateCounter() {
+  /** The box grows with the text; the counter shows once the limit is near. */
+  function updateComposer() {
     const n = charCount(input.value.trim());
-    counter.textContent = `${n}/${MAX_CHARS}`;
-    counter.classList.toggle('over', n > MAX_CHARS);
+    counter.textContent = `${n}/${cfg.maxChars}`;
+    counter.classList.toggle('over', n > cfg.maxChars);
+    counter.classList.toggle('near', n >= cfg.maxChars * NEAR_LIMIT);
+    input.style.height = 'auto';
+    input.style.height = `${input.scrollHeight + 2}px`;
   }
 
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
+    if (!current) return showNotice('Open a conversation first.', 'error');
     const text = input.value.trim();
     if (!text) return showNotice('Type a message first.', 'error');
-    if (charCount(text) > MAX_CHARS) return showNotice(`Messages can have at most ${MAX_CHARS} characters.`, 'error');
+    if (charCount(text) > cfg.maxChars) return showNotice(`Messages can have at most ${cfg.maxChars} characters.`, 'error');
     const button = $('send');
     button.disabled = true;
+    const conv = current;
     try {
-      const res = await post('/conversation', { message: text });
+      const res = await send('POST', `/api/conversations/${conv.id}/messages`, { message: text });
       if (!res.ok) return showNotice(await errorText(res), 'error');
       const sent = await res.json();
       input.value = '';
-      updateCounter();
-      upsert(sent);
-      scroller.scrollTop = scroller.scrollHeight;
+      updateComposer();
+      if (current === conv) {
+        upsert(sent);
+        scroller.scrollTop = scroller.scrollHeight;
+      }
+      bumpSidebar(conv.id, sent);
       if (sent.broadcast === false) {
         showNotice('Saved, but live delivery is down right now: others will see it when they reconnect.', 'warning');
       } else {
@@ -315,14 +695,13 @@
     }
   });
   input.addEventListener('input', () => {
-    updateCounter();
+    updateComposer();
     announceTyping();
   });
 
   // ---- typing indicator -----------------------------------------------------
 
   const typers = new Map(); // name -> timeout
-  let typingChannel = null;
   let lastTypingSent = 0;
 
   function renderTyping() {
@@ -341,15 +720,27 @@
 
   function announceTyping() {
     const now = Date.now();
-    if (!typingChannel || !typingChannel.subscribed || now - lastTypingSent < 1500 || !input.value.trim()) return;
+    const ch = current && current.channel;
+    if (!ch || !ch.subscribed || now - lastTypingSent < 1500 || !input.value.trim()) return;
     lastTypingSent = now;
-    typingChannel.trigger('client-typing', { name: cfg.user });
+    ch.trigger('client-typing', { name: cfg.user });
   }
 
   // ---- presence ---------------------------------------------------------------
 
-  function renderOnline(members) {
+  let presence = null;
+
+  /** While my own connection is down the list would be stale, so it says so instead. */
+  function renderOnline() {
+    const connected = pusher && pusher.connection.state === 'connected' && presence && presence.subscribed;
     const ul = $('online-list');
+    $('online-stale').hidden = Boolean(connected);
+    if (!connected) {
+      ul.replaceChildren();
+      $('online-count').textContent = '–';
+      return;
+    }
+    const members = presence.members;
     const names = [];
     members.each((m) => names.push({ id: m.id, name: (m.info && m.info.name) || `user ${m.id}` }));
     names.sort((a, b) => a.name.localeCompare(b.name));
@@ -372,6 +763,7 @@
       showNotice('Live updates are unavailable (pusher-js did not load).', 'error');
       return;
     }
+    const headers = { 'X-CSRF-Token': cfg.csrf };
     pusher = new Pusher(cfg.key, {
       wsHost: cfg.wsHost,
       wsPort: cfg.wsPort,
@@ -379,45 +771,54 @@
       enabledTransports: ['ws'],
       cluster: 'mt1',
       enableStats: false,
-      channelAuthorization: { endpoint: '/pusher/auth', transport: 'ajax', headers: { 'X-CSRF-Token': cfg.csrf } },
+      channelAuthorization: { endpoint: '/pusher/auth', transport: 'ajax', headers },
+      userAuthentication: { endpoint: '/pusher/user-auth', transport: 'ajax', headers },
     });
 
-    pusher.connection.bind('state_change', ({ current }) => {
-      connectionEl.dataset.state = current;
-      connectionEl.textContent = current === 'connected' ? 'live' : current;
+    let wasConnected = false;
+    pusher.connection.bind('state_change', ({ current: state }) => {
+      connectionEl.dataset.state = state;
+      connectionEl.textContent = state === 'connected' ? 'live' : state;
+      renderOnline();
+      if (state === 'connected') {
+        // Unread counts may have moved while we were away.
+        if (wasConnected) loadSidebar();
+        wasConnected = true;
+      }
     });
 
-    const chat = pusher.subscribe('a_channel');
-    // Fires on the first subscription and again after every reconnect: whatever
-    // was sent meanwhile comes from history, and all of it gets acknowledged.
-    chat.bind('pusher:subscription_succeeded', async () => {
-      await syncHistory();
-      markAllDelivered();
+    // Sign in, so that notices sent to this user (sendToUser) arrive: unread
+    // counts move without a subscription per conversation.
+    pusher.signin();
+    pusher.user.bind('new_message', (m) => {
+      if (!m || typeof m.conversation_id !== 'number') return;
+      if (current && current.id === m.conversation_id) return; // the channel has it
+      bumpSidebar(m.conversation_id, m);
+      // It reached this device: that is Delivered, even if not opened.
+      send('POST', `/api/conversations/${m.conversation_id}/receipts`, { status: 'Delivered', ids: [m.id], socket_id: socketId() }).catch(() => {});
     });
-    chat.bind('an_event', (data) => {
-      upsert(data);
-      const entry = messages.get(data.id);
-      if (entry && !isMine(entry.data)) receive(entry);
+    pusher.user.bind('conversation_added', () => loadSidebar());
+    pusher.user.bind('members_changed', (m) => m && refreshConversation(m.conversation_id));
+    pusher.user.bind('conversation_removed', async (m) => {
+      await loadSidebar();
+      if (m && current && current.id === m.conversation_id) leaveCurrent('You were removed from this conversation.');
     });
-    chat.bind('delivered_message', upsert);
-    chat.bind('seen_message', upsert);
 
-    const presence = pusher.subscribe('presence-chat');
-    presence.bind('pusher:subscription_succeeded', (members) => renderOnline(members));
-    presence.bind('pusher:member_added', () => renderOnline(presence.members));
-    presence.bind('pusher:member_removed', () => renderOnline(presence.members));
+    presence = pusher.subscribe('presence-chat');
+    presence.bind('pusher:subscription_succeeded', renderOnline);
+    presence.bind('pusher:member_added', renderOnline);
+    presence.bind('pusher:member_removed', renderOnline);
     presence.bind('pusher:subscription_error', () => showNotice('Could not join the online list.', 'error'));
-
-    typingChannel = pusher.subscribe('private-typing');
-    typingChannel.bind('client-typing', (data) => {
-      if (!data || typeof data.name !== 'string' || data.name === cfg.user) return;
-      clearTimeout(typers.get(data.name));
-      typers.set(data.name, setTimeout(() => clearTyping(data.name), 3000));
-      renderTyping();
-    });
   }
 
-  updateCounter();
-  syncHistory().then(markSeen);
-  connect();
+  async function start() {
+    updateComposer();
+    connect();
+    const all = await loadSidebar();
+    const fromHash = Number((window.location.hash.match(/^#c(\d+)$/) || [])[1]);
+    const first = all.find((c) => c.id === fromHash) || all.find((c) => c.kind === 'everyone') || all[0];
+    if (first) await openConversation(first.id);
+  }
+
+  start();
 })();

@@ -27,6 +27,8 @@ impl<T: DeserializeOwned + 'static> FromRequest for FormOrJson<T> {
         Box::pin(async move {
             let bytes = bytes.await.map_err(|e| AppError::bad_request(format!("cannot read request body: {e}")))?;
             let value = match content_type.as_str() {
+                // No body at all (a DELETE, a POST with only a header token): every field absent.
+                _ if bytes.is_empty() => serde_urlencoded::from_bytes(&bytes).map_err(|e| AppError::bad_request(format!("invalid form body: {e}")))?,
                 "application/json" => serde_json::from_slice(&bytes).map_err(|e| AppError::bad_request(format!("invalid JSON body: {e}")))?,
                 "" | "application/x-www-form-urlencoded" => {
                     serde_urlencoded::from_bytes(&bytes).map_err(|e| AppError::bad_request(format!("invalid form body: {e}")))?

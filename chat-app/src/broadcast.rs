@@ -1,18 +1,31 @@
-//! Publishing chat events through the broker's signed REST API.
+//! Publishing chat events through the broker's signed REST API (the workspace
+//! `protocol` client): conversation events on each conversation's private
+//! channel, and notices to users (`sendToUser`: the `#server-to-user-{id}`
+//! channel that a signed-in connection joins).
 
 use std::time::Duration;
 
 use protocol::{client::RestClient, rest::TriggerRequest, SocketId};
+use serde::Serialize;
 
-use crate::{config::Config, models::MessageView};
+use crate::config::Config;
 
-/// The public channel every chat page subscribes to (name kept from the original app).
-pub const CHAT_CHANNEL: &str = "a_channel";
 pub const EVENT_NEW: &str = "an_event";
 pub const EVENT_DELIVERED: &str = "delivered_message";
 pub const EVENT_SEEN: &str = "seen_message";
+/// Receipt changes of many messages at once: `{conversation_id, updates: [ReceiptUpdate]}`.
+pub const EVENT_RECEIPTS: &str = "receipts";
+/// Who is online: every logged-in user may join.
 pub const PRESENCE_CHANNEL: &str = "presence-chat";
-pub const TYPING_CHANNEL: &str = "private-typing";
+
+/// Notices to users, outside any conversation channel.
+pub const NOTICE_NEW_MESSAGE: &str = "new_message";
+pub const NOTICE_ADDED: &str = "conversation_added";
+pub const NOTICE_REMOVED: &str = "conversation_removed";
+pub const NOTICE_MEMBERS: &str = "members_changed";
+
+/// The broker's limit on channels named by one trigger (the hosted service's too).
+const MAX_CHANNELS_PER_TRIGGER: usize = 100;
 
 pub struct Broadcaster {
     client: RestClient,
@@ -30,30 +43,49 @@ impl Broadcaster {
         Self { client }
     }
 
-    /// Triggers `event` on the chat channel. Returns whether the broker accepted it;
-    /// a failure is logged, never returned, because the message is already stored
-    /// and clients catch up from history after they reconnect.
-    pub async fn publish(&self, event: &str, message: &MessageView, exclude: Option<SocketId>) -> bool {
-        let data = match serde_json::to_string(message) {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot encode event");
-                return false;
-            }
-        };
+    /// Triggers `event` on `channel`, leaving out the `exclude` connection.
+    /// Returns whether the broker accepted it; a failure is logged, never
+    /// returned, because the data is already stored and clients catch up from
+    /// history after they reconnect.
+    pub async fn publish<T: Serialize>(&self, channel: &str, event: &str, data: &T, exclude: Option<SocketId>) -> bool {
+        let Some(data) = encode(event, data) else { return false };
         let req = TriggerRequest {
             name: event.to_owned(),
             data,
-            channel: Some(CHAT_CHANNEL.to_owned()),
+            channel: Some(channel.to_owned()),
             socket_id: exclude.map(|s| s.to_string()),
             ..Default::default()
         };
-        match self.client.trigger(&req).await {
+        self.send(&req).await
+    }
+
+    /// `sendToUser` for many users: one trigger per hundred of them.
+    pub async fn send_to_users<T: Serialize>(&self, user_ids: &[i32], event: &str, data: &T) -> bool {
+        let Some(data) = encode(event, data) else { return false };
+        let mut all = true;
+        for chunk in user_ids.chunks(MAX_CHANNELS_PER_TRIGGER) {
+            let req = TriggerRequest {
+                name: event.to_owned(),
+                data: data.clone(),
+                channels: Some(chunk.iter().map(|id| format!("#server-to-user-{id}")).collect()),
+                ..Default::default()
+            };
+            all &= self.send(&req).await;
+        }
+        all
+    }
+
+    async fn send(&self, req: &TriggerRequest) -> bool {
+        match self.client.trigger(req).await {
             Ok(_) => true,
             Err(e) => {
-                tracing::warn!(event, id = message.id, error = %e, "event not broadcast");
+                tracing::warn!(event = %req.name, error = %e, "event not broadcast");
                 false
             }
         }
     }
+}
+
+fn encode<T: Serialize>(event: &str, data: &T) -> Option<String> {
+    serde_json::to_string(data).map_err(|e| tracing::error!(event, error = %e, "cannot encode event")).ok()
 }

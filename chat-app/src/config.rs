@@ -28,12 +28,53 @@ pub struct Config {
     pub cookie_secure: bool,
     pub web_dir: PathBuf,
     pub node_modules: PathBuf,
-    /// `None` disables the demo account.
-    pub demo_user: Option<String>,
-    pub demo_password: String,
-    /// Whether `demo_password` is the documented default (and so may be printed).
-    pub demo_password_is_default: bool,
+    /// The demo account, created on an empty database only when asked for
+    /// (`CHAT_DEMO_PASSWORD` set): a fresh install has no known login.
+    pub demo: Option<DemoLogin>,
     pub broker_timeout_secs: u64,
+    /// A login lasts at most this long, however active.
+    pub session_max_age_secs: u64,
+    pub abuse: AbuseLimits,
+    /// Most members of a group, creator included (`CHAT_GROUP_MAX_MEMBERS`).
+    pub group_max_members: i64,
+}
+
+pub const DEFAULT_GROUP_MAX_MEMBERS: i64 = 50;
+
+#[derive(Clone)]
+pub struct DemoLogin {
+    pub user: String,
+    pub password: String,
+}
+
+/// Bounds on login and signup work. Attempt limits are GCRA buckets: per
+/// account and for signups, `n` attempts, then one more a minute (so the
+/// `n+1`-th within a minute is refused with 429 and `Retry-After`); per address
+/// for logins, `n` at once refilling at `n` a minute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AbuseLimits {
+    /// Login attempts per minute for one username (`CHAT_LOGIN_PER_ACCOUNT_PER_MIN`).
+    pub login_per_account_per_min: u32,
+    /// Login attempts per minute from one IP address (`CHAT_LOGIN_PER_IP_PER_MIN`).
+    pub login_per_ip_per_min: u32,
+    /// Signups per minute from one IP address (`CHAT_SIGNUP_PER_IP_PER_MIN`).
+    pub signup_per_ip_per_min: u32,
+    /// Password hashes computed at once (`CHAT_HASH_CONCURRENCY`); each takes ~19 MiB.
+    pub hash_concurrency: usize,
+    /// How long a login waits for a hashing slot before 503 (`CHAT_HASH_WAIT_SECS`).
+    pub hash_wait_secs: u64,
+}
+
+impl Default for AbuseLimits {
+    fn default() -> Self {
+        Self {
+            login_per_account_per_min: 10,
+            login_per_ip_per_min: 30,
+            signup_per_ip_per_min: 10,
+            hash_concurrency: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8),
+            hash_wait_secs: 10,
+        }
+    }
 }
 
 impl std::fmt::Debug for Config {
@@ -50,7 +91,9 @@ impl std::fmt::Debug for Config {
             .field("cookie_secure", &self.cookie_secure)
             .field("web_dir", &self.web_dir)
             .field("node_modules", &self.node_modules)
-            .field("demo_user", &self.demo_user)
+            .field("demo_user", &self.demo.as_ref().map(|d| &d.user))
+            .field("session_max_age_secs", &self.session_max_age_secs)
+            .field("abuse", &self.abuse)
             .finish_non_exhaustive()
     }
 }
@@ -58,7 +101,7 @@ impl std::fmt::Debug for Config {
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/chat";
 pub const DEFAULT_PUSHER_URL: &str = "http://127.0.0.1:6001";
 pub const DEFAULT_DEMO_USER: &str = "demo";
-pub const DEFAULT_DEMO_PASSWORD: &str = "demo-password";
+pub const DEFAULT_SESSION_MAX_AGE_SECS: u64 = 30 * 24 * 3600;
 
 #[derive(Debug, thiserror::Error)]
 #[error("configuration: {0}")]
@@ -72,6 +115,14 @@ fn parse_port(name: &str, default: u16) -> Result<u16, ConfigError> {
     match var(name) {
         None => Ok(default),
         Some(v) => v.trim().parse().map_err(|_| ConfigError(format!("{name} must be a port number, got {v:?}"))),
+    }
+}
+
+/// A positive integer setting.
+fn parse_positive<T: std::str::FromStr + PartialOrd + Default>(name: &str, default: T) -> Result<T, ConfigError> {
+    match var(name) {
+        None => Ok(default),
+        Some(v) => v.trim().parse::<T>().ok().filter(|n| *n > T::default()).ok_or_else(|| ConfigError(format!("{name} must be a positive integer, got {v:?}"))),
     }
 }
 
@@ -152,18 +203,23 @@ impl Config {
         };
         let cookie_secure = parse_bool("COOKIE_SECURE")?.unwrap_or_else(|| !is_loopback_host(&host));
 
-        let demo_user = match env::var("CHAT_DEMO_USER") {
-            Ok(v) if v.trim().is_empty() => None,
-            Ok(v) => Some(v.trim().to_owned()),
-            Err(_) => Some(DEFAULT_DEMO_USER.to_owned()),
+        // No default password: the demo login exists only where someone asked for it.
+        let demo = match (var("CHAT_DEMO_PASSWORD"), var("CHAT_DEMO_USER")) {
+            (Some(password), user) => Some(DemoLogin { user: user.unwrap_or_else(|| DEFAULT_DEMO_USER.into()).trim().to_owned(), password }),
+            (None, Some(_)) => {
+                tracing::warn!("CHAT_DEMO_USER is set without CHAT_DEMO_PASSWORD: no demo login is created");
+                None
+            }
+            (None, None) => None,
         };
-        let (demo_password, demo_password_is_default) = match var("CHAT_DEMO_PASSWORD") {
-            Some(p) => (p, false),
-            None => (DEFAULT_DEMO_PASSWORD.to_owned(), true),
-        };
-        let broker_timeout_secs = match var("PUSHER_TIMEOUT_SECS") {
-            None => 3,
-            Some(v) => v.parse().ok().filter(|s| *s > 0).ok_or_else(|| ConfigError(format!("PUSHER_TIMEOUT_SECS must be a positive integer, got {v:?}")))?,
+        let broker_timeout_secs = parse_positive("PUSHER_TIMEOUT_SECS", 3)?;
+        let d = AbuseLimits::default();
+        let abuse = AbuseLimits {
+            login_per_account_per_min: parse_positive("CHAT_LOGIN_PER_ACCOUNT_PER_MIN", d.login_per_account_per_min)?,
+            login_per_ip_per_min: parse_positive("CHAT_LOGIN_PER_IP_PER_MIN", d.login_per_ip_per_min)?,
+            signup_per_ip_per_min: parse_positive("CHAT_SIGNUP_PER_IP_PER_MIN", d.signup_per_ip_per_min)?,
+            hash_concurrency: parse_positive("CHAT_HASH_CONCURRENCY", d.hash_concurrency)?,
+            hash_wait_secs: parse_positive("CHAT_HASH_WAIT_SECS", d.hash_wait_secs)?,
         };
 
         Ok(Self {
@@ -180,10 +236,11 @@ impl Config {
             cookie_secure,
             web_dir: locate_dir("CHAT_WEB_DIR", "web"),
             node_modules: locate_dir("CHAT_NODE_MODULES", "node_modules"),
-            demo_user,
-            demo_password,
-            demo_password_is_default,
+            demo,
             broker_timeout_secs,
+            session_max_age_secs: parse_positive("CHAT_SESSION_MAX_AGE_SECS", DEFAULT_SESSION_MAX_AGE_SECS)?,
+            abuse,
+            group_max_members: parse_positive("CHAT_GROUP_MAX_MEMBERS", DEFAULT_GROUP_MAX_MEMBERS)?,
         })
     }
 
@@ -204,10 +261,11 @@ impl Config {
             cookie_secure: false,
             web_dir: locate_dir("CHAT_WEB_DIR", "web"),
             node_modules: locate_dir("CHAT_NODE_MODULES", "node_modules"),
-            demo_user: None,
-            demo_password: String::new(),
-            demo_password_is_default: false,
+            demo: None,
             broker_timeout_secs: 2,
+            session_max_age_secs: DEFAULT_SESSION_MAX_AGE_SECS,
+            abuse: AbuseLimits::default(),
+            group_max_members: DEFAULT_GROUP_MAX_MEMBERS,
         }
     }
 }

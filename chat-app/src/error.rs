@@ -17,6 +17,11 @@ pub enum AppError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("too many attempts, try again in {retry_after_secs} s")]
+    TooManyRequests { retry_after_secs: u64 },
+    /// Every password-hashing slot stayed busy for the configured wait.
+    #[error("the server is busy, try again shortly")]
+    Busy { retry_after_secs: u64 },
     #[error("the database is unavailable, try again shortly")]
     Unavailable(String),
     /// The text is logged; the client only learns that something went wrong.
@@ -42,7 +47,8 @@ impl ResponseError for AppError {
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Conflict(_) => StatusCode::CONFLICT,
-            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::Busy { .. } | AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -53,7 +59,27 @@ impl ResponseError for AppError {
             AppError::Unavailable(detail) => tracing::warn!(%detail, "database unavailable"),
             _ => {}
         }
-        HttpResponse::build(self.status_code()).json(json!({ "error": self.to_string() }))
+        let mut resp = HttpResponse::build(self.status_code());
+        if let Some(secs) = self.retry_after_secs() {
+            resp.insert_header(("Retry-After", secs.to_string()));
+        }
+        resp.json(json!({ "error": self.to_string() }))
+    }
+}
+
+impl AppError {
+    /// Seconds for `Retry-After`, for the errors that clear by waiting.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            AppError::TooManyRequests { retry_after_secs } | AppError::Busy { retry_after_secs } => Some(*retry_after_secs),
+            _ => None,
+        }
+    }
+}
+
+impl From<crate::throttle::TooMany> for AppError {
+    fn from(t: crate::throttle::TooMany) -> Self {
+        AppError::TooManyRequests { retry_after_secs: t.retry_after_secs }
     }
 }
 
@@ -62,6 +88,8 @@ impl From<StoreError> for AppError {
         match e {
             StoreError::UsernameTaken => AppError::Conflict("that username is taken".into()),
             StoreError::NoSuchUser => AppError::Unauthorized,
+            // Routes that can hit these turn them into a message naming the bound.
+            StoreError::GroupFull | StoreError::GroupTooSmall => AppError::Conflict(e.to_string()),
             StoreError::Db(e) => AppError::Internal(e.to_string()),
         }
     }

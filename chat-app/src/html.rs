@@ -123,6 +123,11 @@ pub fn logout_page(csrf_token: &str, username: &str) -> String {
 <input type="hidden" name="csrf_token" value="{token}">
 <button type="submit">Log out</button>
 </form>
+<form method="post" action="/logout" class="auth-form">
+<input type="hidden" name="csrf_token" value="{token}">
+<input type="hidden" name="everywhere" value="1">
+<button type="submit" id="logout-everywhere" class="secondary">Log out everywhere</button>
+</form>
 <p class="auth-footer"><a href="/">Back to the chat</a></p>
 </main>"#,
         user = escape(username),
@@ -145,6 +150,7 @@ pub fn chat_page(p: &ChatPage) -> String {
         meta("csrf-token", p.csrf_token),
         meta("chat-user", p.username),
         meta("chat-user-id", &p.user_id.to_string()),
+        meta("chat-max-chars", &crate::validate::MESSAGE_MAX_CHARS.to_string()),
         meta("pusher-key", p.config.app_key.as_str()),
         meta("pusher-ws-host", &p.config.ws_host),
         meta("pusher-ws-port", &p.config.ws_port.to_string()),
@@ -153,6 +159,7 @@ pub fn chat_page(p: &ChatPage) -> String {
     let body = format!(
         r#"<div class="chat-shell">
 <header class="topbar">
+  <button id="sidebar-toggle" type="button" class="icon-button" aria-controls="sidebar" aria-expanded="false">Chats<span id="total-unread" class="unread" hidden></span></button>
   <h1>Chat</h1>
   <span class="me">Signed in as <strong id="me-name">{user}</strong></span>
   <span id="connection" class="connection" data-state="connecting">connecting…</span>
@@ -161,21 +168,52 @@ pub fn chat_page(p: &ChatPage) -> String {
     <button type="submit" class="link-button">Log out</button>
   </form>
 </header>
-<aside class="online" aria-label="Who is online">
-  <h2>Online <span id="online-count" class="count">0</span></h2>
-  <ul id="online-list"></ul>
+<aside id="sidebar" class="sidebar" aria-label="Conversations">
+  <form id="new-direct" class="side-form" autocomplete="off">
+    <label for="direct-user">Message someone</label>
+    <div class="row"><input id="direct-user" list="user-suggestions" maxlength="32" placeholder="username" autocapitalize="none" spellcheck="false"><button type="submit">Start</button></div>
+  </form>
+  <details class="side-form">
+    <summary>New group</summary>
+    <form id="new-group" autocomplete="off">
+      <label for="group-title">Name</label>
+      <input id="group-title" maxlength="80" required>
+      <label for="group-members">Members (comma separated)</label>
+      <input id="group-members" placeholder="bob, carol" autocapitalize="none" spellcheck="false">
+      <button type="submit">Create group</button>
+    </form>
+  </details>
+  <datalist id="user-suggestions"></datalist>
+  <ul id="conversation-list" class="conversation-list"></ul>
+  <section class="online" aria-label="Who is online">
+    <h2>Online <span id="online-count" class="count">0</span></h2>
+    <p id="online-stale" class="stale" hidden>Offline: reconnecting…</p>
+    <ul id="online-list"></ul>
+  </section>
 </aside>
 <main class="conversation">
+  <header class="conversation-header">
+    <h2 id="conversation-title">…</h2>
+    <details id="members-box" class="members-box" hidden>
+      <summary id="members-summary">Members</summary>
+      <ul id="member-list"></ul>
+      <form id="add-member" autocomplete="off" hidden>
+        <input id="add-member-name" list="user-suggestions" maxlength="32" placeholder="username" autocapitalize="none" spellcheck="false" aria-label="Add a member">
+        <button type="submit">Add</button>
+      </form>
+    </details>
+  </header>
   <div id="notice" class="notice" role="status" hidden></div>
   <div id="messages-scroll" class="messages-scroll">
+    <div id="older-sentinel" class="older-sentinel"></div>
     <button id="load-older" type="button" class="load-older" hidden>Load earlier messages</button>
     <ol id="messages" class="messages" aria-live="polite"></ol>
   </div>
   <div id="typing" class="typing" aria-live="polite"></div>
   <form id="composer" class="composer" autocomplete="off">
     <label for="message" class="visually-hidden">Message</label>
-    <textarea id="message" name="message" rows="1" maxlength="225" placeholder="Type a message" required></textarea>
-    <span id="counter" class="counter">0/225</span>
+    <textarea id="message" name="message" rows="1" maxlength="{max}" placeholder="Type a message" required></textarea>
+    <span id="counter" class="counter" aria-live="polite">0/{max}</span>
     <button id="send" type="submit">Send</button>
   </form>
 </main>
@@ -184,6 +222,7 @@ pub fn chat_page(p: &ChatPage) -> String {
 <script src="/static/chat.js"></script>"#,
         user = escape(p.username),
         token = escape(p.csrf_token),
+        max = crate::validate::MESSAGE_MAX_CHARS,
     );
     layout("Chat", "chat", &head, &body)
 }

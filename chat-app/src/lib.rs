@@ -16,6 +16,7 @@ pub mod schema;
 pub mod session;
 pub mod state;
 pub mod store;
+pub mod throttle;
 pub mod validate;
 
 use std::sync::Arc;
@@ -42,6 +43,7 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 pub fn build_app(
     config: Arc<Config>,
     pool: DbPool,
+    throttle: Arc<throttle::Throttle>,
 ) -> App<impl ServiceFactory<ServiceRequest, Config = (), Response = ServiceResponse<impl MessageBody>, Error = actix_web::Error, InitError = ()>> {
     let sessions = SessionMiddleware::builder(CookieSessionStore::default(), config.session_key.clone())
         .cookie_name(SESSION_COOKIE.to_owned())
@@ -50,7 +52,7 @@ pub fn build_app(
         .cookie_same_site(SameSite::Lax)
         .build();
     App::new()
-        .app_data(web::Data::new(AppState::new(config, pool)))
+        .app_data(web::Data::new(AppState::new(config, pool, throttle)))
         .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
         .app_data(web::QueryConfig::default().error_handler(|e, _| AppError::bad_request(format!("invalid query: {e}")).into()))
         .wrap(sessions)
@@ -76,7 +78,8 @@ pub async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let config = Arc::new(config);
     tracing::info!(?config, "starting chat-app");
     let (host, port) = (config.host.clone(), config.port);
-    let server = HttpServer::new(move || build_app(config.clone(), pool.clone())).bind((host.as_str(), port))?;
+    let throttle = Arc::new(throttle::Throttle::new(&config.abuse));
+    let server = HttpServer::new(move || build_app(config.clone(), pool.clone(), throttle.clone())).bind((host.as_str(), port))?;
     for addr in server.addrs() {
         tracing::info!("chat listening on http://{addr}");
     }

@@ -4,19 +4,21 @@ use std::sync::Arc;
 
 use actix_web::web;
 
-use crate::{broadcast::Broadcaster, config::Config, db::DbPool, error::AppError};
+use crate::{broadcast::Broadcaster, config::Config, db::DbPool, error::AppError, throttle::Throttle};
 
 /// Built per worker thread, because the broker client (awc) is not `Send`.
 pub struct AppState {
     pub config: Arc<Config>,
     pub pool: DbPool,
     pub broadcaster: Broadcaster,
+    /// Shared by every worker, so the limits are per process.
+    pub throttle: Arc<Throttle>,
 }
 
 impl AppState {
-    pub fn new(config: Arc<Config>, pool: DbPool) -> Self {
+    pub fn new(config: Arc<Config>, pool: DbPool, throttle: Arc<Throttle>) -> Self {
         let broadcaster = Broadcaster::new(&config);
-        Self { config, pool, broadcaster }
+        Self { config, pool, broadcaster, throttle }
     }
 
     /// Runs blocking database work off the async threads.

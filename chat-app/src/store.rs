@@ -6,9 +6,12 @@ use diesel::{
 };
 
 use crate::{
-    models::{Conversation, MessageView, NewConversation, NewUser, Status, User},
-    schema::{conversations, users},
+    models::{NewUser, User},
+    schema::{sessions, users},
 };
+
+pub mod conversations;
+pub mod messages;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -16,6 +19,10 @@ pub enum StoreError {
     UsernameTaken,
     #[error("no such user")]
     NoSuchUser,
+    #[error("the group is full")]
+    GroupFull,
+    #[error("the group would be too small")]
+    GroupTooSmall,
     #[error(transparent)]
     Db(#[from] DieselError),
 }
@@ -24,15 +31,20 @@ pub fn count_users(conn: &mut PgConnection) -> Result<i64, StoreError> {
     Ok(users::table.count().get_result(conn)?)
 }
 
+/// A new account, already a member of the conversation everyone belongs to.
 pub fn create_user(conn: &mut PgConnection, username: &str, password_hash: &str) -> Result<User, StoreError> {
-    diesel::insert_into(users::table)
-        .values(NewUser { username, password_hash })
-        .returning(User::as_returning())
-        .get_result(conn)
-        .map_err(|e| match e {
-            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => StoreError::UsernameTaken,
-            other => StoreError::Db(other),
-        })
+    conn.transaction(|c| {
+        let user = diesel::insert_into(users::table)
+            .values(NewUser { username, password_hash })
+            .returning(User::as_returning())
+            .get_result(c)
+            .map_err(|e| match e {
+                DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => StoreError::UsernameTaken,
+                other => StoreError::Db(other),
+            })?;
+        conversations::join_everyone(c, user.id)?;
+        Ok(user)
+    })
 }
 
 pub fn find_user_by_name(conn: &mut PgConnection, username: &str) -> Result<Option<User>, StoreError> {
@@ -43,52 +55,41 @@ pub fn find_user(conn: &mut PgConnection, id: i32) -> Result<Option<User>, Store
     Ok(users::table.find(id).select(User::as_select()).first(conn).optional()?)
 }
 
-/// Stores a message as `Sent`. The message must already be validated.
-pub fn insert_message(conn: &mut PgConnection, sender: &User, message: &str) -> Result<MessageView, StoreError> {
-    let row = diesel::insert_into(conversations::table)
-        .values(NewConversation { user_id: sender.id, message, status: Status::Sent.as_str() })
-        .returning(Conversation::as_returning())
-        .get_result(conn)
-        .map_err(|e| match e {
-            // The account was deleted while its session was still alive.
-            DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _) => StoreError::NoSuchUser,
-            other => StoreError::Db(other),
-        })?;
-    Ok(MessageView::new(&row, &sender.username))
-}
-
-/// Up to `limit` messages with ids below `before` (all, if `None`), oldest first.
-pub fn list_messages(conn: &mut PgConnection, before: Option<i64>, limit: i64) -> Result<Vec<MessageView>, StoreError> {
-    let mut query = conversations::table
+/// The user a live session token belongs to; `None` when the session was ended
+/// or is older than `max_age_secs`.
+pub fn session_user(conn: &mut PgConnection, token_hash: &str, max_age_secs: u64) -> Result<Option<User>, StoreError> {
+    let cutoff = session_cutoff(max_age_secs);
+    Ok(sessions::table
         .inner_join(users::table)
-        .select((Conversation::as_select(), users::username))
-        .order(conversations::id.desc())
-        .limit(limit)
-        .into_boxed();
-    if let Some(b) = before {
-        query = query.filter(conversations::id.lt(b));
-    }
-    // Newest-first with a limit gives the latest page; reversed, it reads oldest first.
-    let mut rows: Vec<(Conversation, String)> = query.load(conn)?;
-    rows.reverse();
-    Ok(rows.iter().map(|(c, name)| MessageView::new(c, name)).collect())
-}
-
-pub fn find_message(conn: &mut PgConnection, id: i64) -> Result<Option<(Conversation, String)>, StoreError> {
-    Ok(conversations::table
-        .inner_join(users::table)
-        .filter(conversations::id.eq(id))
-        .select((Conversation::as_select(), users::username))
+        .filter(sessions::token_hash.eq(token_hash))
+        .filter(sessions::created_at.gt(cutoff))
+        .select(User::as_select())
         .first(conn)
         .optional()?)
 }
 
-/// Moves a message to `to` if it is in an earlier state, in one statement so that
-/// two racing receivers can never move it backwards. `None` when nothing changed.
-pub fn advance_status(conn: &mut PgConnection, id: i64, to: Status) -> Result<Option<Conversation>, StoreError> {
-    Ok(diesel::update(conversations::table.filter(conversations::id.eq(id)).filter(conversations::status.eq_any(to.earlier())))
-        .set(conversations::status.eq(to.as_str()))
-        .returning(Conversation::as_returning())
-        .get_result(conn)
-        .optional()?)
+fn session_cutoff(max_age_secs: u64) -> chrono::DateTime<chrono::Utc> {
+    let age = chrono::Duration::seconds(i64::try_from(max_age_secs).unwrap_or(i64::MAX / 1000).min(i64::MAX / 1000));
+    chrono::Utc::now() - age
+}
+
+/// Records a new session, and drops this user's expired ones so the table does not grow without end.
+pub fn create_session(conn: &mut PgConnection, token_hash: &str, user_id: i32, max_age_secs: u64) -> Result<(), StoreError> {
+    diesel::delete(sessions::table.filter(sessions::user_id.eq(user_id)).filter(sessions::created_at.le(session_cutoff(max_age_secs)))).execute(conn)?;
+    diesel::insert_into(sessions::table)
+        .values((sessions::token_hash.eq(token_hash), sessions::user_id.eq(user_id)))
+        .execute(conn)
+        .map_err(|e| match e {
+            DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _) => StoreError::NoSuchUser,
+            other => StoreError::Db(other),
+        })?;
+    Ok(())
+}
+
+pub fn delete_session(conn: &mut PgConnection, token_hash: &str) -> Result<usize, StoreError> {
+    Ok(diesel::delete(sessions::table.filter(sessions::token_hash.eq(token_hash))).execute(conn)?)
+}
+
+pub fn delete_user_sessions(conn: &mut PgConnection, user_id: i32) -> Result<usize, StoreError> {
+    Ok(diesel::delete(sessions::table.filter(sessions::user_id.eq(user_id))).execute(conn)?)
 }

@@ -26,6 +26,18 @@ pub fn message(raw: Option<&str>) -> Result<String, AppError> {
     Ok(text.to_owned())
 }
 
+pub const TITLE_MAX_CHARS: usize = 80;
+
+/// A group's name: trimmed, 1 to 80 characters, no control characters.
+pub fn title(raw: Option<&str>) -> Result<String, AppError> {
+    let t = raw.unwrap_or("").trim();
+    let n = t.chars().count();
+    if n == 0 || n > TITLE_MAX_CHARS || t.chars().any(char::is_control) {
+        return Err(AppError::bad_request(format!("a group's name must be 1 to {TITLE_MAX_CHARS} characters, without control characters")));
+    }
+    Ok(t.to_owned())
+}
+
 pub fn username(raw: &str) -> Result<&str, AppError> {
     let name = raw.trim();
     let ok_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));

@@ -37,6 +37,12 @@ async fn anonymous_visitors_are_sent_to_login_and_apis_refuse_them() {
         let r = anon.post_form(&app, uri, &[("message", "hi"), ("socket_id", "1.2"), ("channel_name", "presence-chat")]).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{uri}");
     }
+    // The chat's live stream is private: nothing signs it for an anonymous page.
+    for channel in ["private-a_channel", "private-typing", "presence-chat"] {
+        let r = anon.post_form(&app, "/pusher/auth", &[("socket_id", "1.2"), ("channel_name", channel)]).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{channel}");
+        assert!(r.json().get("auth").is_none());
+    }
     let r = anon.get(&app, "/logout").await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     assert_eq!(r.location().as_deref(), Some("/login"));
@@ -215,9 +221,13 @@ async fn sending_stores_triggers_and_answers_the_message() {
     let triggers = broker.recorded.all();
     assert_eq!(triggers.len(), 1);
     assert_eq!(triggers[0].name, "an_event");
-    assert_eq!(triggers[0].channel.as_deref(), Some("a_channel"));
+    assert_eq!(triggers[0].channel.as_deref(), Some("private-a_channel"));
     assert_eq!(triggers[0].socket_id, None);
-    assert_eq!(data_of(&triggers[0]), json!({"name": "alice", "status": "Sent", "message": "hello there", "id": id, "created_at": created}));
+    let seed_shape = |v: &Value| json!({"name": v["name"], "status": v["status"], "message": v["message"], "id": v["id"], "created_at": v["created_at"]});
+    // The original app's fields, as it sent them, plus receipts per recipient (nobody else yet).
+    let data = data_of(&triggers[0]);
+    assert_eq!(seed_shape(&data), json!({"name": "alice", "status": "Sent", "message": "hello there", "id": id, "created_at": created}));
+    assert_eq!((data["conversation_id"].as_i64(), data["recipients"].as_i64(), data["delivered"].as_i64()), (Some(1), Some(0), Some(0)));
 
     // JSON works too, and the form field can carry the token instead of the header.
     let r = alice.post_json(&app, "/conversation", json!({"message": "second"})).await;
@@ -229,7 +239,7 @@ async fn sending_stores_triggers_and_answers_the_message() {
     let list = alice.get(&app, "/conversations/").await.json();
     let texts: Vec<_> = list.as_array().unwrap().iter().map(|m| m["message"].as_str().unwrap().to_owned()).collect();
     assert_eq!(texts, ["hello there", "second", "third"], "oldest first");
-    assert_eq!(list[0], json!({"name": "alice", "status": "Sent", "message": "hello there", "id": id, "created_at": created}));
+    assert_eq!(seed_shape(&list[0]), json!({"name": "alice", "status": "Sent", "message": "hello there", "id": id, "created_at": created}));
     assert_eq!(broker.recorded.all().len(), 3);
     broker.stop().await;
 }
@@ -243,7 +253,7 @@ async fn csrf_is_required_for_every_state_change() {
     let app = test::init_service(env.app()).await;
     let mut alice = Browser::login(&app, "alice", PW).await;
     let bob_user = store::find_user(&mut env.conn(), bob_id).unwrap().unwrap();
-    let id = store::insert_message(&mut env.conn(), &bob_user, "from bob").unwrap().id;
+    let id = store::messages::insert(&mut env.conn(), &bob_user, 1, "from bob").unwrap().0.id;
     broker.recorded.clear();
 
     let routes = [
@@ -336,7 +346,7 @@ async fn history_paging() {
     let app = test::init_service(env.app()).await;
     let mut alice = Browser::login(&app, "alice", PW).await;
     let user = store::find_user(&mut env.conn(), uid).unwrap().unwrap();
-    let ids: Vec<i64> = (1..=5).map(|i| store::insert_message(&mut env.conn(), &user, &format!("m{i}")).unwrap().id).collect();
+    let ids: Vec<i64> = (1..=5).map(|i| store::messages::insert(&mut env.conn(), &user, 1, &format!("m{i}")).unwrap().0.id).collect();
 
     let page = |v: Value| v.as_array().unwrap().iter().map(|m| m["message"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
     assert_eq!(page(alice.get(&app, "/conversations/").await.json()), ["m1", "m2", "m3", "m4", "m5"]);
@@ -378,11 +388,12 @@ async fn delivered_follows_the_sender_rule_and_excludes_the_socket() {
     let triggers = broker.recorded.all();
     assert_eq!(triggers.len(), 1);
     assert_eq!(triggers[0].name, "delivered_message");
-    assert_eq!(triggers[0].channel.as_deref(), Some("a_channel"));
+    assert_eq!(triggers[0].channel.as_deref(), Some("private-a_channel"));
     assert_eq!(triggers[0].socket_id.as_deref(), Some("123.456"), "the acknowledging socket is excluded");
+    let data = data_of(&triggers[0]);
     assert_eq!(
-        data_of(&triggers[0]),
-        json!({"name": "alice", "status": "Delivered", "message": "hi bob", "id": id, "created_at": sent["created_at"]})
+        json!([data["name"], data["status"], data["message"], data["id"], data["created_at"], data["recipients"], data["delivered"], data["seen"]]),
+        json!(["alice", "Delivered", "hi bob", id, sent["created_at"], 1, 1, 0])
     );
     assert_eq!(alice.get(&app, "/conversations/").await.json()[0]["status"], "Delivered");
 
@@ -437,8 +448,9 @@ async fn seen_moves_forward_only_and_persists() {
     env.add_user("carol", PW);
     let mut carol = Browser::login(&app, "carol", PW).await;
     assert_eq!(carol.get(&app, "/conversations/").await.json()[0]["status"], "Seen");
-    let row = store::find_message(&mut env.conn(), id).unwrap().unwrap();
-    assert_eq!(row.0.status, "Seen");
+    // Carol joined after the message, so she is not one of its recipients.
+    let view = store::messages::views(&mut env.conn(), &[id]).unwrap().pop().unwrap();
+    assert_eq!((view.status.as_str(), view.recipients, view.seen), ("Seen", 1, 1));
     broker.stop().await;
 }
 
@@ -482,13 +494,15 @@ async fn pusher_auth_signs_only_the_apps_channels() {
     let sid = "123.456".parse().unwrap();
     verify_channel(&key, &secret, sid, "presence-chat", Some(channel_data), body["auth"].as_str().unwrap()).expect("valid presence signature");
 
-    let r = alice.post_form(&app, "/pusher/auth", &[("socket_id", "123.456"), ("channel_name", "private-typing")]).await;
-    assert_eq!(r.status, StatusCode::OK);
-    let body = r.json();
-    assert!(body.get("channel_data").is_none());
-    verify_channel(&key, &secret, sid, "private-typing", None, body["auth"].as_str().unwrap()).expect("valid private signature");
+    for channel in ["private-a_channel"] {
+        let r = alice.post_form(&app, "/pusher/auth", &[("socket_id", "123.456"), ("channel_name", channel)]).await;
+        assert_eq!(r.status, StatusCode::OK);
+        let body = r.json();
+        assert!(body.get("channel_data").is_none());
+        verify_channel(&key, &secret, sid, channel, None, body["auth"].as_str().unwrap()).expect("valid private signature");
+    }
 
-    for channel in ["private-admin", "presence-other", "a_channel"] {
+    for channel in ["private-admin", "presence-other", "a_channel", "private-typing", "private-conversation-1-0", "private-conversation-99-0"] {
         let r = alice.post_form(&app, "/pusher/auth", &[("socket_id", "123.456"), ("channel_name", channel)]).await;
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{channel}");
     }
@@ -523,11 +537,9 @@ async fn deleting_a_user_cascades_and_ends_their_session() {
 #[actix_rt::test]
 async fn demo_user_is_created_once_on_an_empty_database() {
     let mut env = Env::new(&common::unreachable_url());
-    env.with_config(|c| {
-        c.demo_user = Some("demo".into());
-        c.demo_password = "demo-password".into();
-        c.demo_password_is_default = true;
-    });
+    let config = env.config.clone();
+    assert_eq!(accounts::ensure_demo_user(&mut env.conn(), &config).unwrap(), None, "no demo login unless asked for");
+    env.with_config(|c| c.demo = Some(chat_app::config::DemoLogin { user: "demo".into(), password: "demo-password".into() }));
     let config = env.config.clone();
     assert_eq!(accounts::ensure_demo_user(&mut env.conn(), &config).unwrap().as_deref(), Some("demo"));
     assert_eq!(accounts::ensure_demo_user(&mut env.conn(), &config).unwrap(), None);
@@ -565,4 +577,148 @@ async fn create_user_command() {
 
     let app = test::init_service(env.app()).await;
     Browser::login(&app, "carol", "carol-password").await;
+}
+
+#[actix_rt::test]
+async fn a_cookie_captured_before_logout_is_dead_after_it() {
+    let env = Env::new(&common::unreachable_url());
+    env.add_user("alice", PW);
+    let app = test::init_service(env.app()).await;
+    let mut alice = Browser::login(&app, "alice", PW).await;
+    // An attacker's copy of the cookie and token, taken while logged in.
+    let mut thief = alice.clone();
+    assert_eq!(thief.get(&app, "/conversations/").await.status, StatusCode::OK);
+
+    let token = alice.csrf.clone().unwrap();
+    let r = alice.send(&app, test::TestRequest::post().uri("/logout").set_form([("csrf_token", token.as_str())])).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+
+    let r = thief.get(&app, "/conversations/").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "API: {}", r.text());
+    let mut thief2 = thief.clone();
+    let r = thief2.post_form(&app, "/conversation", &[("message", "forged")]).await;
+    assert!(matches!(r.status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN), "{}", r.status);
+    let r = thief.get(&app, "/").await;
+    assert_eq!((r.status, r.location().as_deref()), (StatusCode::FOUND, Some("/login")), "pages redirect");
+    let r = thief.post_form(&app, "/pusher/auth", &[("socket_id", "1.2"), ("channel_name", "private-a_channel")]).await;
+    assert!(matches!(r.status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN), "{}", r.status);
+    let rows: i64 = diesel::dsl::select(diesel::dsl::sql::<diesel::sql_types::BigInt>("(SELECT count(*) FROM sessions)")).get_result(&mut env.conn()).unwrap();
+    assert_eq!(rows, 0, "the session row is gone");
+
+    // Logging in again works as usual.
+    Browser::login(&app, "alice", PW).await;
+}
+
+#[actix_rt::test]
+async fn log_out_everywhere_ends_every_session_of_the_account_only() {
+    let env = Env::new(&common::unreachable_url());
+    env.add_user("alice", PW);
+    env.add_user("bob", PW);
+    let app = test::init_service(env.app()).await;
+    let mut laptop = Browser::login(&app, "alice", PW).await;
+    let mut phone = Browser::login(&app, "alice", PW).await;
+    let mut bob = Browser::login(&app, "bob", PW).await;
+
+    // A plain logout on the laptop leaves the phone logged in.
+    let mut tablet = Browser::login(&app, "alice", PW).await;
+    let t = tablet.csrf.clone().unwrap();
+    tablet.send(&app, test::TestRequest::post().uri("/logout").set_form([("csrf_token", t.as_str())])).await;
+    assert_eq!(phone.get(&app, "/").await.status, StatusCode::OK);
+
+    let page = laptop.get(&app, "/logout").await.text();
+    assert!(page.contains("name=\"everywhere\""), "the logout page offers it");
+    let t = laptop.csrf.clone().unwrap();
+    let r = laptop.send(&app, test::TestRequest::post().uri("/logout").set_form([("csrf_token", t.as_str()), ("everywhere", "1")])).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(phone.get(&app, "/conversations/").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(laptop.get(&app, "/conversations/").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(bob.get(&app, "/conversations/").await.status, StatusCode::OK, "other accounts keep their sessions");
+}
+
+#[actix_rt::test]
+async fn sessions_expire_after_the_configured_age() {
+    let mut env = Env::new(&common::unreachable_url());
+    env.add_user("alice", PW);
+    env.with_config(|c| c.session_max_age_secs = 1);
+    let app = test::init_service(env.app()).await;
+    let mut alice = Browser::login(&app, "alice", PW).await;
+    // Age the row instead of sleeping.
+    diesel::sql_query("UPDATE sessions SET created_at = now() - interval '2 seconds'").execute(&mut env.conn()).unwrap();
+    assert_eq!(alice.get(&app, "/conversations/").await.status, StatusCode::UNAUTHORIZED);
+}
+
+fn login_request(token: &str, user: &str, pw: &str, ip: &str) -> test::TestRequest {
+    test::TestRequest::post()
+        .uri("/login")
+        .peer_addr(format!("{ip}:40000").parse().unwrap())
+        .set_form([("username", user), ("password", pw), ("csrf_token", token)])
+}
+
+#[actix_rt::test]
+async fn the_eleventh_failed_login_in_a_minute_gets_429_with_retry_after() {
+    let env = Env::new(&common::unreachable_url());
+    env.add_user("alice", PW);
+    env.add_user("bob", PW);
+    let app = test::init_service(env.app()).await;
+    let mut b = Browser::default();
+    b.get(&app, "/login").await;
+    let token = b.csrf.clone().unwrap();
+    for i in 1..=10 {
+        // Spread over addresses so that only the per-account limit is in play.
+        let r = b.send(&app, login_request(&token, "alice", "wrong-password", &format!("10.1.0.{i}"))).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "attempt {i}");
+    }
+    let r = b.send(&app, login_request(&token, "alice", "wrong-password", "10.1.0.11")).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = r.header("retry-after").expect("Retry-After").parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert!(r.text().contains("Too many attempts"), "{}", r.text());
+    // Even the right password waits now: guessing cannot be hidden among successes.
+    let r = b.send(&app, login_request(&token, "Alice", PW, "10.1.0.12")).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(b.get(&app, "/").await.status, StatusCode::FOUND);
+    // Another account is not affected.
+    let r = b.send(&app, login_request(&token, "bob", PW, "10.1.0.13")).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+}
+
+#[actix_rt::test]
+async fn logins_and_signups_are_limited_per_address() {
+    let mut env = Env::new(&common::unreachable_url());
+    env.with_config(|c| {
+        c.abuse.login_per_ip_per_min = 3;
+        c.abuse.signup_per_ip_per_min = 2;
+    });
+    let app = test::init_service(env.app()).await;
+    let mut b = Browser::default();
+    b.get(&app, "/login").await;
+    let token = b.csrf.clone().unwrap();
+    for user in ["u1", "u2", "u3"] {
+        assert_eq!(b.send(&app, login_request(&token, user, "whatever-pw", "10.2.0.1")).await.status, StatusCode::UNAUTHORIZED);
+    }
+    let r = b.send(&app, login_request(&token, "u4", "whatever-pw", "10.2.0.1")).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(b.send(&app, login_request(&token, "u4", "whatever-pw", "10.2.0.2")).await.status, StatusCode::UNAUTHORIZED, "another address is fine");
+
+    let signup = |name: &str, b: &Browser| {
+        test::TestRequest::post()
+            .uri("/signup")
+            .peer_addr("10.3.0.1:5000".parse().unwrap())
+            .insert_header(("X-CSRF-Token", b.csrf.clone().unwrap()))
+            .set_form([("username", name), ("password", PW)])
+    };
+    for name in ["new1", "new2"] {
+        let mut fresh = Browser::default();
+        fresh.get(&app, "/signup").await;
+        let req = signup(name, &fresh);
+        assert_eq!(fresh.send(&app, req).await.status, StatusCode::SEE_OTHER, "{name}");
+    }
+    let mut fresh = Browser::default();
+    fresh.get(&app, "/signup").await;
+    let req = signup("new3", &fresh);
+    let r = fresh.send(&app, req).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.header("retry-after").is_some());
+    assert!(store::find_user_by_name(&mut env.conn(), "new3").unwrap().is_none(), "nothing was created");
 }

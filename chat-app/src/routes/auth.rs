@@ -1,7 +1,12 @@
 //! Login, signup and logout.
 
 use actix_session::Session;
-use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
+use std::net::{IpAddr, Ipv4Addr};
+
+use actix_web::{
+    http::{header, StatusCode},
+    web, HttpRequest, HttpResponse,
+};
 use serde::Deserialize;
 
 use crate::{
@@ -47,6 +52,20 @@ fn render(state: &AppState, session: &Session, form: Form, status: StatusCode, u
     Ok(html::respond(status, &state.config, page))
 }
 
+/// The form again with the error, its status, and `Retry-After` when waiting helps.
+fn render_error(state: &AppState, session: &Session, form: Form, username: &str, e: &AppError) -> Result<HttpResponse, AppError> {
+    let mut resp = render(state, session, form, e_status(e), username, Some(&capitalize(&e.to_string())))?;
+    if let Some(secs) = e.retry_after_secs() {
+        resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+    }
+    Ok(resp)
+}
+
+/// The peer address; the app does not trust forwarding headers, which any client can set.
+fn client_ip(req: &HttpRequest) -> IpAddr {
+    req.peer_addr().map(|a| a.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+}
+
 pub async fn login_form(state: web::Data<AppState>, session: Session) -> Result<HttpResponse, AppError> {
     if session::current_user(&session, &state).await?.is_some() {
         return Ok(redirect("/"));
@@ -63,9 +82,18 @@ pub async fn login(state: web::Data<AppState>, session: Session, req: HttpReques
     if username.is_empty() || password.is_empty() {
         return render(&state, &session, Form::Login, StatusCode::BAD_REQUEST, &username, Some("Enter your username and password."));
     }
+    if let Err(too_many) = state.throttle.login_attempt(client_ip(&req), &username) {
+        tracing::warn!(user = %username, "login attempts throttled");
+        return render_error(&state, &session, Form::Login, &username, &too_many.into());
+    }
     let lookup = username.clone();
+    // The connection goes back to the pool before hashing starts.
     let user = state.db(move |c| Ok(store::find_user_by_name(c, &lookup)?)).await?;
-    // Hashing is deliberately slow, so it runs on the blocking pool.
+    let slot = match state.throttle.hashing_slot().await {
+        Ok(slot) => slot,
+        Err(e) => return render_error(&state, &session, Form::Login, &username, &e),
+    };
+    // Hashing is deliberately slow, so it runs on the blocking pool, one slot each.
     let user = web::block(move || match user {
         Some(u) if passwords::verify(&password, &u.password_hash) => Some(u),
         Some(_) => None,
@@ -75,9 +103,10 @@ pub async fn login(state: web::Data<AppState>, session: Session, req: HttpReques
         }
     })
     .await?;
+    drop(slot);
     match user {
         Some(u) => {
-            session::log_in(&session, &u)?;
+            session::log_in(&session, &state, &u).await?;
             tracing::info!(user = %u.username, "logged in");
             Ok(redirect("/"))
         }
@@ -98,17 +127,19 @@ pub async fn signup(state: web::Data<AppState>, session: Session, req: HttpReque
     let checked = validate::username(&raw_name).and_then(|name| validate::password(&password).map(|_| name.to_owned()));
     let username = match checked {
         Ok(name) => name,
-        Err(e) => return render(&state, &session, Form::Signup, e_status(&e), raw_name.trim(), Some(&capitalize(&e.to_string()))),
+        Err(e) => return render_error(&state, &session, Form::Signup, raw_name.trim(), &e),
     };
+    if let Err(too_many) = state.throttle.signup_attempt(client_ip(&req), &username) {
+        tracing::warn!("signups throttled");
+        return render_error(&state, &session, Form::Signup, &username, &too_many.into());
+    }
     match create_account(&state, username.clone(), password).await {
         Ok(user) => {
-            session::log_in(&session, &user)?;
+            session::log_in(&session, &state, &user).await?;
             tracing::info!(user = %user.username, "account created");
             Ok(redirect("/"))
         }
-        Err(e @ (AppError::Conflict(_) | AppError::BadRequest(_))) => {
-            render(&state, &session, Form::Signup, e_status(&e), &username, Some(&capitalize(&e.to_string())))
-        }
+        Err(e @ (AppError::Conflict(_) | AppError::BadRequest(_) | AppError::Busy { .. })) => render_error(&state, &session, Form::Signup, &username, &e),
         Err(e) => Err(e),
     }
 }
@@ -125,8 +156,17 @@ fn capitalize(s: &str) -> String {
     }
 }
 
+/// Hashes in a hashing slot on the blocking pool, then takes a database
+/// connection only to insert.
 async fn create_account(state: &AppState, username: String, password: String) -> Result<crate::models::User, AppError> {
-    state.db(move |c| accounts::create(c, &username, &password)).await
+    let lookup = username.clone();
+    if state.db(move |c| Ok(store::find_user_by_name(c, &lookup)?)).await?.is_some() {
+        return Err(crate::store::StoreError::UsernameTaken.into());
+    }
+    let slot = state.throttle.hashing_slot().await?;
+    let account = web::block(move || accounts::prepare(&username, &password)).await??;
+    drop(slot);
+    state.db(move |c| accounts::store(c, &account)).await
 }
 
 pub async fn logout_form(state: web::Data<AppState>, session: Session) -> Result<HttpResponse, AppError> {
@@ -140,13 +180,23 @@ pub async fn logout_form(state: web::Data<AppState>, session: Session) -> Result
 }
 
 #[derive(Debug, Deserialize)]
-pub struct TokenOnly {
+pub struct LogoutForm {
     #[serde(default)]
     csrf_token: Option<String>,
+    /// Any non-empty value ends every session of the account, not only this one.
+    #[serde(default)]
+    everywhere: Option<String>,
 }
 
-pub async fn logout(session: Session, req: HttpRequest, FormOrJson(form): FormOrJson<TokenOnly>) -> Result<HttpResponse, AppError> {
+pub async fn logout(state: web::Data<AppState>, session: Session, req: HttpRequest, FormOrJson(form): FormOrJson<LogoutForm>) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, &req, form.csrf_token.as_deref())?;
-    session::log_out(&session);
+    let everywhere = form.everywhere.as_deref().is_some_and(|v| !v.is_empty());
+    match session::current_user(&session, &state).await? {
+        Some(user) if everywhere => {
+            let ended = session::log_out_everywhere(&session, &state, user.id).await?;
+            tracing::info!(user = %user.username, sessions = ended, "logged out everywhere");
+        }
+        _ => session::log_out(&session, &state).await?,
+    }
     Ok(redirect("/login"))
 }

@@ -152,7 +152,8 @@ impl Env {
     }
 
     pub fn app(&self) -> App<impl actix_web::dev::ServiceFactory<actix_web::dev::ServiceRequest, Config = (), Response = ServiceResponse<impl MessageBody>, Error = actix_web::Error, InitError = ()>> {
-        chat_app::build_app(self.config.clone(), self.pool.clone())
+        let throttle = std::sync::Arc::new(chat_app::throttle::Throttle::new(&self.config.abuse));
+        chat_app::build_app(self.config.clone(), self.pool.clone(), throttle)
     }
 
     pub fn add_user(&self, name: &str, password: &str) -> i32 {
@@ -268,6 +269,19 @@ impl Browser {
         B: MessageBody,
     {
         let mut req = test::TestRequest::post().uri(uri).set_json(body);
+        if let Some(t) = &self.csrf {
+            req = req.insert_header(("X-CSRF-Token", t.clone()));
+        }
+        self.send(app, req).await
+    }
+
+    /// A DELETE with the CSRF header, as the page's script sends it.
+    pub async fn delete<S, B>(&mut self, app: &S, uri: &str) -> Resp
+    where
+        S: Service<Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+        B: MessageBody,
+    {
+        let mut req = test::TestRequest::delete().uri(uri);
         if let Some(t) = &self.csrf {
             req = req.insert_header(("X-CSRF-Token", t.clone()));
         }

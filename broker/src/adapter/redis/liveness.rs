@@ -53,14 +53,23 @@ impl RedisAdapter {
     }
 
     /// Announces this node as alive for the next `node_timeout_secs`.
+    ///
+    /// A node that finds itself missing from the node set after it had registered was
+    /// declared dead (it could not heartbeat in time: a stall, a network cut) and its
+    /// share was removed, its users announced as gone: it writes its state back at once,
+    /// announcing them again, instead of waiting for the periodic reconcile.
     pub(super) async fn register(&self, conn: &mut ConnectionManager) -> redis::RedisResult<()> {
-        redis::pipe()
+        let (added,): (i64,) = redis::pipe()
             .set_ex(self.keys.alive(&self.node), 1, self.config.node_timeout_secs.max(1))
             .ignore()
             .sadd(self.keys.nodes(), &self.node)
-            .ignore()
             .query_async(conn)
-            .await
+            .await?;
+        if added == 1 && self.registered.swap(true, Ordering::AcqRel) {
+            tracing::warn!(node = %self.node, "this node was declared dead by the cluster; writing its state back");
+            self.needs_reconcile.store(true, Ordering::Release);
+        }
+        Ok(())
     }
 
     /// Removes a dead node's share of every count, once for the cluster. Its users

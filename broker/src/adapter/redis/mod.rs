@@ -123,6 +123,8 @@ pub struct RedisAdapter {
     healthy: AtomicBool,
     /// Set when local state may differ from what Redis holds for this node.
     needs_reconcile: AtomicBool,
+    /// This node has registered once (so a later "added" means it had been removed).
+    registered: AtomicBool,
     publish: mpsc::Sender<Vec<u8>>,
     publish_rx: std::sync::Mutex<Option<mpsc::Receiver<Vec<u8>>>>,
     dropped_publishes: AtomicU64,
@@ -149,6 +151,7 @@ impl RedisAdapter {
             conn: RwLock::new(None),
             healthy: AtomicBool::new(false),
             needs_reconcile: AtomicBool::new(true),
+            registered: AtomicBool::new(false),
             publish,
             publish_rx: std::sync::Mutex::new(Some(publish_rx)),
             dropped_publishes: AtomicU64::new(0),
@@ -262,7 +265,10 @@ impl RedisAdapter {
                     None => {
                         let cfg = redis::aio::ConnectionManagerConfig::new()
                             .set_connection_timeout(Duration::from_secs(2))
-                            .set_response_timeout(Duration::from_secs(2))
+                            // Generous: a slow answer under load must not flip the node into
+                            // serving local clients only (their presence lists would then miss
+                            // the other nodes' members).
+                            .set_response_timeout(Duration::from_secs(5))
                             .set_number_of_retries(1);
                         let m = self.client.get_connection_manager_with_config(cfg).await?;
                         *self.conn.write().unwrap_or_else(|p| p.into_inner()) = Some(m.clone());

@@ -1,0 +1,10 @@
+DROP TABLE receipts;
+DROP INDEX messages_conversation_idx;
+ALTER TABLE messages DROP COLUMN conversation_id;
+DROP TABLE members;
+DROP TABLE conversations;
+ALTER TABLE messages RENAME COLUMN sender_id TO "user";
+ALTER INDEX messages_sender_idx RENAME TO conversations_user_idx;
+ALTER SEQUENCE messages_id_seq RENAME TO conversations_id_seq;
+ALTER TABLE messages RENAME CONSTRAINT messages_pkey TO conversations_pkey;
+ALTER TABLE messages RENAME TO conversations;
