@@ -84,9 +84,10 @@ test('PostgreSQL restarted under the chat: no acknowledged message lost, /health
   await waitForHttp(`${chatUrl}/health`, { child: chat });
   const alice = await chatSession(chatUrl, 'alice', password);
 
-  const listener = await connect(broker);
+  // The chat's everyone-conversation channel (private: authorized here with the shared app secret).
+  const listener = await connect(broker, { sdk: sdkFor(broker) });
   t.after(() => listener.disconnect());
-  const rec = await subscribe(listener, 'a_channel');
+  const rec = await subscribe(listener, 'private-a_channel');
 
   const acked = [];
   let refused = 0;
