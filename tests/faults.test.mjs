@@ -227,7 +227,7 @@ test('SIGTERM under load: every client gets 4200, pusher-js reconnects through t
   t.after(() => clients.forEach((c) => c.client.disconnect()));
   const recs = await Promise.all(clients.map((c) => subscribe(c.client, 'load')));
   const onA = (await metric(a, 'broker_connections')) - raw.length;
-  assert.ok(onA >= 5 && onA <= 15, `the balancer spread the clients (${onA} of 20 on A)`);
+  assert.ok(onA > 0 && onA < 20, `the balancer spread the clients (${onA} of 20 on A)`);
 
   // Load: a stream of events to B while A shuts down.
   const sdkB = sdkFor(b);
