@@ -16,7 +16,7 @@ import { connect, eventually, sdkFor, subscribe, withTimeout } from './lib/clien
 import { rawClient, startProbe, metric, sleep } from './lib/probe.mjs';
 import { startPostgres, balancer } from './lib/services.mjs';
 import { startRedis } from './lib/redis.mjs';
-import { hookReceiver } from './lib/hooks.mjs';
+import { hookReceiver } from './lib/servers.mjs';
 
 const CHAT_BIN = process.env.CHAT_BIN || path.join(ROOT, 'target/debug/chat-app');
 const LONG = 20000;

@@ -14,6 +14,7 @@ use crate::{
     adapter::{redis::RedisAdapter, Adapter, LocalAdapter},
     app_store,
     config::{Config, ConfigError},
+    console,
     http,
     state::State,
     webhooks, ws,
@@ -92,12 +93,14 @@ impl Server {
             }
         });
 
+        let console = console::start(&config, state.clone().into_inner(), redis.as_ref().map(|r| r.node_id()));
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
                 .route("/app/{key}", web::get().to(ws::connect))
                 .configure(http::routes)
+                .configure(|c| console::routes(c, console.clone()))
         })
         .disable_signals()
         .shutdown_timeout(1);

@@ -179,6 +179,11 @@ impl ConnHandle {
         }
     }
 
+    /// The close code requested so far (1006 once the client vanished), if any.
+    pub fn close_code(&self) -> Option<u16> {
+        Some(self.shared.close.load(Ordering::Acquire)).filter(|&c| c != 0)
+    }
+
     /// The client went away (the transport let go of the receiver).
     pub fn is_gone(&self) -> bool {
         self.shared.gone.load(Ordering::Acquire)

@@ -51,11 +51,17 @@ fn authenticate(req: &HttpRequest, body: web::Bytes, state: &State, app_id: &str
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     // The signature covers the path as sent, so verify against the raw path.
     RestRequest { method: req.method().as_str(), path: req.path(), query: &query, body: &body }.verify(&app.key, &app.secret, now)?;
+    admit(&app)?;
+    Ok(Authed { app, query, body })
+}
+
+/// What an authenticated request must still pass: the app is enabled and within its REST rate.
+pub fn admit(app: &App) -> Result<(), ApiError> {
     if !app.enabled {
         return Err(ApiError::AppDisabled);
     }
     if !app.allow_rest_request() {
         return Err(ApiError::RateLimited);
     }
-    Ok(Authed { app, query, body })
+    Ok(())
 }

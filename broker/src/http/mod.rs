@@ -11,6 +11,8 @@ use actix_web::{dev::Service, web};
 
 use crate::{metrics::RestLabels, state::State};
 
+pub use events::trigger_as;
+
 /// Largest REST body accepted before parsing (a full batch of maximum-size events fits).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 

@@ -13,7 +13,7 @@ use actix_web::{
 };
 use protocol::ErrorCode;
 
-use crate::{apps::App, core::connection, state::State};
+use crate::{apps::App, console_feed, core::connection, state::State};
 
 /// Protocol versions this broker speaks; pusher-js 8 uses 7.
 const SUPPORTED_PROTOCOLS: std::ops::RangeInclusive<u32> = 5..=7;
@@ -60,6 +60,7 @@ pub async fn connect(
         Ok(app) => {
             let state = state.into_inner();
             let (conn, receiver) = connection::queue(state.socket_ids.next(), state.send_queue);
+            console_feed::connection_opened(&app.key, conn.id, origin);
             let outbox = outbox::Outbox::new(receiver, state.metrics.clone());
             let reader = wire::FrameReader::new(payload, app.limits.max_ws_message_bytes);
             actix_web::rt::spawn(session::run(state, app, conn, reader));
