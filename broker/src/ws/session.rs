@@ -106,7 +106,7 @@ impl Session {
                         Some(Err(e)) => {
                             tracing::debug!(socket_id = %self.conn.id, error = %e, "protocol error");
                             self.send(frame::error(None, &format!("WebSocket protocol error: {e}")));
-                            self.conn.close_with(1009);
+                            self.conn.close_with(e.close_code());
                             return;
                         }
                         None => return,
