@@ -5,10 +5,10 @@ import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import crypto from 'node:crypto';
-import http from 'node:http';
 import WebSocket from 'ws';
 import { freePort, startBroker } from './lib/broker.mjs';
 import { connect, eventually, sdkFor, subscribe, withTimeout } from './lib/clients.mjs';
+import { dropKeys, hookReceiver } from './lib/servers.mjs';
 
 const SHARED_REDIS = process.env.TEST_REDIS_URL || 'redis://127.0.0.1:6379';
 const prefix = `test-${process.pid}-${crypto.randomBytes(3).toString('hex')}`;
@@ -28,27 +28,6 @@ key = "app-key"
 secret = "app-secret"
 ${extra}
 `;
-}
-
-function dropKeys(redisUrl, keyPrefix) {
-  const port = new URL(redisUrl).port || '6379';
-  const keys = execFileSync('redis-cli', ['-p', port, '--scan', '--pattern', `${keyPrefix}:*`], { encoding: 'utf8' }).split('\n').filter(Boolean);
-  for (let i = 0; i < keys.length; i += 100) execFileSync('redis-cli', ['-p', port, 'DEL', ...keys.slice(i, i + 100)]);
-}
-
-async function hookReceiver() {
-  const port = await freePort();
-  const events = [];
-  const server = http.createServer((req, res) => {
-    let body = '';
-    req.on('data', (d) => (body += d));
-    req.on('end', () => {
-      events.push(...JSON.parse(body).events);
-      res.end('ok');
-    });
-  });
-  await new Promise((r) => server.listen(port, '127.0.0.1', r));
-  return { url: `http://127.0.0.1:${port}/`, events, close: () => (server.closeAllConnections(), server.close()) };
 }
 
 let hooks;

@@ -10,7 +10,7 @@ import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { startBroker } from './lib/broker.mjs';
 import { connect, eventually, sdkFor, withTimeout } from './lib/clients.mjs';
-import { hookReceiver } from './lib/hooks.mjs';
+import { hookReceiver } from './lib/servers.mjs';
 import { startRedis } from './lib/redis.mjs';
 
 const RUNS = Number(process.env.PRESENCE_RUNS || 10);

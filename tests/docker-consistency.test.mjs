@@ -8,6 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
@@ -200,11 +201,29 @@ function probeOf(service) {
 
 const APP_SERVICES = ['broker', 'chat-app'];
 
+/** A compose value as compose would see it with nothing set in the shell or .env: `${X:-d}` → d, `${X}` → ''. */
+function interpolateUnset(value) {
+  return String(value).replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}/g, (_, _name, dflt) => dflt ?? '');
+}
+
+/** `volumes:` entries of a service as { source, target, readOnly } (short syntax). */
+function volumesOf(service) {
+  return (service.volumes ?? []).map((v) => {
+    if (typeof v === 'object') return { source: v.source, target: v.target, readOnly: !!v.read_only };
+    const [source, target, mode] = String(v).split(':');
+    return { source, target, readOnly: mode === 'ro' };
+  });
+}
+
+/** Environment variables holding secrets, per service, that must never default to a published value. */
+const SECRET_VARS = { broker: ['BROKER_APP_SECRET'], 'chat-app': ['PUSHER_APP_SECRET', 'SESSION_KEY'] };
+const PUBLISHED_SECRET = 'app-secret';
+
 // ---------- the checks ----------
 
 test('compose has the expected services, images and health checks', () => {
   const c = compose();
-  assert.deepEqual(Object.keys(c.services).sort(), ['broker', 'chat-app', 'postgres', 'redis']);
+  assert.deepEqual(Object.keys(c.services).sort(), ['broker', 'chat-app', 'postgres', 'redis', 'secrets']);
   assert.match(c.services.postgres.image, /^postgres:16\b/);
   assert.match(c.services.redis.image, /^redis:7\b/);
   assert.ok(asList(c.services.postgres.healthcheck?.test ?? []).includes('pg_isready'), 'postgres health check uses pg_isready');
@@ -442,4 +461,110 @@ test('docker compose config accepts the file', (t) => {
   const [bin, pre] = client;
   const r = spawnSync(bin, [...pre, '-f', path.join(ROOT, 'docker-compose.yml'), 'config', '-q'], { cwd: ROOT, encoding: 'utf8' });
   assert.equal(r.status, 0, `${bin} ${pre.join(' ')} config failed:\n${r.stderr}`);
+});
+
+// ---------- secrets: generated on the first run, never the published default ----------
+
+/** Where `init-secrets` writes and `with-secrets` reads, from the scripts and compose. */
+function secretsLayout() {
+  const c = compose();
+  const init = c.services.secrets;
+  assert.ok(init, 'compose has a secrets service that generates the secrets');
+  const cmd = asList(init.command ?? []);
+  assert.equal(cmd[0], 'init-secrets', 'the secrets service runs init-secrets');
+  const dir = cmd[1];
+  assert.ok(dir, 'init-secrets is given the directory to write');
+  const initScript = read('docker/init-secrets');
+  const name = initScript.match(/file="\$dir\/([^"]+)"/)?.[1];
+  assert.ok(name, 'docker/init-secrets writes "$dir/<file>"');
+  const readPath = read('docker/with-secrets').match(/SECRETS_FILE:-([^}]+)\}/)?.[1];
+  assert.ok(readPath, 'docker/with-secrets names the file it reads (SECRETS_FILE default)');
+  return { c, dir, file: path.posix.join(dir, name), readPath };
+}
+
+test('compose generates the secrets once and the broker and chat read the same file', () => {
+  const { c, dir, file, readPath } = secretsLayout();
+  assert.equal(readPath, file, 'with-secrets reads the file init-secrets writes');
+  const initVolume = volumesOf(c.services.secrets).find((v) => v.target === dir);
+  assert.ok(initVolume, `the secrets service mounts a volume at ${dir}`);
+  assert.ok(c.volumes && initVolume.source in c.volumes, `${initVolume.source} is a named volume, so the secrets outlive the containers`);
+  const installed = installedCommands();
+  for (const script of ['init-secrets', 'with-secrets']) assert.ok(installed.has(script), `the image installs ${script}`);
+  for (const s of APP_SERVICES) {
+    const svc = c.services[s];
+    assert.deepEqual(asList(svc.entrypoint ?? []), ['with-secrets'], `${s} starts through with-secrets`);
+    const v = volumesOf(svc).find((m) => m.source === initVolume.source);
+    assert.ok(v, `${s} mounts the ${initVolume.source} volume`);
+    assert.equal(v.target, dir, `${s} mounts it where with-secrets looks`);
+    assert.ok(v.readOnly, `${s} needs the secrets read-only`);
+    assert.equal(svc.depends_on?.secrets?.condition, 'service_completed_successfully', `${s} starts after the secrets exist`);
+  }
+  // A new named volume takes the image directory's owner: the non-root user must own it to write there.
+  const user = finalStage().instructions.findLast((i) => i.op === 'USER').args.trim().split(':')[0];
+  const made = finalStage().instructions.some(
+    (i) => i.op === 'RUN' && new RegExp(`install -d -o ${user}\\b[^&]*${dir.replace(/[/.]/g, '\\$&')}`).test(i.args),
+  );
+  assert.ok(made, `the image creates ${dir} owned by ${user}`);
+});
+
+test('compose never falls back to the published secret or a demo login', () => {
+  const c = compose();
+  for (const [s, names] of Object.entries(SECRET_VARS)) {
+    const env = envOf(c.services[s]);
+    for (const n of names) {
+      assert.ok(n in env, `${s} declares ${n} (empty) so with-secrets fills it`);
+      const unset = interpolateUnset(env[n]);
+      assert.equal(unset, '', `${s}: ${n} must be empty unless the user sets it (got ${JSON.stringify(unset)} by default)`);
+      assert.ok(read('docker/with-secrets').includes(n), `with-secrets fills ${n}`);
+    }
+  }
+  const demo = envOf(c.services['chat-app']).CHAT_DEMO_PASSWORD;
+  if (demo !== undefined) assert.equal(interpolateUnset(demo), '', 'CHAT_DEMO_PASSWORD only when the user sets it');
+  assert.ok(!read('docker-compose.yml').includes(PUBLISHED_SECRET), `docker-compose.yml mentions ${PUBLISHED_SECRET}`);
+});
+
+test('the secrets scripts: generated once, shared by broker and chat, refused when missing', (t) => {
+  if (spawnSync('bash', ['-c', 'true']).status !== 0) return t.skip('no bash');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'secrets-'));
+  try {
+    const { c, file } = secretsLayout();
+    const local = path.join(dir, path.posix.basename(file));
+    const init = () => spawnSync('bash', [path.join(ROOT, 'docker/init-secrets'), dir], { encoding: 'utf8' });
+    assert.equal(init().status, 0);
+    const first = fs.readFileSync(local, 'utf8');
+    assert.equal(fs.statSync(local).mode & 0o077, 0, 'the secrets file is readable by its owner only');
+    assert.equal(init().status, 0);
+    assert.equal(fs.readFileSync(local, 'utf8'), first, 'a second run keeps the secrets');
+
+    // Each service's environment as compose gives it with nothing set by the user, run through with-secrets.
+    const seen = {};
+    for (const s of APP_SERVICES) {
+      const env = Object.fromEntries(Object.entries(envOf(c.services[s])).map(([k, v]) => [k, interpolateUnset(v)]));
+      const r = spawnSync('bash', [path.join(ROOT, 'docker/with-secrets'), 'env'], {
+        env: { PATH: process.env.PATH, ...env, SECRETS_FILE: local },
+        encoding: 'utf8',
+      });
+      assert.equal(r.status, 0, r.stderr);
+      seen[s] = Object.fromEntries(r.stdout.trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+      const missing = spawnSync('bash', [path.join(ROOT, 'docker/with-secrets'), 'true'], {
+        env: { PATH: process.env.PATH, ...env, SECRETS_FILE: path.join(dir, 'nope') },
+        encoding: 'utf8',
+      });
+      assert.notEqual(missing.status, 0, `${s} refuses to start without the secrets`);
+      assert.match(missing.stderr, /PUSHER_APP_SECRET/, 'the refusal names the setting');
+    }
+    const secret = seen.broker.BROKER_APP_SECRET;
+    assert.ok(secret && secret !== PUBLISHED_SECRET && secret.length >= 32, `a generated app secret, got ${JSON.stringify(secret)}`);
+    assert.equal(seen['chat-app'].PUSHER_APP_SECRET, secret, 'the chat signs with the secret the broker serves');
+    assert.ok(Buffer.byteLength(seen['chat-app'].SESSION_KEY ?? '') >= 64, 'SESSION_KEY is the 64+ bytes the chat needs');
+    assert.ok(!('CHAT_DEMO_PASSWORD' in seen['chat-app']), 'no demo password reaches the chat unless the user set one');
+
+    const mine = spawnSync('bash', [path.join(ROOT, 'docker/with-secrets'), 'env'], {
+      env: { PATH: process.env.PATH, PUSHER_APP_SECRET: 'chosen-by-the-user', SESSION_KEY: '', SECRETS_FILE: local },
+      encoding: 'utf8',
+    });
+    assert.match(mine.stdout, /^PUSHER_APP_SECRET=chosen-by-the-user$/m, "the user's own secret wins");
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });

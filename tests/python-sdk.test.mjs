@@ -126,3 +126,10 @@ test('Python SDK sees the broker refuse bad requests', async () => {
   assert.equal(results[3].error, 'PusherBadStatus', JSON.stringify(results[3]));
   assert.match(results[3].message, /^404/);
 });
+
+test('Python SDK reads the 413 for a 2 MiB body instead of a reset connection', async () => {
+  const results = await python([{ op: 'oversized_batch', bytes: 2 * 1024 * 1024 }, { op: 'trigger', channels: 'py-chan', event: 'e', data: 'after' }]);
+  assert.equal(results[0].error, 'PusherBadStatus', JSON.stringify(results[0]).slice(0, 300));
+  assert.match(results[0].message, /^413: request body is larger than the limit/);
+  assert.deepEqual(results[1], { ok: {} }, 'the broker keeps serving');
+});

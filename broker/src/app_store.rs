@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls};
 
 use crate::{
-    config::{AppConfig, AppStoreConfig},
+    config::{AppConfig, AppStoreConfig, PUBLISHED_SECRET},
     state::State,
     webhooks::{self, WebhookConfig, WebhookSettings},
 };
@@ -34,7 +34,15 @@ const SELECT: &str = "SELECT id, key, secret, enabled, limits::text, webhooks::t
 
 /// Keeps the registry in step with the table until the process ends. Webhook
 /// senders for apps it adds are pushed to `senders` so shutdown can wait for them.
-pub async fn run(state: Arc<State>, store: AppStoreConfig, settings: WebhookSettings, senders: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>) {
+/// `on_loopback`: the broker listens on loopback only, so a row may use the
+/// published default secret (as the config file may; see [`crate::config`]).
+pub async fn run(
+    state: Arc<State>,
+    store: AppStoreConfig,
+    settings: WebhookSettings,
+    senders: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
+    on_loopback: bool,
+) {
     let mut client: Option<Client> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(store.refresh_secs));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -51,7 +59,7 @@ pub async fn run(state: Arc<State>, store: AppStoreConfig, settings: WebhookSett
             };
         }
         let Some(c) = &client else { continue };
-        match load(c).await {
+        match load(c, on_loopback).await {
             Ok(apps) => {
                 state.apps.set_store_healthy(true);
                 for receiver in state.apps.sync_store(&apps) {
@@ -80,17 +88,25 @@ async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
 }
 
 /// Reads every row; a row that does not make a valid app is skipped with a warning.
-async fn load(client: &Client) -> Result<Vec<AppConfig>, tokio_postgres::Error> {
+async fn load(client: &Client, on_loopback: bool) -> Result<Vec<AppConfig>, tokio_postgres::Error> {
     let rows = client.query(SELECT, &[]).await?;
     let mut apps = Vec::with_capacity(rows.len());
     for row in rows {
         let id: String = row.get(0);
-        match parse(&row) {
+        match parse(&row).and_then(|app| admit(app, on_loopback)) {
             Ok(app) => apps.push(app),
             Err(e) => tracing::warn!(app = %id, error = %e, "app store row skipped"),
         }
     }
     Ok(apps)
+}
+
+/// Refuses an app with the published default secret unless the broker listens on loopback only.
+fn admit(app: AppConfig, on_loopback: bool) -> Result<AppConfig, String> {
+    if app.has_published_secret() && !on_loopback {
+        return Err(format!("secret: the published default secret {PUBLISHED_SECRET:?} is not served on a non-loopback address"));
+    }
+    Ok(app)
 }
 
 fn parse(row: &tokio_postgres::Row) -> Result<AppConfig, String> {
@@ -107,4 +123,19 @@ fn parse(row: &tokio_postgres::Row) -> Result<AppConfig, String> {
         subscription_count: row.get(7),
         rest_requests_per_second: u32::try_from(rate).map_err(|_| "rest_requests_per_second must not be negative".to_owned())?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_row_with_the_published_secret_is_served_on_loopback_only() {
+        let published = AppConfig::default_app();
+        assert!(admit(published.clone(), true).is_ok());
+        let e = admit(published, false).unwrap_err();
+        assert!(e.starts_with("secret:"), "{e}");
+        let own = AppConfig { secret: AppSecret::new("a-secret-of-its-own").unwrap(), ..AppConfig::default_app() };
+        assert!(admit(own, false).is_ok());
+    }
 }

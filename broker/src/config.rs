@@ -3,19 +3,29 @@
 //!
 //! Without any configured app the broker serves one default app (id `1`, key
 //! `app-key`, secret `app-secret`), so `cargo run -p broker` is enough to try it.
+//! That secret is published in the README, so the broker serves it on loopback
+//! only: the default `host` is then `127.0.0.1`, and a non-loopback `host` with
+//! the published secret stops the broker at start (see [`Config::validate`]).
 
-use std::{fmt, path::PathBuf, time::Duration};
+use std::{
+    fmt,
+    net::{IpAddr, SocketAddr, ToSocketAddrs},
+    path::PathBuf,
+    time::Duration,
+};
 
 use protocol::{AppId, AppKey, AppSecret, Limits};
 use serde::Deserialize;
 
+use subtle::ConstantTimeEq;
 
 /// Everything the broker reads at start.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Address to listen on.
-    pub host: String,
+    /// Address to listen on. Unset: `127.0.0.1` while an app uses the published
+    /// default secret, `0.0.0.0` otherwise (see [`Config::listen_host`]).
+    pub host: Option<String>,
     pub port: u16,
     /// Seconds of silence after which the broker pings a client; also sent to
     /// clients in `connection_established` so they ping the broker.
@@ -38,7 +48,67 @@ pub struct Config {
     pub app_store: Option<AppStoreConfig>,
     /// Run as one node of a cluster sharing this Redis.
     pub cluster: Option<ClusterConfig>,
+    /// Turns on the debug console at `/console`, for whoever presents this token.
+    pub console_token: Option<ConsoleToken>,
+    /// `[console]`: the console's bounds.
+    pub console: ConsoleSettings,
+    /// Concurrent WebSocket connections from one client address (IPv6: one /64); 0 means no limit.
+    /// The address is the TCP peer's: `X-Forwarded-For` is never trusted.
+    pub max_connections_per_ip: usize,
+    /// Largest REST request body, in bytes. Over it: 413, after reading (and
+    /// discarding) up to [`REST_BODY_DRAIN_FACTOR`] times as much so the client can read the answer.
+    pub max_rest_body_bytes: usize,
+    /// A second listener (`127.0.0.1:9601`) serving `/metrics`, `/ready` and `/health`;
+    /// when set, `/metrics` and `/ready` are not served on the public port.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Bearer token `/metrics` and `/ready` require (from every peer, loopback included) when set.
+    pub ops_token: Option<OpsToken>,
     pub apps: Vec<AppConfig>,
+}
+
+/// How many times `max_rest_body_bytes` an oversized REST body is read (and
+/// discarded) before the 413 is sent; past that the connection is closed unread.
+pub const REST_BODY_DRAIN_FACTOR: usize = 8;
+
+/// The secret of the built-in default app. It is published in the README, so
+/// it is a secret to nobody: it is only served on loopback.
+pub const PUBLISHED_SECRET: &str = "app-secret";
+
+/// The bearer token for the operations endpoints. Never printed.
+#[derive(Clone, Deserialize)]
+#[serde(try_from = "String")]
+pub struct OpsToken(String);
+
+impl OpsToken {
+    /// Shortest token accepted: short tokens can be guessed.
+    pub const MIN_LEN: usize = 16;
+
+    pub fn new(token: String) -> Result<Self, ConfigError> {
+        if token.len() < Self::MIN_LEN {
+            return Err(ConfigError(format!("ops_token must be at least {} characters", Self::MIN_LEN)));
+        }
+        Ok(Self(token))
+    }
+
+    /// Compares in constant time, so the answer's timing does not reveal how much of a guess was right.
+    pub fn matches(&self, presented: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.len() == presented.len() && bool::from(self.0.as_bytes().ct_eq(presented.as_bytes()))
+    }
+}
+
+impl TryFrom<String> for OpsToken {
+    type Error = ConfigError;
+
+    fn try_from(token: String) -> Result<Self, ConfigError> {
+        Self::new(token)
+    }
+}
+
+impl fmt::Debug for OpsToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OpsToken(<redacted>)")
+    }
 }
 
 /// One tenant. Events, channels and connections never cross apps.
@@ -169,10 +239,125 @@ impl WebhookSettings {
     }
 }
 
+// The debug console's settings: `console_token` and `[console]`.
+
+/// Shortest console token accepted: long enough that guessing it over HTTP is hopeless.
+pub const MIN_CONSOLE_TOKEN_LEN: usize = 16;
+
+/// The console's admin token (`console_token`, `BROKER_CONSOLE_TOKEN`). Never printed.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ConsoleToken(String);
+
+impl ConsoleToken {
+    pub fn new(token: String) -> Result<Self, ConfigError> {
+        if token.len() < MIN_CONSOLE_TOKEN_LEN || token.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(ConfigError(format!(
+                "console_token must be at least {MIN_CONSOLE_TOKEN_LEN} characters without spaces or control characters"
+            )));
+        }
+        Ok(Self(token))
+    }
+
+    /// Compares in constant time (only the length can be told apart).
+    pub fn matches(&self, offered: &[u8]) -> bool {
+        self.0.as_bytes().ct_eq(offered).into()
+    }
+
+    /// The token itself, for the console's login cookie only.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ConsoleToken {
+    type Error = ConfigError;
+    fn try_from(s: String) -> Result<Self, ConfigError> {
+        Self::new(s)
+    }
+}
+
+impl fmt::Debug for ConsoleToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ConsoleToken(<redacted>)")
+    }
+}
+
+/// `[console]`: how much work an open console may cause.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleSettings {
+    /// Log events built per second over all apps; more are skipped and the page shows how many.
+    pub events_per_second: u32,
+    /// Events an open page may lag behind before it loses the oldest (it shows how many).
+    pub buffer: usize,
+    /// Consoles open at once; one more gets 429.
+    pub max_viewers: usize,
+    /// Seconds of graph history kept per app.
+    pub history_secs: usize,
+    /// Most channels one channel-list answer holds (the page says when there are more).
+    pub max_channels_listed: usize,
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        Self { events_per_second: 1000, buffer: 1024, max_viewers: 4, history_secs: 300, max_channels_listed: 500 }
+    }
+}
+
+impl ConsoleSettings {
+    /// Reads `BROKER_CONSOLE_TOKEN` into `token` and checks the bounds.
+    pub fn apply_env(&self, token: &mut Option<ConsoleToken>, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(v) = get("BROKER_CONSOLE_TOKEN") {
+            *token = Some(ConsoleToken::new(v).map_err(|e| ConfigError(format!("BROKER_CONSOLE_TOKEN: {e}")))?);
+        }
+        let positive = [
+            ("events_per_second", self.events_per_second as usize),
+            ("buffer", self.buffer),
+            ("max_viewers", self.max_viewers),
+            ("history_secs", self.history_secs),
+            ("max_channels_listed", self.max_channels_listed),
+        ];
+        match positive.iter().find(|(_, v)| *v == 0) {
+            Some((name, _)) => Err(ConfigError(format!("console.{name} must be at least 1"))),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod console_settings_tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_long_hidden_and_compared_exactly() {
+        assert!(ConsoleToken::new("short".into()).is_err());
+        assert!(ConsoleToken::new("has a space in it!!".into()).is_err());
+        let t = ConsoleToken::new("0123456789abcdef".into()).unwrap();
+        assert!(t.matches(b"0123456789abcdef"));
+        assert!(!t.matches(b"0123456789abcdeF"));
+        assert!(!t.matches(b"0123456789abcdef0"));
+        assert!(!t.matches(b""));
+        assert!(!format!("{t:?}").contains("0123"));
+    }
+
+    #[test]
+    fn env_and_bounds() {
+        let s = ConsoleSettings::default();
+        let mut token = None;
+        s.apply_env(&mut token, |k| (k == "BROKER_CONSOLE_TOKEN").then(|| "abcdefghijklmnopq".to_owned())).unwrap();
+        assert!(token.unwrap().matches(b"abcdefghijklmnopq"));
+        let e = s.apply_env(&mut None, |_| Some("x".into())).unwrap_err();
+        assert!(e.0.contains("BROKER_CONSOLE_TOKEN"), "{e}");
+        let zero = ConsoleSettings { buffer: 0, ..ConsoleSettings::default() };
+        assert!(zero.apply_env(&mut None, |_| None).unwrap_err().0.contains("console.buffer"));
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
-            host: "0.0.0.0".into(),
+            host: None,
             port: 6001,
             activity_timeout: 120,
             pong_timeout: 30,
@@ -184,17 +369,28 @@ impl Default for Config {
             webhooks: WebhookSettings::default(),
             app_store: None,
             cluster: None,
+            console_token: None,
+            console: ConsoleSettings::default(),
+            max_connections_per_ip: 0,
+            max_rest_body_bytes: 1024 * 1024,
+            metrics_addr: None,
+            ops_token: None,
             apps: Vec::new(),
         }
     }
 }
 
 impl AppConfig {
+    /// Whether the app's secret is [`PUBLISHED_SECRET`], which everyone can read.
+    pub fn has_published_secret(&self) -> bool {
+        self.secret.expose() == PUBLISHED_SECRET.as_bytes()
+    }
+
     pub fn default_app() -> Self {
         Self {
             id: AppId::new("1").expect("valid"),
             key: AppKey::new("app-key").expect("valid"),
-            secret: AppSecret::new("app-secret").expect("valid"),
+            secret: AppSecret::new(PUBLISHED_SECRET).expect("valid"),
             enabled: true,
             limits: Limits::default(),
             rest_requests_per_second: 0,
@@ -250,7 +446,7 @@ impl Config {
             v.trim().parse().map_err(|_| ConfigError(format!("{name}={v:?} is not a valid number")))
         }
         if let Some(v) = get("BROKER_HOST") {
-            self.host = v;
+            self.host = Some(v);
         }
         if let Some(v) = get("BROKER_PORT") {
             self.port = num("BROKER_PORT", v)?;
@@ -269,6 +465,19 @@ impl Config {
         }
         if let Some(v) = get("BROKER_SHUTDOWN_TIMEOUT") {
             self.shutdown_timeout = num("BROKER_SHUTDOWN_TIMEOUT", v)?;
+        }
+        if let Some(v) = get("BROKER_MAX_CONNECTIONS_PER_IP") {
+            self.max_connections_per_ip = num("BROKER_MAX_CONNECTIONS_PER_IP", v)?;
+        }
+        if let Some(v) = get("BROKER_MAX_REST_BODY_BYTES") {
+            self.max_rest_body_bytes = num("BROKER_MAX_REST_BODY_BYTES", v)?;
+        }
+        if let Some(v) = get("BROKER_METRICS_ADDR") {
+            let addr = v.trim().parse().map_err(|_| ConfigError(format!("BROKER_METRICS_ADDR={v:?} is not an address like 127.0.0.1:9601")))?;
+            self.metrics_addr = Some(addr);
+        }
+        if let Some(v) = get("BROKER_OPS_TOKEN") {
+            self.ops_token = Some(OpsToken::new(v).map_err(|e| ConfigError(format!("BROKER_OPS_TOKEN: {e}")))?);
         }
         if let Some(v) = get("BROKER_TLS_CERT") {
             self.tls_cert = Some(v.into());
@@ -316,6 +525,7 @@ impl Config {
                 None => return Err(ConfigError("BROKER_APP_STORE_REFRESH_SECS needs BROKER_APP_STORE_URL".into())),
             }
         }
+        self.console.apply_env(&mut self.console_token, &get)?;
         // The built-in app is there to try the broker out; an app store replaces it.
         if self.apps.is_empty() && self.app_store.is_none() {
             self.apps.push(AppConfig::default_app());
@@ -323,7 +533,34 @@ impl Config {
         Ok(())
     }
 
+    /// Whether some app is served with the published default secret.
+    pub fn uses_published_secret(&self) -> bool {
+        self.apps.iter().any(AppConfig::has_published_secret)
+    }
+
+    /// The address to listen on: `host`, or its default (loopback while the
+    /// published secret is served, every interface otherwise).
+    pub fn listen_host(&self) -> &str {
+        match &self.host {
+            Some(h) => h,
+            None if self.uses_published_secret() => "127.0.0.1",
+            None => "0.0.0.0",
+        }
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.uses_published_secret() && !is_loopback(self.listen_host(), self.port) {
+            return Err(ConfigError(format!(
+                "refusing to serve the published default secret {PUBLISHED_SECRET:?} on {}, which is not a loopback address: \
+                 anyone who can reach the port could sign REST calls and private subscriptions. \
+                 Give every app its own secret ([[apps]] secret in the config file, or BROKER_APP_ID, BROKER_APP_KEY and \
+                 BROKER_APP_SECRET), or listen on loopback only (host = \"127.0.0.1\" / BROKER_HOST=127.0.0.1)",
+                self.listen_host()
+            )));
+        }
+        if self.max_rest_body_bytes == 0 {
+            return Err(ConfigError("max_rest_body_bytes must be at least 1".into()));
+        }
         if self.activity_timeout == 0 {
             return Err(ConfigError("activity_timeout must be at least 1 second".into()));
         }
@@ -355,6 +592,24 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+/// Whether every address `host` resolves to is a loopback address. An address
+/// that does not resolve is not known to be loopback.
+pub fn is_loopback(host: &str, port: u16) -> bool {
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    if let Ok(ip) = host.trim_matches(|c| c == '[' || c == ']').parse::<IpAddr>() {
+        return ip.to_canonical().is_loopback();
+    }
+    match (host, port).to_socket_addrs() {
+        Ok(addrs) => {
+            let addrs: Vec<_> = addrs.collect();
+            !addrs.is_empty() && addrs.iter().all(|a| a.ip().to_canonical().is_loopback())
+        }
+        Err(_) => false,
     }
 }
 
@@ -404,5 +659,63 @@ mod tests {
         assert!(e.0.contains("BROKER_PORT"), "{e}");
         let c = Config::from_toml("[[apps]]\nid='1'\nkey='k'\nsecret='s'\n[[apps]]\nid='1'\nkey='k2'\nsecret='s'").unwrap();
         assert!(c.validate().unwrap_err().0.contains("used twice"));
+        let e = Config::from_toml("ops_token = 'short'").unwrap_err();
+        assert!(e.0.contains("ops_token"), "{e}");
+        let e = Config::default().apply_env(env(&[("BROKER_METRICS_ADDR", "nowhere")])).unwrap_err();
+        assert!(e.0.contains("BROKER_METRICS_ADDR"), "{e}");
+    }
+
+    #[test]
+    fn the_published_secret_is_served_on_loopback_only() {
+        let mut c = Config::default();
+        c.apply_env(env(&[])).unwrap();
+        assert_eq!(c.listen_host(), "127.0.0.1", "the default app gets a loopback default host");
+        c.validate().unwrap();
+
+        for host in ["0.0.0.0", "::", "192.0.2.1"] {
+            let mut c = Config::default();
+            c.apply_env(env(&[("BROKER_HOST", host)])).unwrap();
+            let e = c.validate().unwrap_err();
+            for setting in ["[[apps]]", "BROKER_APP_SECRET", "BROKER_HOST"] {
+                assert!(e.0.contains(setting), "{host}: the error names {setting}: {e}");
+            }
+        }
+        // A new id and key keep the published secret: still refused.
+        let mut c = Config::default();
+        c.apply_env(env(&[("BROKER_HOST", "0.0.0.0"), ("BROKER_APP_KEY", "k")])).unwrap();
+        assert!(c.validate().is_err());
+        // So is a configured app that copies the README's example secret.
+        let mut c = Config::from_toml("host = '0.0.0.0'\n[[apps]]\nid='2'\nkey='k'\nsecret='app-secret'").unwrap();
+        c.apply_env(env(&[])).unwrap();
+        assert!(c.validate().is_err());
+
+        for host in ["127.0.0.1", "::1", "[::1]", "localhost", "127.0.0.2"] {
+            let mut c = Config::default();
+            c.apply_env(env(&[("BROKER_HOST", host)])).unwrap();
+            c.validate().unwrap_or_else(|e| panic!("{host}: {e}"));
+        }
+    }
+
+    #[test]
+    fn an_own_secret_may_be_served_anywhere() {
+        let mut c = Config::default();
+        c.apply_env(env(&[("BROKER_APP_SECRET", "a-long-random-secret")])).unwrap();
+        assert_eq!(c.listen_host(), "0.0.0.0", "without the published secret the default host is every interface");
+        c.validate().unwrap();
+        let mut c = Config::default();
+        c.apply_env(env(&[("BROKER_APP_STORE_URL", "postgres://db/apps")])).unwrap();
+        assert!(c.apps.is_empty());
+        assert_eq!(c.listen_host(), "0.0.0.0");
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn ops_token_compares_whole_tokens_and_is_never_printed() {
+        let t = OpsToken::new("0123456789abcdef".into()).unwrap();
+        assert!(t.matches("0123456789abcdef"));
+        assert!(!t.matches("0123456789abcdeX"));
+        assert!(!t.matches("0123456789abcdef0"));
+        assert!(!t.matches(""));
+        assert!(!format!("{t:?}").contains("0123"));
     }
 }

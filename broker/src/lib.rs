@@ -7,11 +7,15 @@
 //! - [`ws`]: the WebSocket protocol, one task per connection.
 //! - [`http`]: the signed REST API.
 //! - [`webhooks`]: batched, signed, bounded notifications to the app's server.
+//! - [`console`]: the built-in debug console at `/console` (off unless a token is set);
+//!   [`console_feed`]: the hooks that feed its live log.
 
 pub mod adapter;
 pub mod app_store;
 pub mod apps;
 pub mod config;
+pub mod console;
+pub mod console_feed;
 pub mod core;
 pub mod http;
 pub mod metrics;

@@ -34,6 +34,10 @@ pub struct Metrics {
     pub messages_out: Counter,
     pub bytes_out: Counter,
     pub slow_consumers_closed: Counter,
+    /// Bounds reached: connections refused by `max_connections_per_ip`.
+    pub refused_per_ip: Counter,
+    /// Bounds reached: subscriptions refused by `max_channels_per_connection`.
+    pub refused_channel_limit: Counter,
     pub rest_requests: Family<RestLabels, Counter>,
     webhook_queue_depth: Family<AppLabels, Gauge>,
     webhook_sent_batches: Family<AppLabels, Gauge>,
@@ -61,6 +65,8 @@ impl Metrics {
             messages_out: Counter::default(),
             bytes_out: Counter::default(),
             slow_consumers_closed: Counter::default(),
+            refused_per_ip: Counter::default(),
+            refused_channel_limit: Counter::default(),
             rest_requests: Family::default(),
             webhook_queue_depth: Family::default(),
             webhook_sent_batches: Family::default(),
@@ -78,6 +84,12 @@ impl Metrics {
         r.register("ws_messages_out", "WebSocket messages written to clients", m.messages_out.clone());
         r.register("ws_bytes_out", "Bytes of WebSocket messages written to clients", m.bytes_out.clone());
         r.register("slow_consumers_closed", "Connections closed because their send queue overflowed", m.slow_consumers_closed.clone());
+        r.register("connections_refused_per_ip", "WebSocket connections refused by max_connections_per_ip", m.refused_per_ip.clone());
+        r.register(
+            "subscriptions_refused_channel_limit",
+            "Subscriptions refused by max_channels_per_connection",
+            m.refused_channel_limit.clone(),
+        );
         r.register("rest_requests", "REST requests by route and status", m.rest_requests.clone());
         r.register("webhook_queue_depth", "Webhook events waiting to be sent", m.webhook_queue_depth.clone());
         r.register("webhook_sent_batches", "Webhook batches the endpoint accepted", m.webhook_sent_batches.clone());

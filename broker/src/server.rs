@@ -8,13 +8,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use actix_web::{web, App, HttpServer};
+use actix_web::{dev::ServerHandle, web, App, HttpServer};
 
 use crate::{
     adapter::{redis::RedisAdapter, Adapter, LocalAdapter},
     app_store,
-    config::{Config, ConfigError},
-    http,
+    config::{is_loopback, Config, ConfigError, OpsToken},
+    console,
+    http::{
+        self,
+        ops::{self, OpsAccess},
+    },
     state::State,
     webhooks, ws,
 };
@@ -51,6 +55,8 @@ pub struct Server {
     addrs: Vec<SocketAddr>,
     senders: Arc<std::sync::Mutex<Vec<actix_web::rt::task::JoinHandle<()>>>>,
     shutdown_timeout: Duration,
+    /// The `metrics_addr` listener, when configured.
+    ops: Option<ServerHandle>,
 }
 
 impl Server {
@@ -78,7 +84,8 @@ impl Server {
             .collect();
         let senders = Arc::new(std::sync::Mutex::new(senders));
         if let Some(store) = config.app_store.clone() {
-            actix_web::rt::spawn(app_store::run(state.clone().into_inner(), store, config.webhooks.clone(), senders.clone()));
+            let on_loopback = is_loopback(config.listen_host(), config.port);
+            actix_web::rt::spawn(app_store::run(state.clone().into_inner(), store, config.webhooks.clone(), senders.clone(), on_loopback));
         }
         let sweeper = state.clone().into_inner();
         actix_web::rt::spawn(async move {
@@ -92,19 +99,34 @@ impl Server {
             }
         });
 
+        let console = console::start(&config, state.clone().into_inner(), redis.as_ref().map(|r| r.node_id()));
+        let ops_console = console.clone();
         let app_state = state.clone();
+        // On the public port /ready and /metrics need the token, or a loopback peer;
+        // with a metrics_addr they are served there only.
+        let public_ops = match (&config.metrics_addr, &config.ops_token) {
+            (Some(_), _) => None,
+            (None, Some(token)) => Some(OpsAccess::Token(token.clone())),
+            (None, None) => Some(OpsAccess::LoopbackOnly),
+        };
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
                 .route("/app/{key}", web::get().to(ws::connect))
                 .configure(http::routes)
+                .configure(|c| console::routes(c, console.clone()))
+                .configure(|cfg| {
+                    if let Some(access) = public_ops.clone() {
+                        ops::guarded_routes(cfg, access)
+                    }
+                })
         })
         .disable_signals()
         .shutdown_timeout(1);
         if config.workers > 0 {
             server = server.workers(config.workers);
         }
-        let addr = (config.host.as_str(), config.port);
+        let addr = (config.listen_host(), config.port);
         let server = match tls {
             Some(tls) => server.bind_rustls_0_23(addr, tls)?,
             None => server.bind(addr)?,
@@ -112,7 +134,11 @@ impl Server {
         let addrs = server.addrs();
         let scheme = if config.tls_cert.is_some() { "https/wss" } else { "http/ws" };
         tracing::info!(addrs = ?addrs, scheme, apps = state.apps.all().len(), "broker listening");
-        Ok(Self { state, http: server.run(), addrs, senders, shutdown_timeout: Duration::from_secs(config.shutdown_timeout) })
+        let ops = match config.metrics_addr {
+            Some(addr) => Some(ops_listener(addr, state.clone(), config.ops_token.clone(), ops_console)?),
+            None => None,
+        };
+        Ok(Self { state, http: server.run(), addrs, senders, shutdown_timeout: Duration::from_secs(config.shutdown_timeout), ops })
     }
 
     /// The addresses the listener is bound to.
@@ -129,7 +155,7 @@ impl Server {
     /// accepting, report not-ready, tell every client to reconnect (4200), wait
     /// for their clean-up, flush webhooks, all within `shutdown_timeout`.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + 'static) -> std::io::Result<()> {
-        let Self { state, http, senders, shutdown_timeout, .. } = self;
+        let Self { state, http, senders, shutdown_timeout, ops, .. } = self;
         let handle = http.handle();
         actix_web::rt::spawn(async move {
             shutdown.await;
@@ -149,10 +175,46 @@ impl Server {
                 }
             }
             tracing::info!(remaining_connections = state.connection_count(), "stopped");
+            if let Some(ops) = ops {
+                ops.stop(false).await;
+            }
             handle.stop(false).await;
         });
         http.await
     }
+}
+
+/// The `metrics_addr` listener: `/health`, `/ready` and `/metrics` only, on one
+/// worker, plain HTTP. It keeps answering (`/ready`: 503) while the public port
+/// drains during a shutdown.
+/// The `metrics_addr` listener: `/health`, `/ready`, `/metrics`, and the debug
+/// console when it is on (so operators can keep it off the public port).
+fn ops_listener(
+    addr: SocketAddr,
+    state: web::Data<State>,
+    token: Option<OpsToken>,
+    console: Option<web::Data<console::Console>>,
+) -> std::io::Result<ServerHandle> {
+    let access = match token {
+        Some(t) => OpsAccess::Token(t),
+        None => OpsAccess::Open,
+    };
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .configure(ops::health_route)
+            .configure(|cfg| ops::guarded_routes(cfg, access.clone()))
+            .configure(|c| console::routes(c, console.clone()))
+    })
+    .disable_signals()
+    .workers(1)
+    .shutdown_timeout(1)
+    .bind(addr)?
+    .run();
+    tracing::info!(%addr, "operations endpoints listening");
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    Ok(handle)
 }
 
 /// Binds and runs the broker until SIGTERM or SIGINT, then shuts down gracefully.

@@ -5,12 +5,16 @@ use std::{sync::Arc, time::Duration};
 use protocol::socket_id::SocketIdGenerator;
 use tokio::sync::watch;
 
-use crate::{adapter::Adapter, apps::AppRegistry, config::Config, metrics::Metrics, webhooks::WebhookReceiver};
+use crate::{adapter::Adapter, apps::AppRegistry, config::Config, core::ip_limit::IpLimiter, metrics::Metrics, webhooks::WebhookReceiver};
 
 pub struct State {
     pub activity_timeout: Duration,
     pub pong_timeout: Duration,
     pub send_queue: usize,
+    /// `max_connections_per_ip`; `None` when there is no limit.
+    pub per_ip: Option<IpLimiter>,
+    /// `max_rest_body_bytes`.
+    pub max_rest_body_bytes: usize,
     pub apps: Arc<AppRegistry>,
     pub adapter: Arc<dyn Adapter>,
     pub socket_ids: SocketIdGenerator,
@@ -29,6 +33,8 @@ impl State {
             activity_timeout: Duration::from_secs(config.activity_timeout),
             pong_timeout: Duration::from_secs(config.pong_timeout),
             send_queue: config.send_queue,
+            per_ip: IpLimiter::new(config.max_connections_per_ip),
+            max_rest_body_bytes: config.max_rest_body_bytes,
             apps: Arc::new(apps),
             adapter,
             socket_ids: SocketIdGenerator::new(),

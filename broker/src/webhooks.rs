@@ -276,7 +276,9 @@ async fn send_batch(client: &awc::Client, r: &WebhookReceiver, batch: &[WebhookE
         let time_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
         let body = serde_json::to_vec(&Body { time_ms, events }).expect("webhook body serializes");
         let signature = sign::sign_webhook(&r.secret, &body);
-        if deliver(client, hook, &r.key, &signature, body, settings).await {
+        let sent = deliver(client, hook, &r.key, &signature, body, settings).await;
+        crate::console_feed::webhook(&r.key, &hook.url, events_len, sent, settings.retry_for_secs);
+        if sent {
             r.stats.sent_batches.fetch_add(1, Ordering::Relaxed);
         } else {
             r.stats.failed_batches.fetch_add(1, Ordering::Relaxed);

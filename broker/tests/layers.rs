@@ -1,12 +1,14 @@
 //! The broker's modules form layers that only point down:
 //!
 //! ```text
-//! server, console                 (the process: listeners, background tasks, shutdown)
+//! server                          (the process: listeners, background tasks, shutdown)
+//! console                         (the debug console's routes, graphs and cluster relay)
 //! ws, http, app_store             (transports and the app store)
 //! state, metrics                  (what every worker shares)
 //! adapter                         (this node or the cluster)
 //! apps                            (the tenants)
 //! core, webhooks                  (connections, channels, presence; webhook delivery)
+//! console_feed                    (the debug console's hooks, called from every layer above)
 //! config                          (settings)
 //! ```
 //!
@@ -19,13 +21,15 @@ use std::{collections::BTreeSet, fs, path::Path};
 /// Top-level modules by layer, lowest first.
 const LAYERS: &[&[&str]] = &[
     &["config"],
+    &["console_feed"],
     &["core", "webhooks"],
     &["apps"],
     &["adapter"],
     &["metrics"],
     &["state"],
     &["ws", "http", "app_store"],
-    &["server", "console"],
+    &["console"],
+    &["server"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

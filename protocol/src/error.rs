@@ -25,6 +25,9 @@ pub enum ErrorCode {
     Unauthorized,
     /// 4100: the broker cannot keep up with this client (its send queue overflowed).
     OverCapacity,
+    /// 4101: the client's address holds `max_connections_per_ip` connections already.
+    /// Not one of the hosted service's codes; in the 41xx range so clients retry after a back-off.
+    OverAddressQuota,
     /// 4200: please reconnect (e.g. the broker is shutting down).
     ReconnectImmediately,
     /// 4201: a ping went unanswered.
@@ -37,7 +40,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for looking one up by number.
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 14] = [
         Self::AppNotFound,
         Self::AppDisabled,
         Self::OverConnectionQuota,
@@ -47,6 +50,7 @@ impl ErrorCode {
         Self::NoProtocolVersion,
         Self::Unauthorized,
         Self::OverCapacity,
+        Self::OverAddressQuota,
         Self::ReconnectImmediately,
         Self::PongNotReceived,
         Self::ClosedAfterInactivity,
@@ -69,6 +73,7 @@ impl ErrorCode {
             Self::NoProtocolVersion => 4008,
             Self::Unauthorized => 4009,
             Self::OverCapacity => 4100,
+            Self::OverAddressQuota => 4101,
             Self::ReconnectImmediately => 4200,
             Self::PongNotReceived => 4201,
             Self::ClosedAfterInactivity => 4202,
@@ -87,6 +92,7 @@ impl ErrorCode {
             Self::NoProtocolVersion => "No protocol version supplied",
             Self::Unauthorized => "Connection is unauthorized",
             Self::OverCapacity => "Over capacity: client could not keep up",
+            Self::OverAddressQuota => "Too many connections from this address",
             Self::ReconnectImmediately => "Please reconnect immediately",
             Self::PongNotReceived => "Pong reply not received",
             Self::ClosedAfterInactivity => "Closed after inactivity",
@@ -110,6 +116,7 @@ mod tests {
             assert!((4000..4100).contains(&c.code()));
         }
         assert!((4100..4200).contains(&ErrorCode::OverCapacity.code()));
+        assert!((4100..4200).contains(&ErrorCode::OverAddressQuota.code()));
         assert!((4200..4300).contains(&ErrorCode::PongNotReceived.code()));
         assert!((4300..4400).contains(&ErrorCode::ClientEventRateLimit.code()));
         assert!(!ErrorCode::ClientEventRateLimit.closes_connection());

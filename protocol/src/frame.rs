@@ -208,6 +208,7 @@ pub fn error(code: Option<u16>, message: &str) -> String {
         event: &'static str,
         data: E<'a>,
     }
+    let message = &*crate::limits::clip(message, crate::limits::MAX_ERROR_MESSAGE_CHARS);
     serde_json::to_string(&F { event: "pusher:error", data: E { code, message } }).expect("serializes")
 }
 
@@ -282,6 +283,7 @@ pub fn subscription_error(channel: &str, kind: &str, error: &str, status: u16) -
         channel: &'a str,
         data: D<'a>,
     }
+    let error = &*crate::limits::clip(error, crate::limits::MAX_ERROR_MESSAGE_CHARS);
     serde_json::to_string(&F { event: "pusher:subscription_error", channel, data: D { kind, error, status } })
         .expect("serializes")
 }
@@ -374,6 +376,19 @@ fn id_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error>
 mod tests {
     use super::*;
     use serde_json::Value;
+
+    #[test]
+    fn error_replies_do_not_echo_long_input() {
+        let huge = "x".repeat(30_000);
+        let e = json(&error(None, &format!("invalid channel name {huge:?}")));
+        assert_eq!(e["data"]["message"].as_str().unwrap().chars().count(), crate::limits::MAX_ERROR_MESSAGE_CHARS);
+        let e = json(&subscription_error("c", "AuthError", &huge, 401));
+        assert_eq!(e["data"]["error"].as_str().unwrap().chars().count(), crate::limits::MAX_ERROR_MESSAGE_CHARS);
+        // serde_json quotes the offending value in its message; the reply still stays short.
+        let bad = format!(r#"{{"event":"pusher:subscribe","data":{{"channel":1,"auth":"{huge}"}}}}"#);
+        let parse_error = ClientFrame::parse(&bad).unwrap_err().to_string();
+        assert!(json(&error(None, &parse_error)).to_string().len() < 1024);
+    }
 
     fn json(s: &str) -> Value {
         serde_json::from_str(s).unwrap()

@@ -102,7 +102,7 @@ pub struct Receiver {
     shared: Arc<Shared>,
 }
 
-/// Creates a connection's queue holding at most `capacity` broadcast messages.
+/// Creates a connection's queue holding at most `capacity` messages (broadcasts and replies alike).
 pub fn queue(id: SocketId, capacity: usize) -> (ConnHandle, Receiver) {
     let shared = Arc::new(Shared {
         queue: Mutex::new(VecDeque::new()),
@@ -119,24 +119,25 @@ impl ConnHandle {
     /// Queues a broadcast message without waiting. Returns false if it was
     /// dropped: the connection is gone or closing, or too slow (and is now being closed).
     pub fn send(&self, message: &Message) -> bool {
-        self.push(Outgoing::Message(message.clone()), true)
+        self.push(Outgoing::Message(message.clone()))
     }
 
-    /// Queues a reply to the client's own request (subscription answers, pongs).
-    /// These are bounded by what the client asks for, so they do not count
-    /// against the queue's capacity.
+    /// Queues a reply to the client's own request (subscription answers, pongs,
+    /// errors). Replies share the one bounded queue with broadcasts: a client
+    /// that keeps asking but never reads fills it like a slow subscriber and is
+    /// closed with 4100, instead of growing the broker's memory with answers.
     pub fn send_direct(&self, item: impl Into<Outgoing>) -> bool {
-        self.push(item.into(), false)
+        self.push(item.into())
     }
 
-    fn push(&self, item: Outgoing, bounded: bool) -> bool {
+    fn push(&self, item: Outgoing) -> bool {
         let s = &self.shared;
         if s.gone.load(Ordering::Relaxed) || s.close.load(Ordering::Relaxed) != 0 {
             return false;
         }
         let was_empty = {
             let mut q = s.queue.lock().unwrap_or_else(|p| p.into_inner());
-            if bounded && q.len() >= s.capacity {
+            if q.len() >= s.capacity {
                 drop(q);
                 self.close(ErrorCode::OverCapacity);
                 return false;
@@ -177,6 +178,11 @@ impl ConnHandle {
             }
             notified.await;
         }
+    }
+
+    /// The close code requested so far (1006 once the client vanished), if any.
+    pub fn close_code(&self) -> Option<u16> {
+        Some(self.shared.close.load(Ordering::Acquire)).filter(|&c| c != 0)
     }
 
     /// The client went away (the transport let go of the receiver).
@@ -303,6 +309,18 @@ pub(crate) mod tests {
         assert!(batch.is_empty());
         h.close(ErrorCode::ReconnectImmediately);
         assert_eq!(h.close_requested().await, 4100, "the first code wins");
+    }
+
+    #[tokio::test]
+    async fn replies_count_against_the_same_bound() {
+        let (h, mut rx) = new(3);
+        assert!(h.send(&Message::from("broadcast")));
+        assert!(h.send_direct("pong"));
+        assert!(h.send_direct(Outgoing::Raw(Bytes::from_static(b"ws pong"))));
+        assert!(!h.send_direct("pong"), "the fourth message does not fit");
+        assert_eq!(h.close_requested().await, 4100);
+        let mut batch = VecDeque::new();
+        assert_eq!(poll_fn(|cx| rx.poll_drain(cx, &mut batch)).await, Err(4100));
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@
 pub mod channel;
 pub mod connection;
 pub mod hub;
+pub mod ip_limit;
 pub mod rate;
 
 pub use channel::{ChannelCounts, Member};

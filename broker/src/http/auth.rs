@@ -9,7 +9,7 @@ use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
 use futures_util::future::LocalBoxFuture;
 use protocol::sign::RestRequest;
 
-use super::error::ApiError;
+use super::{body::RestBody, error::ApiError};
 use crate::{apps::App, state::State};
 
 /// A request to `/apps/{app_id}/…` that passed the signature check, with its
@@ -27,9 +27,10 @@ impl FromRequest for Authed {
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let req = req.clone();
-        let body = web::Bytes::from_request(&req, payload);
+        // Bounded by max_rest_body_bytes; an oversized body is drained before the 413 (see `body`).
+        let body = RestBody::from_request(&req, payload);
         Box::pin(async move {
-            let body = body.await?;
+            let body = body.await?.into_bytes();
             let state = req.app_data::<web::Data<State>>().expect("State is registered").clone();
             let app_id = req.match_info().get("app_id").unwrap_or_default().to_owned();
             Ok(authenticate(&req, body, &state, &app_id)?)
@@ -51,11 +52,17 @@ fn authenticate(req: &HttpRequest, body: web::Bytes, state: &State, app_id: &str
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     // The signature covers the path as sent, so verify against the raw path.
     RestRequest { method: req.method().as_str(), path: req.path(), query: &query, body: &body }.verify(&app.key, &app.secret, now)?;
+    admit(&app)?;
+    Ok(Authed { app, query, body })
+}
+
+/// What an authenticated request must still pass: the app is enabled and within its REST rate.
+pub fn admit(app: &App) -> Result<(), ApiError> {
     if !app.enabled {
         return Err(ApiError::AppDisabled);
     }
     if !app.allow_rest_request() {
         return Err(ApiError::RateLimited);
     }
-    Ok(Authed { app, query, body })
+    Ok(())
 }

@@ -3,7 +3,11 @@
 //! Bodies are plain text explaining the problem, as the hosted service answers.
 
 use actix_web::{http::StatusCode, HttpResponse, ResponseError};
-use protocol::{sign::RestAuthError, trigger::BodyError};
+use protocol::{
+    limits::{clip, MAX_ERROR_MESSAGE_CHARS},
+    sign::RestAuthError,
+    trigger::BodyError,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -34,7 +38,9 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code()).content_type("text/plain; charset=utf-8").body(format!("{self}\n"))
+        // Messages quote request input (names, ids); keep the answer short whatever was sent.
+        let message = clip(&self.to_string(), MAX_ERROR_MESSAGE_CHARS).into_owned();
+        HttpResponse::build(self.status_code()).content_type("text/plain; charset=utf-8").body(message + "\n")
     }
 }
 

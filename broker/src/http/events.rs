@@ -12,8 +12,11 @@ use protocol::{
     ChannelKind, ChannelName,
 };
 
-use super::{auth::Authed, error::ApiError};
-use crate::{apps::App, core::hub::CachedEvent, state::State};
+use super::{
+    auth::{admit, Authed},
+    error::ApiError,
+};
+use crate::{apps::App, console_feed, core::hub::CachedEvent, state::State};
 
 /// Serializes the event once per channel and hands it to the adapter; cache
 /// channels keep it as their last event.
@@ -27,6 +30,7 @@ fn publish(state: &State, app: &App, t: &Trigger) {
         }
         state.adapter.broadcast(app, channel, bytes, t.except);
     }
+    console_feed::rest_trigger(&app.key, &t.channels, &t.name, t.data.len(), t.except);
 }
 
 async fn stats(state: &State, app: &App, channel: &ChannelName, info: InfoRequest) -> ChannelStats {
@@ -38,17 +42,31 @@ async fn stats(state: &State, app: &App, channel: &ChannelName, info: InfoReques
 }
 
 pub async fn trigger(authed: Authed, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
-    let t = parse_trigger(&authed.body, &authed.app.limits)?;
-    publish(&state, &authed.app, &t);
+    let response = trigger_checked(&state, &authed.app, &authed.body).await?;
+    Ok(HttpResponse::Ok().json(response))
+}
+
+/// Publishes one trigger (a REST trigger's JSON body) for an app whose caller is
+/// already authenticated. Applies the app's enabled flag and REST rate limit like a
+/// signed request; the debug console's event creator comes here too.
+pub async fn trigger_as(state: &State, app: &App, body: &[u8]) -> Result<TriggerResponse, ApiError> {
+    admit(app)?;
+    trigger_checked(state, app, body).await
+}
+
+/// Validates, publishes and answers one trigger (after authentication and admission).
+async fn trigger_checked(state: &State, app: &App, body: &[u8]) -> Result<TriggerResponse, ApiError> {
+    let t = parse_trigger(body, &app.limits)?;
+    publish(state, app, &t);
     let mut response = TriggerResponse::default();
     if t.info.any() {
         let mut channels = BTreeMap::new();
         for c in &t.channels {
-            channels.insert(c.as_str().to_owned(), stats(&state, &authed.app, c, t.info).await);
+            channels.insert(c.as_str().to_owned(), stats(state, app, c, t.info).await);
         }
         response.channels = Some(channels);
     }
-    Ok(HttpResponse::Ok().json(response))
+    Ok(response)
 }
 
 pub async fn batch(authed: Authed, state: web::Data<State>) -> Result<HttpResponse, ApiError> {

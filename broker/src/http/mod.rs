@@ -1,25 +1,24 @@
 //! The HTTP API under `/apps/{app_id}`, plus the operator endpoints.
 
 mod auth;
+pub mod body;
 mod channels;
 pub mod error;
 mod events;
-mod ops;
+pub mod ops;
 mod users;
 
 use actix_web::{dev::Service, web};
 
 use crate::{metrics::RestLabels, state::State};
 
-/// Largest REST body accepted before parsing (a full batch of maximum-size events fits).
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+pub use events::trigger_as;
 
+/// The REST API and `/health`; `/ready` and `/metrics` are added per listener
+/// (see [`ops::guarded_routes`]). Bodies are read by [`body::RestBody`], bounded by `max_rest_body_bytes`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
-        .route("/health", web::get().to(ops::health))
-        .route("/ready", web::get().to(ops::ready))
-        .route("/metrics", web::get().to(ops::metrics))
-        .service(
+    ops::health_route(cfg);
+    cfg.service(
             web::scope("/apps/{app_id}")
                 .wrap_fn(|req, srv| {
                     let state = req.app_data::<web::Data<State>>().cloned();

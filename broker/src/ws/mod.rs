@@ -13,7 +13,7 @@ use actix_web::{
 };
 use protocol::ErrorCode;
 
-use crate::{apps::App, core::connection, state::State};
+use crate::{apps::App, console_feed, core::connection, state::State};
 
 /// Protocol versions this broker speaks; pusher-js 8 uses 7.
 const SUPPORTED_PROTOCOLS: std::ops::RangeInclusive<u32> = 5..=7;
@@ -56,13 +56,32 @@ pub async fn connect(
     let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string()).map(|q| q.into_inner()).unwrap_or_default();
     let protocol = query.iter().find(|(k, _)| k == "protocol").map(|(_, v)| v.as_str());
     let origin = req.headers().get("origin").and_then(|o| o.to_str().ok());
+    // The TCP peer, never a forwarded-for header (see `core::ip_limit`). Taken before the
+    // app's own quota so a refused address does not use up the app's.
+    let slot = match (&state.per_ip, req.peer_addr()) {
+        (Some(limiter), Some(peer)) => match limiter.try_acquire(peer.ip()) {
+            Some(slot) => Some(slot),
+            None => {
+                tracing::debug!(peer = %peer.ip(), "refusing connection: max_connections_per_ip");
+                state.metrics.refused_per_ip.inc();
+                let code = ErrorCode::OverAddressQuota.code();
+                return Ok(response.message_body(BoxBody::new(wire::closing(code)))?.into());
+            }
+        },
+        _ => None,
+    };
     match check(&state, &key, protocol, origin) {
         Ok(app) => {
             let state = state.into_inner();
             let (conn, receiver) = connection::queue(state.socket_ids.next(), state.send_queue);
+            console_feed::connection_opened(&app.key, conn.id, origin);
             let outbox = outbox::Outbox::new(receiver, state.metrics.clone());
             let reader = wire::FrameReader::new(payload, app.limits.max_ws_message_bytes);
-            actix_web::rt::spawn(session::run(state, app, conn, reader));
+            actix_web::rt::spawn(async move {
+                session::run(state, app, conn, reader).await;
+                // The address's place is held for the connection's whole life.
+                drop(slot);
+            });
             Ok(response.message_body(BoxBody::new(BodyStream::new(outbox)))?.into())
         }
         Err(code) => {

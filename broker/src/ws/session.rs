@@ -14,6 +14,7 @@ use std::{sync::Arc, time::Instant};
 use protocol::{
     channel::InvalidName,
     frame::{self, ChannelData, ClientFrame, Subscribe, UserData},
+    limits::{clip, CHANNEL_LIMIT_STATUS, MAX_QUOTED_INPUT_CHARS},
     sign, ChannelKind, ChannelName, ErrorCode, EventName,
 };
 use serde_json::value::RawValue;
@@ -23,6 +24,7 @@ use super::wire::{self, FrameReader, Incoming};
 use crate::{
     adapter,
     apps::App,
+    console_feed,
     core::{hub::Subscribed, rate::TokenBucket, ConnHandle, Message, Outgoing},
     state::State,
     webhooks::WebhookEvent,
@@ -62,6 +64,7 @@ pub async fn run(state: Arc<State>, app: Arc<App>, conn: ConnHandle, reader: Fra
     session.serve(reader).await;
     // Boxed so the rarely used clean-up path does not enlarge every idle connection's task.
     Box::pin(session.cleanup()).await;
+    console_feed::connection_closed(&session.app.key, id, session.conn.close_code());
     metrics.connections.dec();
     tracing::debug!(socket_id = %id, "disconnected");
 }
@@ -173,14 +176,16 @@ impl Session {
             }
             ClientFrame::Signin(s) => self.signin(&s.auth, &s.user_data).await,
             ClientFrame::ClientEvent { event, channel, data } => self.client_event(&event, &channel, data).await,
-            ClientFrame::Unknown { event } => self.send(frame::error(None, &format!("unsupported event {event:?}"))),
+            ClientFrame::Unknown { event } => {
+                self.send(frame::error(None, &format!("unsupported event {:?}", clip(&event, MAX_QUOTED_INPUT_CHARS))))
+            }
         }
     }
 
     async fn subscribe(&mut self, s: Subscribe) {
         let name = match ChannelName::parse_with_max(&s.channel, self.app.limits.max_channel_name_len) {
             Ok(n) => n,
-            Err(e) => return self.send(frame::error(None, &invalid_channel(&s.channel, e))),
+            Err(e) => return self.refuse_subscription(&s.channel, frame::error(None, &invalid_channel(&s.channel, e))),
         };
         let kind = name.kind();
         if kind == ChannelKind::ServerToUser {
@@ -190,18 +195,24 @@ impl Session {
                 return self.send(frame::subscription_succeeded(name.as_str()));
             }
             let msg = "a #server-to-user- channel is only for the connection signed in as that user";
-            return self.send(frame::subscription_error(name.as_str(), "AuthError", msg, 403));
+            return self.refuse_subscription(name.as_str(), frame::subscription_error(name.as_str(), "AuthError", msg, 403));
+        }
+        if !self.channels.contains(&name) && self.channel_limit_reached() {
+            let max = self.app.limits.max_channels_per_connection;
+            self.state.metrics.refused_channel_limit.inc();
+            let msg = format!("this connection is subscribed to {max} channels, the most allowed; unsubscribe from one first");
+            return self.refuse_subscription(name.as_str(), frame::subscription_error(name.as_str(), "LimitReached", &msg, CHANNEL_LIMIT_STATUS));
         }
         if kind.needs_auth() {
             let Some(auth) = s.auth.as_deref() else {
-                return self.send(frame::subscription_error(name.as_str(), "AuthError", "missing auth for a private channel", 401));
+                return self.refuse_subscription(name.as_str(), frame::subscription_error(name.as_str(), "AuthError", "missing auth for a private channel", 401));
             };
             // SDKs sign `channel_data` into a private channel's auth too when the app
             // passes user data; the signature then covers it, so check it that way.
             let data = s.channel_data.as_deref();
             if let Err(e) = sign::verify_channel(&self.app.key, &self.app.secret, self.conn.id, name.as_str(), data, auth) {
                 let msg = format!("invalid signature for {}: {e}", name.as_str());
-                return self.send(frame::subscription_error(name.as_str(), "AuthError", &msg, 401));
+                return self.refuse_subscription(name.as_str(), frame::subscription_error(name.as_str(), "AuthError", &msg, 401));
             }
         }
         if kind == ChannelKind::Presence {
@@ -216,8 +227,22 @@ impl Session {
         self.replay_cache(&name).await
     }
 
+    /// Sends a subscription's refusal (and shows it in the debug console).
+    fn refuse_subscription(&self, channel: &str, refusal: String) {
+        console_feed::subscription_failed(&self.app.key, self.conn.id, channel, &refusal);
+        self.send(refusal);
+    }
+
+    /// Whether the connection holds `max_channels_per_connection` channels; its
+    /// sign-in's own user channel does not count.
+    fn channel_limit_reached(&self) -> bool {
+        let held = self.channels.iter().filter(|c| c.kind() != ChannelKind::ServerToUser).count();
+        held >= self.app.limits.max_channels_per_connection
+    }
+
     /// Counts that follow a new subscription (the adapter sent its lifecycle webhooks).
     fn after_subscribe(&self, name: &ChannelName, sub: Subscribed) {
+        console_feed::subscribed(&self.app.key, self.conn.id, name);
         self.state.metrics.subscriptions.inc();
         self.subscription_count_changed(name, sub.subscriptions);
     }
@@ -248,22 +273,22 @@ impl Session {
     async fn join_presence(&mut self, name: ChannelName, channel_data: Option<&str>) {
         let refuse = |msg: &str, status| frame::subscription_error(name.as_str(), "AuthError", msg, status);
         let Some(raw) = channel_data else {
-            return self.send(refuse("presence channels need channel_data", 400));
+            return self.refuse_subscription(name.as_str(), refuse("presence channels need channel_data", 400));
         };
         let data: ChannelData = match serde_json::from_str(raw) {
             Ok(d) => d,
-            Err(e) => return self.send(refuse(&format!("invalid channel_data: {e}"), 400)),
+            Err(e) => return self.refuse_subscription(name.as_str(), refuse(&format!("invalid channel_data: {e}"), 400)),
         };
         let info = data.user_info.unwrap_or_else(|| RawValue::from_string("null".into()).expect("valid JSON"));
         if info.get().len() > self.app.limits.max_presence_user_info_bytes {
             let msg = format!("user_info is larger than {} bytes", self.app.limits.max_presence_user_info_bytes);
-            return self.send(refuse(&msg, 413));
+            return self.refuse_subscription(name.as_str(), refuse(&msg, 413));
         }
         let joined = self.state.adapter.join(&self.app, &name, &self.conn, &data.user_id, info).await;
         match joined {
             Err(_) => {
                 let msg = format!("presence channel is full ({} members)", self.app.limits.max_presence_members);
-                self.send(refuse(&msg, 403))
+                self.refuse_subscription(name.as_str(), refuse(&msg, 403))
             }
             Ok(None) => {}
             Ok(Some(joined)) => {
@@ -279,6 +304,7 @@ impl Session {
     /// left, and sends the lifecycle webhooks).
     async fn leave(&self, name: &ChannelName) {
         let Some(left) = self.state.adapter.unsubscribe(&self.app, name, self.conn.id).await else { return };
+        console_feed::unsubscribed(&self.app.key, self.conn.id, name);
         self.state.metrics.subscriptions.dec();
         if left.vacated {
             adapter::user_channel_changed(self.state.adapter.as_ref(), &self.app, name, false);
@@ -363,6 +389,7 @@ impl Session {
         let out = frame::client_event(name.as_str(), event, &data, user_id.as_deref());
         // Client events are relayed but never cached: only server-triggered events fill a cache channel.
         self.state.adapter.broadcast(&self.app, &name, out.into(), Some(self.conn.id));
+        console_feed::client_event(&self.app.key, self.conn.id, &name, event, data.get().len());
         self.app.webhook(|| WebhookEvent::ClientEvent {
             channel: name.to_string(),
             event: event.to_owned(),
@@ -384,6 +411,7 @@ impl Session {
     }
 }
 
+/// The error for a bad channel name, quoting at most the name's start.
 fn invalid_channel(raw: &str, e: InvalidName) -> String {
-    format!("invalid channel name {raw:?}: {e}")
+    format!("invalid channel name {:?}: {e}", clip(raw, MAX_QUOTED_INPUT_CHARS))
 }
