@@ -34,6 +34,11 @@ pub struct Config {
     pub pong_timeout: u64,
     /// Frames one connection may have queued before it is disconnected (4100) as too slow.
     pub send_queue: usize,
+    /// Seconds data sent to a client may stay unacknowledged (a client that stopped
+    /// reading keeps a zero window) before the kernel drops the connection
+    /// (`TCP_USER_TIMEOUT`); 0 leaves the kernel default (about 15 minutes of
+    /// retransmits, and never while the peer answers zero-window probes).
+    pub tcp_user_timeout: u64,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
     /// Seconds a shutdown may take: clients are told to reconnect (4200), webhooks flushed.
@@ -402,6 +407,7 @@ impl Default for Config {
             activity_timeout: 120,
             pong_timeout: 30,
             send_queue: 1024,
+            tcp_user_timeout: 30,
             workers: 0,
             shutdown_timeout: 10,
             tls_cert: None,
@@ -502,6 +508,9 @@ impl Config {
         }
         if let Some(v) = get("BROKER_SEND_QUEUE") {
             self.send_queue = num("BROKER_SEND_QUEUE", v)?;
+        }
+        if let Some(v) = get("BROKER_TCP_USER_TIMEOUT") {
+            self.tcp_user_timeout = num("BROKER_TCP_USER_TIMEOUT", v)?;
         }
         if let Some(v) = get("BROKER_WORKERS") {
             self.workers = num("BROKER_WORKERS", v)?;

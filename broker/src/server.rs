@@ -131,11 +131,12 @@ impl Server {
         if config.workers > 0 {
             server = server.workers(config.workers);
         }
-        let addr = (config.listen_host(), config.port);
-        let server = match tls {
-            Some(tls) => server.bind_rustls_0_23(addr, tls)?,
-            None => server.bind(addr)?,
-        };
+        for listener in listeners(&config)? {
+            server = match &tls {
+                Some(tls) => server.listen_rustls_0_23(listener, tls.clone())?,
+                None => server.listen(listener)?,
+            };
+        }
         let addrs = server.addrs();
         let scheme = if config.tls_cert.is_some() { "https/wss" } else { "http/ws" };
         tracing::info!(addrs = ?addrs, scheme, apps = state.apps.all().len(), "broker listening");
@@ -227,6 +228,30 @@ fn ops_listener(
 /// Binds and runs the broker until SIGTERM or SIGINT, then shuts down gracefully.
 pub async fn run(config: Config, tls: Option<rustls::ServerConfig>) -> std::io::Result<()> {
     Server::build(config, tls).await?.run_until(wait_for_signal()).await
+}
+
+/// Backlog of each listening socket (what actix's own `bind` uses).
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// The listening sockets for `host:port`, made here rather than by actix so that
+/// accepted connections inherit `TCP_USER_TIMEOUT`: a client that stops reading
+/// leaves its socket (and the kernel buffers behind it) only that long after the
+/// broker cut it, instead of for as long as it keeps answering zero-window probes.
+fn listeners(config: &Config) -> std::io::Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::net::ToSocketAddrs;
+    let mut out = Vec::new();
+    for addr in (config.listen_host(), config.port).to_socket_addrs()? {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        if config.tcp_user_timeout > 0 {
+            socket.set_tcp_user_timeout(Some(Duration::from_secs(config.tcp_user_timeout)))?;
+        }
+        socket.bind(&addr.into())?;
+        socket.listen(LISTEN_BACKLOG)?;
+        out.push(socket.into());
+    }
+    Ok(out)
 }
 
 async fn wait_for_signal() {

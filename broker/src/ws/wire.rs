@@ -58,6 +58,22 @@ pub enum ReadError {
     Payload(String),
 }
 
+impl ReadError {
+    /// The close code the client gets (RFC 6455 §7.4.1): 1009 for a message over
+    /// the size limit, 1002 for any other framing violation, and 1006 (nothing is
+    /// sent) when the connection itself failed.
+    pub fn close_code(&self) -> u16 {
+        match self {
+            Self::TooBig(_) | Self::Protocol(ProtocolError::Overflow) => 1009,
+            Self::Protocol(_) => 1002,
+            Self::Payload(_) => 1006,
+        }
+    }
+}
+
+/// The longest frame header a client can send: 2 bytes, an 8-byte length and a 4-byte mask.
+const MAX_FRAME_HEADER: usize = 14;
+
 /// Decodes client frames from the upgraded request's payload, and answers
 /// pings itself (the session sees them only as signs of life).
 pub struct FrameReader {
@@ -85,6 +101,11 @@ impl FrameReader {
                     }
                     continue;
                 }
+                // actix's codec checks a frame's size only once all of it has arrived, so a
+                // header announcing a huge frame would make us buffer whatever follows. A
+                // frame within the limit fits in `max` bytes plus its header: more than that
+                // buffered and still incomplete means the frame is over the limit.
+                Ok(None) if self.buf.len() > self.max + MAX_FRAME_HEADER => return Some(Err(ReadError::TooBig(self.max))),
                 Ok(None) => {}
                 Err(e) => return Some(Err(e.into())),
             }
@@ -141,7 +162,7 @@ impl FrameReader {
 impl Inbound for FrameReader {
     async fn next(&mut self) -> Option<Result<Incoming, InboundError>> {
         // Mostly an over-long message; any broken frame ends the connection the same way.
-        Some(self.next_frame().await?.map_err(|e| InboundError { message: format!("WebSocket protocol error: {e}"), close_code: 1009 }))
+        Some(self.next_frame().await?.map_err(|e| InboundError { message: format!("WebSocket protocol error: {e}"), close_code: e.close_code() }))
     }
 }
 
@@ -157,6 +178,15 @@ mod tests {
         let f = text(&long);
         assert_eq!(&f[..4], &[0x81, 126, 1, 44]);
         assert_eq!(f.len(), 304);
+    }
+
+    #[test]
+    fn only_oversized_messages_close_with_1009() {
+        assert_eq!(ReadError::TooBig(10).close_code(), 1009);
+        assert_eq!(ReadError::from(ProtocolError::Overflow).close_code(), 1009);
+        assert_eq!(ReadError::from(ProtocolError::ContinuationNotStarted).close_code(), 1002);
+        assert_eq!(ReadError::from(ProtocolError::UnmaskedFrame).close_code(), 1002);
+        assert_eq!(ReadError::Payload("reset".into()).close_code(), 1006);
     }
 
     #[test]
