@@ -339,8 +339,7 @@ impl RedisAdapter {
                     tracing::warn!(channel = %channel.as_str(), "malformed member list from redis");
                     return; // the joiner's wait runs out and it joins with a list read directly
                 };
-                let pairs: Vec<(&str, &RawValue)> = members.iter().map(|(id, info)| (id.as_str(), &**info)).collect();
-                let succeeded = frame::presence_subscription_succeeded(channel.as_str(), &pairs);
+                let succeeded = succeeded_frame(&channel, &members);
                 let sub = app.hub.join_with_list(&channel, &p.conn, &p.user_id, p.info, &succeeded);
                 let _ = p.done.send(sub);
             }
@@ -425,11 +424,16 @@ impl RedisAdapter {
         if !members.iter().any(|(id, _)| *id == p.user_id) {
             members.push((p.user_id.clone(), p.info.clone()));
         }
-        let pairs: Vec<(&str, &RawValue)> = members.iter().map(|(id, info)| (id.as_str(), &**info)).collect();
-        let succeeded = frame::presence_subscription_succeeded(p.channel.as_str(), &pairs);
+        let succeeded = succeeded_frame(&p.channel, &members);
         self.needs_reconcile.store(true, Ordering::Release);
         app.hub.join_with_list(&p.channel, &p.conn, &p.user_id, p.info, &succeeded)
     }
+}
+
+/// A presence channel's `subscription_succeeded` for a member list read from Redis.
+fn succeeded_frame(channel: &ChannelName, members: &[(String, Box<RawValue>)]) -> String {
+    let pairs: Vec<(&str, &RawValue)> = members.iter().map(|(id, info)| (id.as_str(), &**info)).collect();
+    frame::presence_subscription_succeeded(channel.as_str(), &pairs)
 }
 
 fn rand_node_id() -> u64 {
