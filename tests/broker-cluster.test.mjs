@@ -211,8 +211,9 @@ test('Redis going away: local clients keep working, /ready reports it, and the c
 
   redis.kill('SIGKILL');
   await eventually(async () => assert.equal((await fetch(`${x.url}/ready`)).status, 503), 'x not ready');
-  // Local delivery goes on without Redis.
-  await sdkFor(x).trigger('presence-durable', 'during', {});
+  // Local delivery goes on without Redis, but the caller learns that the other node
+  // may not have it: 503, not 200.
+  await assert.rejects(sdkFor(x).trigger('presence-durable', 'during', {}), (e) => e.status === 503);
   await recX.waitFor(2);
   assert.equal((await fetch(`${x.url}/health`)).status, 200);
   // The copy for the other node could not be published, and the metrics say so.

@@ -9,7 +9,8 @@
 import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { startBroker } from './lib/broker.mjs';
-import { connect, eventually, sdkFor, withTimeout } from './lib/clients.mjs';
+import { eventually } from './lib/clients.mjs';
+import { assertExact as exactOn, joinAll, leave, member } from './lib/presence.mjs';
 import { hookReceiver } from './lib/servers.mjs';
 import { startRedis } from './lib/redis.mjs';
 
@@ -19,6 +20,7 @@ const DEBOUNCE_MS = 500;
 let redis;
 let hooks;
 let nodes = [];
+const assertExact = (...args) => exactOn(nodes, ...args);
 
 before(async () => {
   redis = await startRedis();
@@ -48,77 +50,6 @@ after(async () => {
   await redis?.stop();
 });
 
-/** One member: a pusher-js client on `node` that will join as user `id`. */
-async function member(node, id) {
-  const user = { user_id: id, user_info: { name: `user ${id}` } };
-  const client = await connect(node, { sdk: sdkFor(node), user });
-  return { id, client, channel: null };
-}
-
-/** Every member subscribes at once; resolves when each has its subscription_succeeded. */
-async function joinAll(members, name) {
-  await Promise.all(
-    members.map((m) => {
-      m.channel = m.client.subscribe(name);
-      return withTimeout(
-        new Promise((resolve, reject) => {
-          m.channel.bind('pusher:subscription_succeeded', resolve);
-          m.channel.bind('pusher:subscription_error', (e) => reject(new Error(`${m.id}: ${JSON.stringify(e)}`)));
-        }),
-        `${m.id} to join ${name}`,
-        20000,
-      );
-    }),
-  );
-}
-
-function view(m) {
-  const ids = [];
-  m.channel.members.each((x) => ids.push(x.id));
-  return { count: m.channel.members.count, ids: ids.sort() };
-}
-
-/** Every member's view, every node's REST users list and user_count equal `expected`. */
-async function assertExact(members, name, expected, what) {
-  const want = [...expected].sort();
-  await eventually(
-    async () => {
-      const wrong = members.filter((m) => {
-        const v = view(m);
-        return v.count !== want.length || v.ids.join(',') !== want.join(',');
-      });
-      const warnings = nodes.flatMap((n) => n.logs().split('\n').filter((l) => /WARN|ERROR/.test(l))).slice(0, 10);
-      assert.equal(wrong.length, 0, `${what}: ${wrong.length} of ${members.length} views wrong (e.g. ${wrong[0]?.id} sees ${wrong[0] && view(wrong[0]).count}); broker warnings: ${warnings.join(' | ')}`);
-    },
-    what,
-    10000,
-  );
-  for (const n of nodes) {
-    const users = await (await rest(() => sdkFor(n).get({ path: `/channels/${name}/users` }))).json();
-    assert.deepEqual(users.users.map((u) => u.id).sort(), want, `${what}: REST users on ${n.port}`);
-    const info = await (await rest(() => sdkFor(n).get({ path: `/channels/${name}`, params: { info: 'user_count' } }))).json();
-    assert.equal(info.user_count, want.length, `${what}: user_count on ${n.port}`);
-  }
-}
-
-/**
- * A REST GET whose failure says why (the SDK's error hides its cause). A GET that
- * meets a kept-alive socket the broker closed at that very moment ("socket hang
- * up", a race of every HTTP/1.1 client) is sent once more, as browsers do.
- */
-async function rest(call) {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await call();
-    } catch (e) {
-      const why = `${e.error?.message ?? e.error ?? ''}`;
-      if (attempt === 1 && /socket hang up|ECONNRESET/.test(why)) continue;
-      e.message = `${e.message}: ${why} (${e.url ?? ''})`;
-      throw e;
-    }
-  }
-}
-
 /** Webhooks for `name` of one kind, as user ids (each user at most once). */
 function hooked(name, kind) {
   return hooks
@@ -141,9 +72,6 @@ async function assertHooks(name, { added, removed, occupied, vacated }, what) {
   );
 }
 
-const leave = (members) => {
-  for (const m of members) m.client.disconnect();
-};
 
 test(`300 members joining at once on 3 nodes, then half leaving at once: every view exact (${RUNS} runs)`, async () => {
   for (let run = 0; run < RUNS; run++) {

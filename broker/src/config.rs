@@ -176,7 +176,8 @@ fn five() -> u64 {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// `redis://host:port/db`.
+    /// `redis://host:port/db` for one Redis, or `redis+cluster://host:port,host:port,…`
+    /// (seed nodes) for a Redis Cluster.
     pub redis_url: String,
     /// Prefix of every key and channel, so several clusters can share one Redis.
     #[serde(default = "default_prefix")]
@@ -644,6 +645,10 @@ impl Config {
         if let Some(c) = &self.cluster {
             if c.heartbeat_secs == 0 || c.node_timeout_secs <= c.heartbeat_secs {
                 return Err(ConfigError("cluster: node_timeout_secs must be larger than heartbeat_secs (both at least 1)".into()));
+            }
+            // Braces would change which Redis Cluster slot a channel's keys hash to.
+            if c.key_prefix.contains(['{', '}']) {
+                return Err(ConfigError("cluster.key_prefix must not contain '{' or '}'".into()));
             }
         }
         let fb = &self.http_fallback;

@@ -45,6 +45,8 @@ pub struct Metrics {
     webhook_dropped_events: Family<AppLabels, Gauge>,
     adapter_up: Gauge,
     adapter_dropped_messages: Gauge,
+    adapter_bus_received: Counter,
+    adapter_topics: Gauge,
 }
 
 impl Default for Metrics {
@@ -74,6 +76,8 @@ impl Metrics {
             webhook_dropped_events: Family::default(),
             adapter_up: Gauge::default(),
             adapter_dropped_messages: Gauge::default(),
+            adapter_bus_received: Counter::default(),
+            adapter_topics: Gauge::default(),
         };
         let r = &mut m.registry;
         r.register("connections", "Open client connections (WebSocket and HTTP fallback)", m.connections.clone());
@@ -101,6 +105,12 @@ impl Metrics {
             "Cluster messages not published because Redis was unreachable or the publish queue was full",
             m.adapter_dropped_messages.clone(),
         );
+        r.register(
+            "adapter_bus_received",
+            "Messages this node received from the cluster bus (only for channels and watched users it holds)",
+            m.adapter_bus_received.clone(),
+        );
+        r.register("adapter_topics", "Cluster bus topics this node listens to", m.adapter_topics.clone());
         m
     }
 
@@ -117,6 +127,10 @@ impl Metrics {
         }
         self.adapter_up.set(i64::from(adapter.healthy()));
         self.adapter_dropped_messages.set(adapter.dropped_messages() as i64);
+        let bus = adapter.bus_stats();
+        // The adapter counts; the counter catches up at scrape time.
+        self.adapter_bus_received.inc_by(bus.received.saturating_sub(self.adapter_bus_received.get()));
+        self.adapter_topics.set(bus.topics as i64);
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out

@@ -71,7 +71,8 @@ export async function startBroker({ env = {}, config } = {}) {
     child,
     logs: () => output,
     async stop() {
-      if (child.exitCode !== null) return;
+      // Already gone (exited, or killed by a test with a signal).
+      if (child.exitCode !== null || child.signalCode !== null) return;
       const exited = new Promise((r) => child.once('exit', r));
       child.kill('SIGTERM');
       const t = setTimeout(() => child.kill('SIGKILL'), 5000);

@@ -24,6 +24,23 @@ use crate::{
     },
 };
 
+/// Whether a broadcast reached every node holding the channel; drop it to not wait.
+pub type Published = BoxFuture<'static, Result<(), NotPublished>>;
+
+/// A broadcast that may not have reached every node's subscribers (the local ones got it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the event could not be published to the other nodes of the cluster; it may not have reached all subscribers")]
+pub struct NotPublished;
+
+/// What a node receives from the cluster bus (all zero on one node).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BusStats {
+    /// Messages received from the bus since start.
+    pub received: u64,
+    /// Bus topics this node listens to.
+    pub topics: u64,
+}
+
 pub trait Adapter: Send + Sync + 'static {
     /// Whether the adapter can reach the rest of the cluster (always true on one node).
     fn healthy(&self) -> bool {
@@ -33,6 +50,11 @@ pub trait Adapter: Send + Sync + 'static {
     /// Messages for other nodes that could not be sent (always 0 on one node).
     fn dropped_messages(&self) -> u64 {
         0
+    }
+
+    /// What this node receives from the cluster bus.
+    fn bus_stats(&self) -> BusStats {
+        BusStats::default()
     }
 
     /// Subscribes a local connection to a non-presence channel. `None` if it already was.
@@ -57,8 +79,10 @@ pub trait Adapter: Send + Sync + 'static {
     /// `channel_vacated` webhooks wait for the debounce window.
     fn unsubscribe<'a>(&'a self, app: &'a App, channel: &'a ChannelName, socket: SocketId) -> BoxFuture<'a, Option<Unsubscribed>>;
 
-    /// Delivers a serialized frame to every subscriber of the channel but `except`, on every node.
-    fn broadcast(&self, app: &App, channel: &ChannelName, frame: ByteString, except: Option<SocketId>);
+    /// Delivers a serialized frame to every subscriber of the channel but `except`, on
+    /// every node. Local subscribers have it on return; the result says whether every
+    /// other node holding the channel heard it (REST triggers answer 503 when not).
+    fn broadcast(&self, app: &App, channel: &ChannelName, frame: ByteString, except: Option<SocketId>) -> Published;
 
     /// Keeps a cache channel's last server-triggered event.
     fn cache_put(&self, app: &App, channel: &ChannelName, event: CachedEvent);
@@ -68,6 +92,13 @@ pub trait Adapter: Send + Sync + 'static {
 
     /// Closes every connection subscribed to `channel`, on every node.
     fn close_subscribers(&self, app: &App, channel: &ChannelName, code: ErrorCode);
+
+    /// Makes `conn` hear "online"/"offline" of these users, from every node; resolves
+    /// once it will.
+    fn watch<'a>(&'a self, app: &'a App, conn: &'a ConnHandle, user_ids: &'a [String]) -> BoxFuture<'a, ()>;
+
+    /// Undoes [`Adapter::watch`] for these users.
+    fn unwatch(&self, app: &App, socket: SocketId, user_ids: &[String]);
 
     /// Sends a frame to every connection watching `user_id`, on every node.
     fn notify_watchers(&self, app: &App, user_id: &str, frame: ByteString);
@@ -116,8 +147,18 @@ impl Adapter for LocalAdapter {
         future::ready(local::unsubscribe(app, channel, socket)).boxed()
     }
 
-    fn broadcast(&self, app: &App, channel: &ChannelName, frame: ByteString, except: Option<SocketId>) {
+    fn broadcast(&self, app: &App, channel: &ChannelName, frame: ByteString, except: Option<SocketId>) -> Published {
         app.hub.deliver(channel, except, || Message::new(frame));
+        future::ready(Ok(())).boxed()
+    }
+
+    fn watch<'a>(&'a self, app: &'a App, conn: &'a ConnHandle, user_ids: &'a [String]) -> BoxFuture<'a, ()> {
+        app.hub.watch(conn, user_ids);
+        future::ready(()).boxed()
+    }
+
+    fn unwatch(&self, app: &App, socket: SocketId, user_ids: &[String]) {
+        app.hub.unwatch(socket, user_ids);
     }
 
     fn cache_put(&self, app: &App, channel: &ChannelName, event: CachedEvent) {

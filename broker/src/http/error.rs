@@ -23,6 +23,11 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("too many requests for this app; slow down")]
     RateLimited,
+    /// The cluster could not take the event to every node (Redis unreachable, a node
+    /// not listening): it may not have reached all subscribers. Retrying is safe for
+    /// subscribers that dedupe, and the only way to be sure for those that do not.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl ResponseError for ApiError {
@@ -34,6 +39,7 @@ impl ResponseError for ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

@@ -16,21 +16,32 @@ use super::{
     auth::{admit, Authed},
     error::ApiError,
 };
-use crate::{apps::App, console_feed, core::hub::CachedEvent, state::State};
+use crate::{adapter::Published, apps::App, console_feed, core::hub::CachedEvent, state::State};
 
 /// Serializes the event once per channel and hands it to the adapter; cache
-/// channels keep it as their last event.
-fn publish(state: &State, app: &App, t: &Trigger) {
+/// channels keep it as their last event. Returns what says whether every node heard it.
+fn publish(state: &State, app: &App, t: &Trigger) -> Vec<Published> {
     let mut shared: Option<(Arc<str>, Arc<str>)> = None;
+    let mut published = Vec::with_capacity(t.channels.len());
     for channel in &t.channels {
         let bytes = ByteString::from(frame::channel_event(channel.as_str(), t.name.as_str(), &t.data));
         if channel.is_cache() {
             let (event, data) = shared.get_or_insert_with(|| (t.name.as_str().into(), t.data.as_str().into())).clone();
             state.adapter.cache_put(app, channel, CachedEvent { frame: bytes.clone(), event, data, stored: Instant::now() });
         }
-        state.adapter.broadcast(app, channel, bytes, t.except);
+        published.push(state.adapter.broadcast(app, channel, bytes, t.except));
     }
     console_feed::rest_trigger(&app.key, &t.channels, &t.name, t.data.len(), t.except);
+    published
+}
+
+/// Waits until every node holding the channels heard the events: a trigger answered 200
+/// reached every node's subscribers, and 503 says it may not have.
+async fn confirmed(published: Vec<Published>) -> Result<(), ApiError> {
+    for result in futures_util::future::join_all(published).await {
+        result.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    }
+    Ok(())
 }
 
 async fn stats(state: &State, app: &App, channel: &ChannelName, info: InfoRequest) -> ChannelStats {
@@ -57,7 +68,7 @@ pub async fn trigger_as(state: &State, app: &App, body: &[u8]) -> Result<Trigger
 /// Validates, publishes and answers one trigger (after authentication and admission).
 async fn trigger_checked(state: &State, app: &App, body: &[u8]) -> Result<TriggerResponse, ApiError> {
     let t = parse_trigger(body, &app.limits)?;
-    publish(state, app, &t);
+    confirmed(publish(state, app, &t)).await?;
     let mut response = TriggerResponse::default();
     if t.info.any() {
         let mut channels = BTreeMap::new();
@@ -73,9 +84,8 @@ pub async fn batch(authed: Authed, state: web::Data<State>) -> Result<HttpRespon
     let app = &authed.app;
     // Validated whole before anything is published: a batch is all or nothing.
     let triggers = parse_batch(&authed.body, &app.limits)?;
-    for t in &triggers {
-        publish(&state, app, t);
-    }
+    let published = triggers.iter().flat_map(|t| publish(&state, app, t)).collect();
+    confirmed(published).await?;
     let mut response = BatchResponse::default();
     if triggers.iter().any(|t| t.info.any()) {
         let mut out = Vec::with_capacity(triggers.len());

@@ -266,7 +266,8 @@ impl Session {
             return;
         }
         let f = frame::subscription_count(name.as_str(), count);
-        self.state.adapter.broadcast(&self.app, name, f.into(), None);
+        // Fire and forget: a count that misses a node is corrected by the next one.
+        drop(self.state.adapter.broadcast(&self.app, name, f.into(), None));
         self.app.webhook(|| WebhookEvent::SubscriptionCount { channel: name.to_string(), subscription_count: count });
     }
 
@@ -362,8 +363,8 @@ impl Session {
             }
         }
         let watchlist = user.watchlist_ids();
-        self.app.hub.unwatch(self.conn.id, &self.watchlist);
-        self.app.hub.watch(&self.conn, &watchlist);
+        self.state.adapter.unwatch(&self.app, self.conn.id, &self.watchlist);
+        self.state.adapter.watch(&self.app, &self.conn, &watchlist).await;
         let mut online = Vec::new();
         for id in &watchlist {
             if let Ok(c) = ChannelName::for_user(id) {
@@ -404,7 +405,9 @@ impl Session {
         let user_id = if name.kind() == ChannelKind::Presence { self.app.hub.user_of(&name, self.conn.id) } else { None };
         let out = frame::client_event(name.as_str(), event, &data, user_id.as_deref());
         // Client events are relayed but never cached: only server-triggered events fill a cache channel.
-        self.state.adapter.broadcast(&self.app, &name, out.into(), Some(self.conn.id));
+        // A client event has nobody to tell that it missed a node (the protocol has no
+        // acknowledgement); such misses are counted in `broker_adapter_dropped_messages`.
+        drop(self.state.adapter.broadcast(&self.app, &name, out.into(), Some(self.conn.id)));
         console_feed::client_event(&self.app.key, self.conn.id, &name, event, data.get().len());
         self.app.webhook(|| WebhookEvent::ClientEvent {
             channel: name.to_string(),
@@ -419,7 +422,7 @@ impl Session {
     }
 
     async fn cleanup(&mut self) {
-        self.app.hub.unwatch(self.conn.id, &self.watchlist);
+        self.state.adapter.unwatch(&self.app, self.conn.id, &self.watchlist);
         for name in std::mem::take(&mut self.channels) {
             self.leave(&name).await;
         }

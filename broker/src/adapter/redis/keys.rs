@@ -1,22 +1,77 @@
-//! The key schema: every Redis key and pub/sub channel the cluster uses, under one prefix.
+//! The key schema: every Redis key and pub/sub topic the cluster uses, under one prefix.
+//!
+//! Everything about one channel (its topic, counts, members, held-back webhooks and
+//! cache) shares the hash tag `{app:channel}`, so on a Redis Cluster it lives on one
+//! shard and each Lua script touches one slot; different channels spread over the
+//! shards. The few keys about nodes and indexes sit outside any channel's slot and are
+//! only ever read or written one key per command.
 
 /// Key names, all under the configured prefix (so several clusters can share one Redis).
+#[derive(Clone, Debug)]
 pub(super) struct Keys {
     prefix: String,
+}
+
+/// The keys and topic of one channel (or of one watched user), all in one slot.
+#[derive(Clone, Debug)]
+pub(super) struct ChannelKeys {
+    base: String,
+}
+
+impl ChannelKeys {
+    fn key(&self, what: &str) -> String {
+        format!("{}:{what}", self.base)
+    }
+    /// The pub/sub topic of the channel: its broadcasts, member events, member lists
+    /// for joiners and terminations. Only nodes with a local subscriber listen.
+    pub fn topic(&self) -> String {
+        self.key("topic")
+    }
+    /// Subscriptions in the whole cluster (an integer).
+    pub fn count(&self) -> String {
+        self.key("count")
+    }
+    /// Each node's share of the subscriptions (node -> count).
+    pub fn shares(&self) -> String {
+        self.key("shares")
+    }
+    /// A presence channel's members (user -> connections).
+    pub fn members(&self) -> String {
+        self.key("members")
+    }
+    /// A presence channel's user infos (user -> user_info JSON).
+    pub fn infos(&self) -> String {
+        self.key("infos")
+    }
+    /// Each node's share of each member's connections ([`member_field`] -> count).
+    pub fn member_shares(&self) -> String {
+        self.key("mshares")
+    }
+    /// Leaving webhooks held back for the debounce window ([`HeldBack`] -> due time in ms).
+    pub fn held(&self) -> String {
+        self.key("held")
+    }
+    pub fn cache(&self) -> String {
+        self.key("cache")
+    }
 }
 
 impl Keys {
     pub fn new(prefix: &str) -> Self {
         Self { prefix: prefix.to_owned() }
     }
-    /// The pub/sub channel every node listens to.
-    pub fn events(&self) -> String {
-        format!("{}:events", self.prefix)
+
+    /// The keys of one channel. Channel names cannot hold `{` or `}`, so the tag is exactly `app:channel`.
+    pub fn channel(&self, app: &str, channel: &str) -> ChannelKeys {
+        ChannelKeys { base: format!("{}:{{{app}:{channel}}}", self.prefix) }
     }
-    /// The pub/sub channel only `node` listens to (member lists for its joiners).
-    pub fn inbox(&self, node: &str) -> String {
-        format!("{}:node:{node}:inbox", self.prefix)
+
+    /// Where a user's watchers hear "online"/"offline": only its topic is used (and its
+    /// `shares`, which stays empty). `#` cannot start a channel name, so these never meet a channel's keys.
+    pub fn watch(&self, app: &str, user: &str) -> ChannelKeys {
+        ChannelKeys { base: format!("{}:{{{app}:#watch:{user}}}", self.prefix) }
     }
+
     /// Set of node ids that have registered.
     pub fn nodes(&self) -> String {
         format!("{}:nodes", self.prefix)
@@ -27,77 +82,72 @@ impl Keys {
     pub fn cleanup_lock(&self, node: &str) -> String {
         format!("{}:node:{node}:cleanup", self.prefix)
     }
-    /// A node's share of every channel's subscriptions ([`sub_field`] -> count).
-    pub fn node_subs(&self, node: &str) -> String {
-        format!("{}:node:{node}:subs", self.prefix)
+    /// The channels where `node` holds (or recently held) a share, as [`channel_ref`]s:
+    /// where to look when it dies. Written before a share is, pruned by its reconcile.
+    pub fn node_channels(&self, node: &str) -> String {
+        format!("{}:node:{node}:channels", self.prefix)
     }
-    /// A node's share of every presence user's connections ([`member_field`] -> count).
-    pub fn node_members(&self, node: &str) -> String {
-        format!("{}:node:{node}:members", self.prefix)
-    }
-    /// An app's occupied channels (channel -> subscriptions).
-    pub fn channels(&self, app: &str) -> String {
+    /// An app's channels that may be occupied: a superset, each checked against its
+    /// count when listed (added before it becomes occupied, removed after it is vacated).
+    pub fn app_channels(&self, app: &str) -> String {
         format!("{}:app:{app}:channels", self.prefix)
     }
-    /// A presence channel's members (user -> connections).
-    pub fn members(&self, app: &str, channel: &str) -> String {
-        format!("{}:app:{app}:members:{channel}", self.prefix)
-    }
-    /// A presence channel's user infos (user -> user_info JSON).
-    pub fn infos(&self, app: &str, channel: &str) -> String {
-        format!("{}:app:{app}:infos:{channel}", self.prefix)
-    }
-    pub fn cache(&self, app: &str, channel: &str) -> String {
-        format!("{}:app:{app}:cache:{channel}", self.prefix)
-    }
-    /// Leaving webhooks held back for the debounce window ([`HeldBack`] -> due time in ms).
-    pub fn held_back(&self) -> String {
+    /// Channels with held-back webhooks ([`channel_ref`] -> earliest due time in ms).
+    pub fn held_index(&self) -> String {
         format!("{}:webhooks:held", self.prefix)
     }
 }
 
-/// Field of a node's subscription share.
-pub(super) fn sub_field(app: &str, channel: &str) -> String {
+/// An app and channel as one set member.
+pub(super) fn channel_ref(app: &str, channel: &str) -> String {
     format!("{app}\n{channel}")
 }
 
-/// Field of a node's member share.
-pub(super) fn member_field(app: &str, channel: &str, user: &str) -> String {
-    format!("{app}\n{channel}\n{user}")
+/// Splits a [`channel_ref`].
+pub(super) fn split_channel_ref(s: &str) -> Option<(&str, &str)> {
+    s.split_once('\n')
 }
 
-/// Splits a [`member_field`] into app, channel and user.
-pub(super) fn split_member_field(field: &str) -> Option<(&str, &str, &str)> {
-    let mut parts = field.splitn(3, '\n');
-    Some((parts.next()?, parts.next()?, parts.next()?))
+/// Field of a node's share of a member's connections.
+pub(super) fn member_field(node: &str, user: &str) -> String {
+    format!("{node}\n{user}")
 }
 
-/// A leaving webhook waiting in Redis for its window, encoded as a sorted-set member.
+/// A leaving webhook waiting in its channel's `held` set, encoded as a member.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum HeldBack<'a> {
-    Vacated { app: &'a str, channel: &'a str },
-    Removed { app: &'a str, channel: &'a str, user: &'a str },
+    Vacated,
+    Removed { user: &'a str },
 }
 
 impl<'a> HeldBack<'a> {
+    /// As the scripts write them (`'v'`, or `'r'` and the user id).
+    #[cfg(test)]
     pub fn encode(&self) -> String {
         match self {
-            Self::Vacated { app, channel } => format!("v\n{app}\n{channel}"),
-            Self::Removed { app, channel, user } => format!("r\n{app}\n{channel}\n{user}"),
+            Self::Vacated => "v".to_owned(),
+            Self::Removed { user } => format!("r{user}"),
         }
     }
 
     pub fn decode(s: &'a str) -> Option<Self> {
-        let (kind, rest) = s.split_once('\n')?;
-        let (app, rest) = rest.split_once('\n')?;
-        match kind {
-            "v" => Some(Self::Vacated { app, channel: rest }),
-            "r" => {
-                let (channel, user) = rest.split_once('\n')?;
-                Some(Self::Removed { app, channel, user })
-            }
+        match s.as_bytes().first()? {
+            b'v' if s.len() == 1 => Some(Self::Vacated),
+            b'r' => Some(Self::Removed { user: &s[1..] }),
             _ => None,
         }
+    }
+}
+
+/// The slot Redis Cluster puts a key in: what `{…}` holds, if anything, else the whole key.
+#[cfg(test)]
+fn hash_tag(key: &str) -> &str {
+    match key.find('{') {
+        Some(open) => match key[open + 1..].find('}') {
+            Some(len) if len > 0 => &key[open + 1..open + 1 + len],
+            _ => key,
+        },
+        None => key,
     }
 }
 
@@ -107,27 +157,32 @@ mod tests {
 
     #[test]
     fn held_back_webhooks_round_trip() {
-        for h in [
-            HeldBack::Vacated { app: "1", channel: "presence-a" },
-            HeldBack::Removed { app: "1", channel: "presence-a", user: "u\nwith a newline" },
-        ] {
+        for h in [HeldBack::Vacated, HeldBack::Removed { user: "u\nwith a newline" }, HeldBack::Removed { user: "" }] {
             assert_eq!(HeldBack::decode(&h.encode()), Some(h));
         }
-        assert_eq!(HeldBack::decode("x\n1\nc"), None);
-        assert_eq!(HeldBack::decode("r\n1\nno-user"), None);
+        assert_eq!(HeldBack::decode("x"), None);
+        assert_eq!(HeldBack::decode("vv"), None);
+        assert_eq!(HeldBack::decode(""), None);
     }
 
     #[test]
-    fn member_fields_split_back() {
-        assert_eq!(split_member_field(&member_field("1", "presence-a", "u\nv")), Some(("1", "presence-a", "u\nv")));
-        assert_eq!(split_member_field("1\nonly"), None);
+    fn channel_refs_split_back() {
+        assert_eq!(split_channel_ref(&channel_ref("1", "presence-a")), Some(("1", "presence-a")));
     }
 
     #[test]
-    fn keys_share_the_prefix() {
+    fn a_channels_keys_and_topic_share_one_slot() {
         let k = Keys::new("p");
-        for key in [k.events(), k.inbox("n"), k.nodes(), k.channels("1"), k.members("1", "c"), k.held_back()] {
+        let c = k.channel("1", "presence-room");
+        let all = [c.topic(), c.count(), c.shares(), c.members(), c.infos(), c.member_shares(), c.held(), c.cache()];
+        for key in &all {
             assert!(key.starts_with("p:"), "{key}");
+            assert_eq!(hash_tag(key), "1:presence-room", "{key}");
+        }
+        assert_ne!(hash_tag(&k.channel("1", "other").topic()), "1:presence-room");
+        assert_eq!(hash_tag(&k.watch("1", "alice").topic()), "1:#watch:alice");
+        for key in [k.nodes(), k.alive("n"), k.node_channels("n"), k.app_channels("1"), k.held_index()] {
+            assert!(key.starts_with("p:") && !key.contains('{'), "{key}");
         }
     }
 }

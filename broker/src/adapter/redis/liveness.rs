@@ -7,17 +7,24 @@ use std::{
     time::{Duration, Instant},
 };
 
-use protocol::ChannelName;
-use redis::{aio::ConnectionManager, AsyncCommands};
+use protocol::{ChannelKind, ChannelName};
+use redis::AsyncCommands;
 
 use super::{
-    keys::{split_member_field, HeldBack},
+    bus::Bus,
+    keys::{channel_ref, split_channel_ref, HeldBack},
     RedisAdapter,
 };
-use crate::{apps::AppRegistry, webhooks::WebhookEvent};
+use crate::{
+    apps::{App, AppRegistry},
+    webhooks::WebhookEvent,
+};
 
-/// Held-back webhooks claimed per round trip.
+/// Held-back webhooks claimed per channel per round trip.
 const CLAIM_BATCH: usize = 500;
+
+/// Channels with due webhooks looked at per round.
+const CHANNELS_PER_ROUND: isize = 200;
 
 impl RedisAdapter {
     /// Heartbeats, dead-node clean-up and periodic reconcile.
@@ -27,12 +34,12 @@ impl RedisAdapter {
         let mut last_reconcile = Instant::now();
         loop {
             tick.tick().await;
-            let Some(mut conn) = self.conn() else { continue };
-            if let Err(e) = self.register(&mut conn).await {
+            let Some(mut bus) = self.bus() else { continue };
+            if let Err(e) = self.register(&mut bus).await {
                 self.degraded(&e);
                 continue;
             }
-            let nodes = match conn.smembers::<_, HashSet<String>>(self.keys.nodes()).await {
+            let nodes = match bus.smembers::<_, HashSet<String>>(self.keys.nodes()).await {
                 Ok(nodes) => nodes,
                 Err(e) => {
                     self.degraded(&e);
@@ -44,9 +51,9 @@ impl RedisAdapter {
                 last_reconcile = Instant::now();
             }
             for other in nodes.iter().filter(|n| **n != self.node) {
-                let exists: redis::RedisResult<bool> = conn.exists(self.keys.alive(other)).await;
+                let exists: redis::RedisResult<bool> = bus.exists(self.keys.alive(other)).await;
                 if let Ok(false) = exists {
-                    self.clean_up_dead_node(&apps, &mut conn, other).await;
+                    self.clean_up_dead_node(&apps, &mut bus, other).await;
                 }
             }
         }
@@ -58,13 +65,10 @@ impl RedisAdapter {
     /// declared dead (it could not heartbeat in time: a stall, a network cut) and its
     /// share was removed, its users announced as gone: it writes its state back at once,
     /// announcing them again, instead of waiting for the periodic reconcile.
-    pub(super) async fn register(&self, conn: &mut ConnectionManager) -> redis::RedisResult<()> {
-        let (added,): (i64,) = redis::pipe()
-            .set_ex(self.keys.alive(&self.node), 1, self.config.node_timeout_secs.max(1))
-            .ignore()
-            .sadd(self.keys.nodes(), &self.node)
-            .query_async(conn)
-            .await?;
+    pub(super) async fn register(&self, bus: &mut Bus) -> redis::RedisResult<()> {
+        // Two keys in two slots: two commands.
+        let () = bus.set_ex(self.keys.alive(&self.node), 1, self.config.node_timeout_secs.max(1)).await?;
+        let added: i64 = bus.sadd(self.keys.nodes(), &self.node).await?;
         if added == 1 && self.registered.swap(true, Ordering::AcqRel) {
             tracing::warn!(node = %self.node, "this node was declared dead by the cluster; writing its state back");
             self.needs_reconcile.store(true, Ordering::Release);
@@ -72,52 +76,46 @@ impl RedisAdapter {
         Ok(())
     }
 
-    /// Removes a dead node's share of every count, once for the cluster. Its users
+    /// Removes a dead node's share of every channel, once for the cluster. Its users
     /// leave as on any leave: `member_removed` is announced by the script (and its
     /// webhook held back), and watchers of a user whose last connection was there
     /// hear "offline".
-    async fn clean_up_dead_node(&self, apps: &AppRegistry, conn: &mut ConnectionManager, dead: &str) {
-        let lock: redis::RedisResult<Option<String>> = redis::cmd("SET")
-            .arg(self.keys.cleanup_lock(dead))
-            .arg(&self.node)
-            .arg("NX")
-            .arg("EX")
-            .arg(30)
-            .query_async(conn)
-            .await;
+    async fn clean_up_dead_node(&self, apps: &AppRegistry, bus: &mut Bus, dead: &str) {
+        let lock: redis::RedisResult<Option<String>> =
+            redis::cmd("SET").arg(self.keys.cleanup_lock(dead)).arg(&self.node).arg("NX").arg("EX").arg(30).query_async(bus).await;
         if !matches!(lock, Ok(Some(_))) {
             return;
         }
         tracing::warn!(dead_node = dead, "node stopped heartbeating; removing its connections from the cluster view");
-        let members: HashMap<String, i64> = conn.hgetall(self.keys.node_members(dead)).await.unwrap_or_default();
-        for field in members.keys() {
-            let Some((app_id, channel, user)) = split_member_field(field) else { continue };
+        let channels: Vec<String> = bus.smembers(self.keys.node_channels(dead)).await.unwrap_or_default();
+        for entry in &channels {
+            let Some((app_id, channel)) = split_channel_ref(entry) else { continue };
             let (Some(app), Ok(name)) = (apps.by_id(app_id), ChannelName::parse_with_max(channel, usize::MAX)) else { continue };
-            let _ = self.set_member_share(conn, &app, &name, dead, user, 0, None).await;
-        }
-        let subs: HashMap<String, i64> = conn.hgetall(self.keys.node_subs(dead)).await.unwrap_or_default();
-        for field in subs.keys() {
-            let Some((app_id, channel)) = field.split_once('\n') else { continue };
-            let (Some(app), Ok(name)) = (apps.by_id(app_id), ChannelName::parse_with_max(channel, usize::MAX)) else { continue };
-            if let Ok((before, after, _)) = self.set_sub_share(conn, &app, &name, dead, 0).await {
+            if name.kind() == ChannelKind::Presence {
+                for user in self.member_shares_of(bus, &app, &name, dead).await.unwrap_or_default().into_keys() {
+                    let _ = self.set_member_share(bus, &app, &name, dead, &user, 0, None).await;
+                }
+            }
+            if let Ok((before, after, _)) = self.set_sub_share(bus, &app, &name, dead, 0).await {
                 if before > 0 && after <= 0 {
                     crate::adapter::user_channel_changed(self, &app, &name, false);
                 }
             }
         }
-        let _: redis::RedisResult<()> = redis::pipe()
-            .del(self.keys.node_subs(dead))
-            .ignore()
-            .del(self.keys.node_members(dead))
-            .ignore()
-            .srem(self.keys.nodes(), dead)
-            .ignore()
-            .query_async(conn)
-            .await;
+        let _: redis::RedisResult<()> = bus.del(self.keys.node_channels(dead)).await;
+        let _: redis::RedisResult<()> = bus.srem(self.keys.nodes(), dead).await;
+    }
+
+    /// A node's share of each member of a presence channel (user -> connections).
+    pub(super) async fn member_shares_of(&self, bus: &mut Bus, app: &App, channel: &ChannelName, node: &str) -> redis::RedisResult<HashMap<String, i64>> {
+        let all: HashMap<String, i64> = bus.hgetall(self.keys.channel(app.id.as_str(), channel.as_str()).member_shares()).await?;
+        let prefix = format!("{node}\n");
+        Ok(all.into_iter().filter_map(|(field, n)| Some((field.strip_prefix(&prefix)?.to_owned(), n))).collect())
     }
 
     /// Claims leaving webhooks whose debounce window has passed (each by exactly one
-    /// node) and queues them with the app's webhooks.
+    /// node) and queues them with the app's webhooks. Channels with held-back entries
+    /// are found through an index scored by their earliest due time.
     pub(super) async fn run_held_back_webhooks(self: Arc<Self>, apps: Arc<AppRegistry>) {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -126,33 +124,59 @@ impl RedisAdapter {
             if !apps.all().iter().any(|a| a.webhooks.is_some()) {
                 continue;
             }
-            let Some(mut conn) = self.conn() else { continue };
+            let Some(mut bus) = self.bus() else { continue };
+            if let Err(e) = self.claim_due(&apps, &mut bus).await {
+                self.degraded(&e);
+            }
+        }
+    }
+
+    async fn claim_due(&self, apps: &AppRegistry, bus: &mut Bus) -> redis::RedisResult<()> {
+        // Redis's clock decides, as it stamped the due times.
+        let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(bus).await?;
+        let now = secs * 1000 + micros / 1000;
+        let index = self.keys.held_index();
+        let due: Vec<String> = bus.zrangebyscore_limit(&index, "-inf", now, 0, CHANNELS_PER_ROUND).await?;
+        for entry in due {
+            let Some((app_id, channel)) = split_channel_ref(&entry) else {
+                let _: () = bus.zrem(&index, &entry).await?;
+                continue;
+            };
+            let keys = self.keys.channel(app_id, channel);
+            let mut next = -1;
             loop {
-                let due: redis::RedisResult<Vec<String>> =
-                    self.scripts.claim.key(self.keys.held_back()).arg(CLAIM_BATCH).invoke_async(&mut conn).await;
-                let due = match due {
-                    Ok(d) => d,
-                    Err(e) => {
-                        self.degraded(&e);
-                        break;
-                    }
-                };
-                for entry in &due {
-                    let event = match HeldBack::decode(entry) {
-                        Some(HeldBack::Vacated { app, channel }) => (app, WebhookEvent::ChannelVacated { channel: channel.to_owned() }),
-                        Some(HeldBack::Removed { app, channel, user }) => {
-                            (app, WebhookEvent::MemberRemoved { channel: channel.to_owned(), user_id: user.to_owned() })
-                        }
-                        None => continue,
-                    };
-                    if let Some(app) = apps.by_id(event.0) {
-                        app.webhook(|| event.1);
+                let mut taken: Vec<redis::Value> = self.scripts.claim.key(keys.held()).arg(CLAIM_BATCH).invoke_async(bus).await?;
+                if taken.is_empty() {
+                    break;
+                }
+                next = redis::from_redis_value(taken.remove(0)).unwrap_or(-1);
+                let count = taken.len();
+                if let Some(app) = apps.by_id(app_id) {
+                    for held in taken.into_iter().filter_map(|v| redis::from_redis_value::<String>(v).ok()) {
+                        let event = match HeldBack::decode(&held) {
+                            Some(HeldBack::Vacated) => WebhookEvent::ChannelVacated { channel: channel.to_owned() },
+                            Some(HeldBack::Removed { user }) => WebhookEvent::MemberRemoved { channel: channel.to_owned(), user_id: user.to_owned() },
+                            None => continue,
+                        };
+                        app.webhook(|| event);
                     }
                 }
-                if due.len() < CLAIM_BATCH {
+                if count < CLAIM_BATCH {
                     break;
                 }
             }
+            if next >= 0 {
+                let () = bus.zadd(&index, &entry, next).await?;
+            } else {
+                // Then look again: a leave may have held one back since the claim, and
+                // filed the channel just before this removal.
+                let () = bus.zrem(&index, &entry).await?;
+                let first: Vec<(String, i64)> = bus.zrange_withscores(keys.held(), 0, 0).await?;
+                if let Some((_, due)) = first.first() {
+                    let () = redis::cmd("ZADD").arg(&index).arg("LT").arg(*due).arg(channel_ref(app_id, channel)).query_async(bus).await?;
+                }
+            }
         }
+        Ok(())
     }
 }

@@ -1,34 +1,44 @@
-//! Many broker nodes sharing one Redis: the cluster behaves like one big broker.
+//! Many broker nodes sharing one Redis (or one Redis Cluster): the cluster behaves
+//! like one big broker.
 //!
-//! - **Delivery.** A node delivers an event to its own subscribers at once and
-//!   publishes it on one Redis channel (`{prefix}:events`); every other node
-//!   delivers it to its subscribers. The frame travels already serialized, so a
-//!   node turns it into one shared buffer for all its subscribers.
-//! - **Counts and presence.** Subscription counts and presence members live in
-//!   Redis hashes, changed by small Lua scripts (`lua/`), so "first subscriber",
-//!   "last subscriber", "user's first connection" and "user's last connection" are
-//!   each decided once for the whole cluster (and webhooks fire once). Each node
-//!   also records its own share, so a dead node's share can be removed.
-//! - **Exact member lists.** The script that changes a presence channel's members
-//!   also publishes the `member_added` / `member_removed`, and a joiner's member
-//!   list goes to its node's inbox in the same step. Redis hands a subscriber
-//!   messages in the order they were published, so a node adds the joiner to the
-//!   channel (and queues its list) exactly between the member events the list
-//!   already reflects and those it does not: each member present when or after
-//!   the joiner's `subscription_succeeded` is in its list or arrives afterwards as
-//!   an event, and no member event reaches it before the list.
-//! - **Debounced webhooks.** `member_removed` and `channel_vacated` wait in a Redis
-//!   sorted set for the debounce window; a join or subscription within it (on any
-//!   node) removes the entry and sends neither webhook. Any node claims due entries.
+//! - **Per-channel routing.** Each channel has its own topic (`bus`, `keys`). A node
+//!   listens to a channel's topic only while it has a local subscriber ([`interest`]),
+//!   so it receives the traffic of the channels it holds and nothing else. A node
+//!   delivers an event to its own subscribers at once and publishes it on the topic;
+//!   it travels already serialized, so a receiving node shares one buffer among its
+//!   subscribers. On a Redis Cluster a channel's keys and topic share one hash tag, so
+//!   they live on one shard and pub/sub is sharded (SPUBLISH).
+//! - **No silent loss.** Each publish runs a script that compares how many nodes heard
+//!   it with how many hold a share of the channel; a REST trigger is answered 200 only
+//!   when all did, 503 otherwise (see [`Adapter::broadcast`]).
+//! - **Counts and presence.** Subscription counts and presence members live in Redis,
+//!   changed by small Lua scripts (`lua/`), so "first subscriber", "last subscriber",
+//!   "user's first connection" and "user's last connection" are each decided once for
+//!   the whole cluster (and webhooks fire once). Each node's share is recorded too, so
+//!   a dead node's share can be removed.
+//! - **Exact member lists.** The script that changes a presence channel's members also
+//!   publishes the `member_added` / `member_removed` on the channel's topic, and the
+//!   joiner's member list in the same step. Redis hands a subscriber a topic's messages
+//!   in the order they were published, so a node adds the joiner to the channel (and
+//!   queues its list) exactly between the member events the list already reflects and
+//!   those it does not: no member event reaches a joiner before its list, and none is lost.
+//! - **Debounced webhooks.** `member_removed` and `channel_vacated` wait in the
+//!   channel's `held` set for the debounce window; a join or subscription within it (on
+//!   any node) removes the entry and sends neither webhook. Any node claims due entries.
 //! - **Liveness** ([`liveness`]): heartbeats, and clean-up of a node that stopped.
-//! - **Redis down.** Local clients keep being served from the local hub; queries
-//!   fall back to local answers and `/ready` says the adapter is down. When Redis
-//!   returns, the node writes its local state back ([`reconcile`]).
+//! - **Redis down.** Local clients keep being served from the local hub; queries fall
+//!   back to local answers, triggers answer 503 and `/ready` says the adapter is down.
+//!   When Redis returns, the node listens again and writes its local state back ([`reconcile`]).
 
+mod bus;
+mod interest;
 mod keys;
 mod liveness;
 mod message;
+mod publisher;
 mod reconcile;
+
+pub(crate) use bus::Target;
 
 use std::{
     collections::HashMap,
@@ -40,25 +50,24 @@ use std::{
 };
 
 use bytestring::ByteString;
-use futures_util::{
-    future::{BoxFuture, FutureExt},
-    StreamExt,
-};
+use futures_util::future::{BoxFuture, FutureExt};
 use protocol::{frame, ChannelKind, ChannelName, ErrorCode, SocketId};
-use redis::{aio::ConnectionManager, AsyncCommands, Script};
+use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
-
-use crate::config::ClusterConfig;
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
 use self::{
-    keys::{member_field, sub_field, HeldBack, Keys},
+    bus::Bus,
+    interest::Interest,
+    keys::{channel_ref, member_field, ChannelKeys, Keys},
     message::{decode, encode, member_list, Header, Kind},
+    publisher::Outgoing,
 };
-use super::{local, Adapter};
+use super::{local, Adapter, BusStats, NotPublished, Published};
 use crate::{
     apps::{App, AppRegistry},
+    config::ClusterConfig,
     core::{
         hub::{Announce, CachedEvent, ChannelFull, Joined, Subscribed, Unsubscribed, CACHE_TTL},
         ChannelCounts, ConnHandle, Message,
@@ -70,6 +79,9 @@ use crate::{
 /// with a list read directly (the bus is then broken, and a reconcile follows).
 const LIST_WAIT: Duration = Duration::from_secs(3);
 
+/// Messages waiting to be published; past this a broadcast is dropped (and counted).
+const PUBLISH_QUEUE: usize = 65_536;
+
 /// The Lua scripts, kept as `.lua` files beside this module.
 struct Scripts {
     adjust: Script,
@@ -78,6 +90,7 @@ struct Scripts {
     reconcile_subs: Script,
     reconcile_members: Script,
     claim: Script,
+    publish: Script,
 }
 
 impl Scripts {
@@ -89,6 +102,7 @@ impl Scripts {
             reconcile_subs: Script::new(include_str!("lua/reconcile_subs.lua")),
             reconcile_members: Script::new(include_str!("lua/reconcile_members.lua")),
             claim: Script::new(include_str!("lua/claim.lua")),
+            publish: Script::new(include_str!("lua/publish.lua")),
         }
     }
 }
@@ -115,19 +129,25 @@ pub struct RedisAdapter {
     node: String,
     keys: Keys,
     config: ClusterConfig,
+    target: Target,
     /// The webhook debounce window (leaves wait this long in Redis).
     debounce: Duration,
-    client: redis::Client,
-    conn: RwLock<Option<ConnectionManager>>,
-    /// The pub/sub subscription is live and the last command worked.
+    /// Set once connected; the client reconnects by itself after that.
+    bus: RwLock<Option<Bus>>,
+    /// The node listens to its topics and the last command worked.
     healthy: AtomicBool,
-    /// Set when local state may differ from what Redis holds for this node.
+    /// Set when local state (or what this node listens to) may differ from Redis.
     needs_reconcile: AtomicBool,
     /// This node has registered once (so a later "added" means it had been removed).
     registered: AtomicBool,
-    publish: mpsc::Sender<Vec<u8>>,
-    publish_rx: std::sync::Mutex<Option<mpsc::Receiver<Vec<u8>>>>,
+    publish: mpsc::Sender<Outgoing>,
+    publish_rx: Mutex<Option<mpsc::Receiver<Outgoing>>>,
+    /// Publishes that did not reach every node holding the channel.
     dropped_publishes: AtomicU64,
+    /// Messages received from the bus.
+    received: AtomicU64,
+    interest: Arc<Interest>,
+    interest_rx: Mutex<Option<mpsc::UnboundedReceiver<interest::Command>>>,
     scripts: Scripts,
     pending_joins: Mutex<HashMap<u64, PendingJoin>>,
     next_token: AtomicU64,
@@ -140,21 +160,25 @@ pub struct RedisAdapter {
 impl RedisAdapter {
     /// Creates the adapter; nothing connects until [`RedisAdapter::start`].
     pub fn new(config: ClusterConfig, debounce: Duration) -> Result<Self, String> {
-        let client = redis::Client::open(config.redis_url.as_str()).map_err(|e| format!("redis_url: {e}"))?;
-        let (publish, publish_rx) = mpsc::channel(65_536);
+        let target = Target::parse(&config.redis_url).map_err(|e| format!("redis_url: {e}"))?;
+        let (publish, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
+        let (interest, interest_rx) = Interest::new();
         Ok(Self {
             node: format!("{:016x}", rand_node_id()),
             keys: Keys::new(&config.key_prefix),
             config,
+            target,
             debounce,
-            client,
-            conn: RwLock::new(None),
+            bus: RwLock::new(None),
             healthy: AtomicBool::new(false),
             needs_reconcile: AtomicBool::new(true),
             registered: AtomicBool::new(false),
             publish,
-            publish_rx: std::sync::Mutex::new(Some(publish_rx)),
+            publish_rx: Mutex::new(Some(publish_rx)),
             dropped_publishes: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            interest,
+            interest_rx: Mutex::new(Some(interest_rx)),
             scripts: Scripts::load(),
             pending_joins: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(1),
@@ -166,30 +190,62 @@ impl RedisAdapter {
         &self.node
     }
 
-    /// Spawns the connection, subscriber, publisher, heartbeat and webhook-claim
-    /// tasks on the current (actix system) runtime. They run for the life of the process.
+    /// Spawns the connection task on the current (actix system) runtime; once
+    /// connected it starts the subscriber, publisher, heartbeat and webhook-claim work.
+    /// They run for the life of the process.
     pub fn start(self: &Arc<Self>, apps: Arc<AppRegistry>) {
-        let rx = self.publish_rx.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(rx) = rx {
-            actix_web::rt::spawn(self.clone().run_publisher(rx));
-        }
-        actix_web::rt::spawn(self.clone().run_subscriber(apps.clone()));
-        actix_web::rt::spawn(self.clone().run_heartbeat(apps.clone()));
-        actix_web::rt::spawn(self.clone().run_held_back_webhooks(apps));
+        actix_web::rt::spawn(self.clone().run(apps));
     }
 
-    fn conn(&self) -> Option<ConnectionManager> {
-        self.conn.read().unwrap_or_else(|p| p.into_inner()).clone()
+    async fn run(self: Arc<Self>, apps: Arc<AppRegistry>) {
+        let (pushes, mut pushed) = mpsc::unbounded_channel();
+        let bus = loop {
+            match Bus::connect(&self.target, pushes.clone()).await {
+                Ok(bus) => break bus,
+                Err(e) => {
+                    self.degraded(&e);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
+        tracing::info!(node = %self.node, cluster = self.target.is_cluster(), "connected to redis");
+        *self.bus.write().unwrap_or_else(|p| p.into_inner()) = Some(bus.clone());
+        if let Some(rx) = self.interest_rx.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            actix_web::rt::spawn(self.interest.clone().run(rx, bus.clone()));
+        }
+        if let Some(rx) = self.publish_rx.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            actix_web::rt::spawn(self.clone().run_publisher(rx, bus.clone()));
+        }
+        actix_web::rt::spawn(self.clone().run_heartbeat(apps.clone()));
+        actix_web::rt::spawn(self.clone().run_held_back_webhooks(apps.clone()));
+        while let Some(push) = pushed.recv().await {
+            if push.kind == redis::PushKind::Disconnection {
+                // Whatever was published meanwhile is gone; the heartbeat listens again and reconciles.
+                if self.healthy.swap(false, Ordering::AcqRel) {
+                    tracing::warn!("redis connection lost: serving local clients only until it returns");
+                }
+                self.needs_reconcile.store(true, Ordering::Release);
+                continue;
+            }
+            if let Some(payload) = bus::message(&push) {
+                self.received.fetch_add(1, Ordering::Relaxed);
+                self.on_message(&apps, payload);
+            }
+        }
+    }
+
+    fn bus(&self) -> Option<Bus> {
+        self.bus.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Runs a command on the shared connection; on failure marks the adapter unhealthy.
-    async fn with_conn<T, F, Fut>(&self, f: F) -> Option<T>
+    async fn with_bus<T, F, Fut>(&self, f: F) -> Option<T>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Bus) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let conn = self.conn()?;
-        match f(conn).await {
+        let bus = self.bus()?;
+        match f(bus).await {
             Ok(v) => Some(v),
             Err(e) => {
                 self.degraded(&e);
@@ -205,10 +261,23 @@ impl RedisAdapter {
         self.needs_reconcile.store(true, Ordering::Release);
     }
 
-    fn send_cluster(&self, header: &Header<'_>, frame: &str) {
-        if self.conn().is_none() || self.publish.try_send(encode(header, frame)).is_err() {
+    fn publish_command(&self) -> &'static str {
+        if self.target.is_cluster() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
+    }
+
+    /// Queues a message for the channel's topic; the receiver learns whether every node
+    /// holding the channel heard it.
+    fn send_cluster(&self, keys: &ChannelKeys, header: &Header<'_>, frame: &str) -> oneshot::Receiver<bool> {
+        let (ack, acked) = oneshot::channel();
+        let out = Outgoing { topic: keys.topic(), shares: keys.shares(), payload: encode(header, frame), ack };
+        if self.bus().is_none() || self.publish.try_send(out).is_err() {
             self.dropped_publishes.fetch_add(1, Ordering::Relaxed);
         }
+        acked
     }
 
     /// The webhook debounce window in milliseconds, as scripts take it.
@@ -216,12 +285,12 @@ impl RedisAdapter {
         self.debounce.as_millis() as u64
     }
 
-    /// The held-back key a script files a leave under; empty when the app has no webhooks.
-    fn held_back(app: &App, h: HeldBack<'_>) -> String {
+    /// The flag scripts take: hold back leaving webhooks only for apps that have webhooks.
+    fn webhooks_flag(app: &App) -> &'static str {
         if app.webhooks.is_some() {
-            h.encode()
+            "1"
         } else {
-            String::new()
+            ""
         }
     }
 
@@ -232,80 +301,7 @@ impl RedisAdapter {
         encode(&header, frame)
     }
 
-    async fn run_publisher(self: Arc<Self>, mut rx: mpsc::Receiver<Vec<u8>>) {
-        let channel = self.keys.events();
-        let mut batch = Vec::with_capacity(256);
-        while rx.recv_many(&mut batch, 256).await > 0 {
-            let Some(mut conn) = self.conn() else {
-                self.dropped_publishes.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                batch.clear();
-                continue;
-            };
-            // One round trip for everything that queued up meanwhile.
-            let count = batch.len() as u64;
-            let mut pipe = redis::pipe();
-            for msg in batch.drain(..) {
-                pipe.publish(&channel, msg).ignore();
-            }
-            if let Err(e) = pipe.query_async::<()>(&mut conn).await {
-                self.dropped_publishes.fetch_add(count, Ordering::Relaxed);
-                self.degraded(&e);
-            }
-        }
-    }
-
-    /// Keeps a pub/sub subscription open, delivering other nodes' messages locally.
-    async fn run_subscriber(self: Arc<Self>, apps: Arc<AppRegistry>) {
-        let events = self.keys.events();
-        let inbox = self.keys.inbox(&self.node);
-        loop {
-            let connected = async {
-                let manager = match self.conn() {
-                    Some(m) => m,
-                    None => {
-                        let cfg = redis::aio::ConnectionManagerConfig::new()
-                            .set_connection_timeout(Duration::from_secs(2))
-                            // Generous: a slow answer under load must not flip the node into
-                            // serving local clients only (their presence lists would then miss
-                            // the other nodes' members).
-                            .set_response_timeout(Duration::from_secs(5))
-                            .set_number_of_retries(1);
-                        let m = self.client.get_connection_manager_with_config(cfg).await?;
-                        *self.conn.write().unwrap_or_else(|p| p.into_inner()) = Some(m.clone());
-                        m
-                    }
-                };
-                let mut pubsub = self.client.get_async_pubsub().await?;
-                pubsub.subscribe(&[&events, &inbox]).await?;
-                Ok::<_, redis::RedisError>((manager, pubsub))
-            }
-            .await;
-            let (manager, pubsub) = match connected {
-                Ok(v) => v,
-                Err(e) => {
-                    self.degraded(&e);
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
-            tracing::info!(node = %self.node, "connected to redis");
-            // Register before writing any share, so a crash right after is still noticed.
-            if let Err(e) = self.register(&mut manager.clone()).await {
-                self.degraded(&e);
-                continue;
-            }
-            self.reconcile_now(&apps).await;
-            let mut messages = pubsub.into_on_message();
-            while let Some(msg) = messages.next().await {
-                self.on_message(&apps, msg.get_payload_bytes());
-            }
-            self.healthy.store(false, Ordering::Release);
-            self.needs_reconcile.store(true, Ordering::Release);
-            tracing::warn!("redis subscription lost; reconnecting");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    }
-
+    /// Handles one message from a topic this node listens to.
     fn on_message(&self, apps: &AppRegistry, payload: &[u8]) {
         let Some((header, body)) = decode(payload) else {
             tracing::debug!("ignoring a malformed cluster message");
@@ -323,8 +319,7 @@ impl RedisAdapter {
         }
         let Ok(channel) = ChannelName::parse_with_max(&header.channel, usize::MAX) else { return };
         match header.kind {
-            // Framed once on this node (and only if someone here subscribes);
-            // every local subscriber gets the same bytes.
+            // Framed once on this node; every local subscriber gets the same bytes.
             Kind::Broadcast | Kind::Member => {
                 app.hub.deliver(&channel, header.except, || Message::new(body.to_owned()));
             }
@@ -333,6 +328,10 @@ impl RedisAdapter {
                 app.hub.close_subscribers(&channel, code);
             }
             Kind::List => {
+                // Lists go out on the channel's topic, so every node holding it sees each one; only the joiner's takes it.
+                if !own {
+                    return;
+                }
                 let pending = header.token.and_then(|t| self.pending_joins.lock().unwrap_or_else(|p| p.into_inner()).remove(&t));
                 let Some(p) = pending else { return }; // gave up waiting; joined without it
                 let Some(members) = member_list(body) else {
@@ -347,24 +346,70 @@ impl RedisAdapter {
         }
     }
 
+    /// Records that this node may hold a share of the channel, so its clean-up after a
+    /// crash finds it. Before the share is written; a stale entry costs only a no-op.
+    async fn note_channel(&self, app: &App, channel: &ChannelName) -> Option<()> {
+        let key = self.keys.node_channels(&self.node);
+        let member = channel_ref(app.id.as_str(), channel.as_str());
+        self.with_bus(|mut c| async move { c.sadd::<_, _, ()>(key, member).await }).await
+    }
+
+    /// Keeps the app's channel index in step with a transition the scripts reported.
+    /// Removal is checked afterwards against the count, since another node may have
+    /// occupied the channel again between the script and the removal.
+    async fn index_channel(&self, app: &App, channel: &ChannelName, occupied: bool) {
+        let Some(mut bus) = self.bus() else { return };
+        let index = self.keys.app_channels(app.id.as_str());
+        if occupied {
+            let _: redis::RedisResult<()> = bus.sadd(&index, channel.as_str()).await;
+            return;
+        }
+        let _: redis::RedisResult<()> = bus.srem(&index, channel.as_str()).await;
+        let count: redis::RedisResult<Option<i64>> = bus.get(self.keys.channel(app.id.as_str(), channel.as_str()).count()).await;
+        if matches!(count, Ok(Some(n)) if n > 0) {
+            let _: redis::RedisResult<()> = bus.sadd(&index, channel.as_str()).await;
+        }
+    }
+
+    /// Files a channel with held-back webhooks in the index claimers read.
+    async fn index_held_back(&self, app: &App, channel: &ChannelName, due: i64) {
+        if due <= 0 {
+            return;
+        }
+        let Some(mut bus) = self.bus() else { return };
+        let _: redis::RedisResult<()> = redis::cmd("ZADD")
+            .arg(self.keys.held_index())
+            .arg("LT")
+            .arg(due)
+            .arg(channel_ref(app.id.as_str(), channel.as_str()))
+            .query_async(&mut bus)
+            .await;
+    }
+
     async fn adjust_subs(&self, app: &App, channel: &ChannelName, delta: i64) -> Option<(i64, bool)> {
-        let held = Self::held_back(app, HeldBack::Vacated { app: app.id.as_str(), channel: channel.as_str() });
-        self.with_conn(|mut c| async move {
-            self.scripts
-                .adjust
-                .key(self.keys.node_subs(&self.node))
-                .key(self.keys.channels(app.id.as_str()))
-                .key(self.keys.held_back())
-                .arg(sub_field(app.id.as_str(), channel.as_str()))
-                .arg(channel.as_str())
-                .arg(delta)
-                .arg(held)
-                .arg(self.debounce_ms())
-                .invoke_async::<(i64, i64)>(&mut c)
-                .await
-        })
-        .await
-        .map(|(total, cancelled)| (total, cancelled == 1))
+        let keys = self.keys.channel(app.id.as_str(), channel.as_str());
+        let (total, cancelled, due): (i64, i64, i64) = self
+            .with_bus(|mut c| async move {
+                self.scripts
+                    .adjust
+                    .key(keys.count())
+                    .key(keys.shares())
+                    .key(keys.held())
+                    .arg(&self.node)
+                    .arg(delta)
+                    .arg(Self::webhooks_flag(app))
+                    .arg(self.debounce_ms())
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        if delta > 0 && total == delta {
+            self.index_channel(app, channel, true).await;
+        } else if delta < 0 && total <= 0 {
+            self.index_channel(app, channel, false).await;
+        }
+        self.index_held_back(app, channel, due).await;
+        Some((total, cancelled == 1))
     }
 
     /// Counts a new local subscription in the cluster: `occupied` is cluster-wide, and
@@ -390,33 +435,35 @@ impl RedisAdapter {
     /// Takes one of the user's connections off the cluster's presence count; on the
     /// last, the script announces `member_removed`. `Some(true)` when it was the last.
     async fn leave_presence(&self, app: &App, channel: &ChannelName, user: &str) -> Option<bool> {
-        let app_id = app.id.as_str();
+        let keys = self.keys.channel(app.id.as_str(), channel.as_str());
         let removed = self.member_message(app, channel, &frame::member_removed(channel.as_str(), user), None);
-        let held = Self::held_back(app, HeldBack::Removed { app: app_id, channel: channel.as_str(), user });
-        self.with_conn(|mut c| async move {
-            self.scripts
-                .leave
-                .key(self.keys.node_members(&self.node))
-                .key(self.keys.members(app_id, channel.as_str()))
-                .key(self.keys.infos(app_id, channel.as_str()))
-                .key(self.keys.held_back())
-                .arg(member_field(app_id, channel.as_str(), user))
-                .arg(user)
-                .arg(self.keys.events())
-                .arg(removed)
-                .arg(held)
-                .arg(self.debounce_ms())
-                .invoke_async::<i64>(&mut c)
-                .await
-        })
-        .await
-        .map(|last| last == 1)
+        let (last, due): (i64, i64) = self
+            .with_bus(|mut c| async move {
+                self.scripts
+                    .leave
+                    .key(keys.member_shares())
+                    .key(keys.members())
+                    .key(keys.infos())
+                    .key(keys.held())
+                    .arg(member_field(&self.node, user))
+                    .arg(user)
+                    .arg(self.publish_command())
+                    .arg(keys.topic())
+                    .arg(removed)
+                    .arg(Self::webhooks_flag(app))
+                    .arg(self.debounce_ms())
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        self.index_held_back(app, channel, due).await;
+        Some(last == 1)
     }
 
     /// Joins without the bus's ordering (it failed us): with the member list read now.
     async fn join_with_list_read_now(&self, app: &App, p: PendingJoin) -> Option<Subscribed> {
-        let key = self.keys.infos(app.id.as_str(), p.channel.as_str());
-        let infos: Option<HashMap<String, String>> = self.with_conn(|mut c| async move { c.hgetall(key).await }).await;
+        let key = self.keys.channel(app.id.as_str(), p.channel.as_str()).infos();
+        let infos: Option<HashMap<String, String>> = self.with_bus(|mut c| async move { c.hgetall(key).await }).await;
         let mut members: Vec<(String, Box<RawValue>)> = match infos {
             Some(infos) => infos.into_iter().filter_map(|(id, text)| Some((id, RawValue::from_string(text).ok()?))).collect(),
             None => Vec::new(),
@@ -427,6 +474,85 @@ impl RedisAdapter {
         let succeeded = succeeded_frame(&p.channel, &members);
         self.needs_reconcile.store(true, Ordering::Release);
         app.hub.join_with_list(&p.channel, &p.conn, &p.user_id, p.info, &succeeded)
+    }
+
+    /// The cluster part of a presence join, after this node listens to the channel.
+    /// `Err(())` when Redis could not be asked (the caller joins locally).
+    async fn join_cluster(
+        &self,
+        app: &App,
+        channel: &ChannelName,
+        conn: &ConnHandle,
+        user_id: &str,
+        info: Box<RawValue>,
+    ) -> Result<Result<Option<Joined>, ChannelFull>, Box<RawValue>> {
+        if app.hub.is_subscribed(channel, conn.id) {
+            return Ok(Ok(None));
+        }
+        if self.note_channel(app, channel).await.is_none() {
+            return Err(info);
+        }
+        let keys = self.keys.channel(app.id.as_str(), channel.as_str());
+        let info_text = info.get().to_owned();
+        let added = self.member_message(app, channel, &frame::member_added(channel.as_str(), user_id, &info), Some(conn.id));
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let mut list_header = Header::new(&self.node, Kind::List, app.id.as_str(), channel.as_str());
+        list_header.token = Some(token);
+        let (done, mut listed) = oneshot::channel();
+        let pending = PendingJoin { channel: channel.clone(), conn: conn.clone(), user_id: user_id.to_owned(), info: info.clone(), done };
+        self.pending_joins.lock().unwrap_or_else(|p| p.into_inner()).insert(token, pending);
+        let take_pending = || self.pending_joins.lock().unwrap_or_else(|p| p.into_inner()).remove(&token);
+        // Admission is cluster-wide; the script decides, announces and lists.
+        let result = self
+            .with_bus(|mut c| async move {
+                self.scripts
+                    .join
+                    .key(keys.member_shares())
+                    .key(keys.members())
+                    .key(keys.infos())
+                    .key(keys.held())
+                    .arg(member_field(&self.node, user_id))
+                    .arg(user_id)
+                    .arg(&info_text)
+                    .arg(app.limits.max_presence_members)
+                    .arg(self.publish_command())
+                    .arg(keys.topic())
+                    .arg(added)
+                    .arg(list_header.line())
+                    .arg(Self::webhooks_flag(app))
+                    .invoke_async::<(i64, i64)>(&mut c)
+                    .await
+            })
+            .await;
+        let Some((count, cancelled)) = result else {
+            return Err(take_pending().map(|p| p.info).unwrap_or(info));
+        };
+        if count < 0 {
+            take_pending();
+            return Ok(Err(ChannelFull));
+        }
+        let local = match tokio::time::timeout(LIST_WAIT, &mut listed).await {
+            Ok(result) => result.ok().flatten(),
+            Err(_) => match take_pending() {
+                Some(p) => {
+                    tracing::warn!(channel = %channel.as_str(), "member list did not arrive from redis; joining with a list read directly");
+                    self.join_with_list_read_now(app, p).await
+                }
+                // The subscriber task took it just now: its answer is on the way.
+                None => listed.await.ok().flatten(),
+            },
+        };
+        let Some(local) = local else {
+            // Counted in Redis but already subscribed here: a reconcile puts the count right.
+            self.needs_reconcile.store(true, Ordering::Release);
+            return Ok(Ok(None));
+        };
+        let subscribed = self.count_subscription(app, channel, local).await;
+        let first = count == 1;
+        if first && cancelled == 0 {
+            app.webhook(|| WebhookEvent::MemberAdded { channel: channel.to_string(), user_id: user_id.to_owned() });
+        }
+        Ok(Ok(Some(Joined { first, subscribed })))
     }
 }
 
@@ -444,6 +570,17 @@ fn rand_node_id() -> u64 {
     h.finish()
 }
 
+/// Turns a publish acknowledgement into what callers await.
+fn published(acked: oneshot::Receiver<bool>) -> Published {
+    async move {
+        match acked.await {
+            Ok(true) => Ok(()),
+            _ => Err(NotPublished),
+        }
+    }
+    .boxed()
+}
+
 impl Adapter for RedisAdapter {
     fn healthy(&self) -> bool {
         self.healthy.load(Ordering::Acquire)
@@ -453,14 +590,35 @@ impl Adapter for RedisAdapter {
         self.dropped_publishes.load(Ordering::Relaxed)
     }
 
+    fn bus_stats(&self) -> BusStats {
+        BusStats { received: self.received.load(Ordering::Relaxed), topics: self.interest.len() as u64 }
+    }
+
     fn subscribe<'a>(&'a self, app: &'a App, channel: &'a ChannelName, conn: &'a ConnHandle) -> BoxFuture<'a, Option<Subscribed>> {
         async move {
-            if !self.healthy() {
-                return local::subscribe(app, channel, conn);
+            // Every local subscription holds the topic, healthy or not (a reconcile listens again).
+            let topic = self.keys.channel(app.id.as_str(), channel.as_str()).topic();
+            let listening = self.interest.hold(&topic);
+            let local = if self.healthy() && listening.wait().await {
+                let _gate = self.reconcile_gate.read().await;
+                match app.hub.subscribe(channel, conn) {
+                    None => None,
+                    // The first here: noted before this node's share is written, so a clean-up after a crash finds it.
+                    Some(local) if local.occupied && self.note_channel(app, channel).await.is_none() => {
+                        // Redis failed us: the hub counts it; Redis will when the reconcile writes this node's share.
+                        app.lifecycle_webhooks([WebhookEvent::ChannelOccupied { channel: channel.to_string() }]);
+                        Some(local)
+                    }
+                    Some(local) => Some(self.count_subscription(app, channel, local).await),
+                }
+            } else {
+                self.needs_reconcile.store(true, Ordering::Release);
+                local::subscribe(app, channel, conn)
+            };
+            if local.is_none() {
+                self.interest.release(&topic);
             }
-            let _gate = self.reconcile_gate.read().await;
-            let local = app.hub.subscribe(channel, conn)?;
-            Some(self.count_subscription(app, channel, local).await)
+            local
         }
         .boxed()
     }
@@ -474,128 +632,93 @@ impl Adapter for RedisAdapter {
         info: Box<RawValue>,
     ) -> BoxFuture<'a, Result<Option<Joined>, ChannelFull>> {
         async move {
-            if !self.healthy() {
-                return local::join(app, channel, conn, user_id, info);
-            }
-            let _gate = self.reconcile_gate.read().await;
-            if app.hub.is_subscribed(channel, conn.id) {
-                return Ok(None);
-            }
-            let app_id = app.id.as_str();
-            let info_text = info.get().to_owned();
-            let added = self.member_message(app, channel, &frame::member_added(channel.as_str(), user_id, &info), Some(conn.id));
-            let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-            let mut list_header = Header::new(&self.node, Kind::List, app_id, channel.as_str());
-            list_header.token = Some(token);
-            let held = Self::held_back(app, HeldBack::Removed { app: app_id, channel: channel.as_str(), user: user_id });
-            let (done, mut listed) = oneshot::channel();
-            let pending = PendingJoin { channel: channel.clone(), conn: conn.clone(), user_id: user_id.to_owned(), info: info.clone(), done };
-            self.pending_joins.lock().unwrap_or_else(|p| p.into_inner()).insert(token, pending);
-            let take_pending = || self.pending_joins.lock().unwrap_or_else(|p| p.into_inner()).remove(&token);
-            // Admission is cluster-wide; the script decides, announces and lists.
-            let result = self
-                .with_conn(|mut c| async move {
-                    self.scripts
-                        .join
-                        .key(self.keys.node_members(&self.node))
-                        .key(self.keys.members(app_id, channel.as_str()))
-                        .key(self.keys.infos(app_id, channel.as_str()))
-                        .key(self.keys.held_back())
-                        .arg(member_field(app_id, channel.as_str(), user_id))
-                        .arg(user_id)
-                        .arg(&info_text)
-                        .arg(app.limits.max_presence_members)
-                        .arg(self.keys.events())
-                        .arg(added)
-                        .arg(self.keys.inbox(&self.node))
-                        .arg(list_header.line())
-                        .arg(held)
-                        .invoke_async::<(i64, i64)>(&mut c)
-                        .await
-                })
-                .await;
-            let Some((count, cancelled)) = result else {
-                take_pending();
-                return local::join(app, channel, conn, user_id, info);
-            };
-            if count < 0 {
-                take_pending();
-                return Err(ChannelFull);
-            }
-            let local = match tokio::time::timeout(LIST_WAIT, &mut listed).await {
-                Ok(result) => result.ok().flatten(),
-                Err(_) => match take_pending() {
-                    Some(p) => {
-                        tracing::warn!(channel = %channel.as_str(), "member list did not arrive from redis; joining with a list read directly");
-                        self.join_with_list_read_now(app, p).await
-                    }
-                    // The subscriber task took it just now: its answer is on the way.
-                    None => listed.await.ok().flatten(),
-                },
-            };
-            let Some(local) = local else {
-                // Counted in Redis but already subscribed here: a reconcile puts the count right.
+            let topic = self.keys.channel(app.id.as_str(), channel.as_str()).topic();
+            let listening = self.interest.hold(&topic);
+            let joined = if self.healthy() && listening.wait().await {
+                let _gate = self.reconcile_gate.read().await;
+                match self.join_cluster(app, channel, conn, user_id, info).await {
+                    Ok(joined) => joined,
+                    Err(info) => local::join(app, channel, conn, user_id, info),
+                }
+            } else {
                 self.needs_reconcile.store(true, Ordering::Release);
-                return Ok(None);
+                local::join(app, channel, conn, user_id, info)
             };
-            let subscribed = self.count_subscription(app, channel, local).await;
-            let first = count == 1;
-            if first && cancelled == 0 {
-                app.webhook(|| WebhookEvent::MemberAdded { channel: channel.to_string(), user_id: user_id.to_owned() });
+            if !matches!(joined, Ok(Some(_))) {
+                self.interest.release(&topic);
             }
-            Ok(Some(Joined { first, subscribed }))
+            joined
         }
         .boxed()
     }
 
     fn unsubscribe<'a>(&'a self, app: &'a App, channel: &'a ChannelName, socket: SocketId) -> BoxFuture<'a, Option<Unsubscribed>> {
         async move {
-            if !self.healthy() {
-                return local::unsubscribe(app, channel, socket);
+            let topic = self.keys.channel(app.id.as_str(), channel.as_str()).topic();
+            let left = if !self.healthy() {
+                local::unsubscribe(app, channel, socket)
+            } else {
+                let _gate = self.reconcile_gate.read().await;
+                match app.hub.unsubscribe(channel, socket, Announce::Nothing) {
+                    None => None,
+                    Some(local) => {
+                        // The member leaves before the channel empties, so their webhooks are due in that order.
+                        // Every presence connection counts in the cluster, not only a user's last local one.
+                        let user_left = match &local.user {
+                            Some(user) => match self.leave_presence(app, channel, user).await {
+                                Some(true) => Ok(Some(user.clone())),
+                                Some(false) => Ok(None),
+                                None => Err(()),
+                            },
+                            None => Ok(None),
+                        };
+                        match user_left {
+                            Err(()) => Some(local::announce_unsubscribed(app, channel, local)),
+                            Ok(user_left) => match self.adjust_subs(app, channel, -1).await {
+                                None => Some(Unsubscribed { user_left, ..local }),
+                                Some((total, _)) => Some(Unsubscribed {
+                                    user: local.user,
+                                    user_left,
+                                    vacated: total <= 0,
+                                    subscriptions: total.max(0) as u64,
+                                }),
+                            },
+                        }
+                    }
+                }
+            };
+            // Only now that its share is gone from Redis: a publish never counts on a node that stopped listening.
+            if left.is_some() {
+                self.interest.release(&topic);
             }
-            let _gate = self.reconcile_gate.read().await;
-            let local = app.hub.unsubscribe(channel, socket, Announce::Nothing)?;
-            // The member leaves before the channel empties, so their webhooks are due in that order.
-            // Every presence connection counts in the cluster, not only a user's last local one.
-            let user_left = match &local.user {
-                Some(user) => match self.leave_presence(app, channel, user).await {
-                    Some(true) => Some(user.clone()),
-                    Some(false) => None,
-                    None => return Some(local::announce_unsubscribed(app, channel, local)),
-                },
-                None => None,
-            };
-            let Some((total, _)) = self.adjust_subs(app, channel, -1).await else {
-                return Some(Unsubscribed { user_left, ..local });
-            };
-            Some(Unsubscribed { user: local.user, user_left, vacated: total <= 0, subscriptions: total.max(0) as u64 })
+            left
         }
         .boxed()
     }
 
-    fn broadcast(&self, app: &App, channel: &ChannelName, frame: ByteString, except: Option<SocketId>) {
+    fn broadcast(&self, app: &App, channel: &ChannelName, frame: ByteString, except: Option<SocketId>) -> Published {
         app.hub.deliver(channel, except, || Message::new(frame.clone()));
         let mut header = Header::new(&self.node, Kind::Broadcast, app.id.as_str(), channel.as_str());
         header.except = except;
-        self.send_cluster(&header, &frame);
+        published(self.send_cluster(&self.keys.channel(app.id.as_str(), channel.as_str()), &header, &frame))
     }
 
     fn cache_put(&self, app: &App, channel: &ChannelName, event: CachedEvent) {
         let stored = StoredCache { event: event.event.to_string(), data: event.data.to_string(), frame: event.frame.to_string() };
         app.hub.cache_put(channel, event);
-        let Some(mut conn) = self.conn() else { return };
-        let key = self.keys.cache(app.id.as_str(), channel.as_str());
+        let Some(mut bus) = self.bus() else { return };
+        let key = self.keys.channel(app.id.as_str(), channel.as_str()).cache();
         let value = serde_json::to_string(&stored).expect("cache entry serializes");
         actix_web::rt::spawn(async move {
-            let _: redis::RedisResult<()> = conn.set_ex(key, value, CACHE_TTL.as_secs()).await;
+            let _: redis::RedisResult<()> = bus.set_ex(key, value, CACHE_TTL.as_secs()).await;
         });
     }
 
     fn cached<'a>(&'a self, app: &'a App, channel: &'a ChannelName) -> BoxFuture<'a, Option<CachedEvent>> {
         async move {
-            let key = self.keys.cache(app.id.as_str(), channel.as_str());
+            let key = self.keys.channel(app.id.as_str(), channel.as_str()).cache();
             let found = self
-                .with_conn(|mut c| async move { redis::pipe().get(&key).ttl(&key).query_async::<(Option<String>, i64)>(&mut c).await })
+                .with_bus(|mut c| async move { redis::pipe().get(&key).ttl(&key).query_async::<(Option<String>, i64)>(&mut c).await })
                 .await;
             let Some((value, ttl)) = found else { return app.hub.cache_get(channel, Instant::now()) };
             let stored: StoredCache = serde_json::from_str(&value?).ok()?;
@@ -614,25 +737,41 @@ impl Adapter for RedisAdapter {
         app.hub.close_subscribers(channel, code);
         let mut header = Header::new(&self.node, Kind::Terminate, app.id.as_str(), channel.as_str());
         header.code = Some(code.code());
-        self.send_cluster(&header, "");
+        drop(self.send_cluster(&self.keys.channel(app.id.as_str(), channel.as_str()), &header, ""));
+    }
+
+    fn watch<'a>(&'a self, app: &'a App, conn: &'a ConnHandle, user_ids: &'a [String]) -> BoxFuture<'a, ()> {
+        async move {
+            app.hub.watch(conn, user_ids);
+            let holds: Vec<_> = user_ids.iter().map(|u| self.interest.hold(&self.keys.watch(app.id.as_str(), u).topic())).collect();
+            if self.healthy() {
+                for h in holds {
+                    h.wait().await;
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn unwatch(&self, app: &App, socket: SocketId, user_ids: &[String]) {
+        app.hub.unwatch(socket, user_ids);
+        for u in user_ids {
+            self.interest.release(&self.keys.watch(app.id.as_str(), u).topic());
+        }
     }
 
     fn notify_watchers(&self, app: &App, user_id: &str, frame: ByteString) {
         app.hub.notify_watchers(user_id, &Message::new(frame.clone()));
         let header = Header::new(&self.node, Kind::Watchers, app.id.as_str(), user_id);
-        self.send_cluster(&header, &frame);
+        drop(self.send_cluster(&self.keys.watch(app.id.as_str(), user_id), &header, &frame));
     }
 
     fn channel_counts<'a>(&'a self, app: &'a App, channel: &'a ChannelName) -> BoxFuture<'a, ChannelCounts> {
         async move {
-            let app_id = app.id.as_str();
+            let keys = self.keys.channel(app.id.as_str(), channel.as_str());
             let found = self
-                .with_conn(|mut c| async move {
-                    redis::pipe()
-                        .hget(self.keys.channels(app_id), channel.as_str())
-                        .hlen(self.keys.members(app_id, channel.as_str()))
-                        .query_async::<(Option<i64>, u64)>(&mut c)
-                        .await
+                .with_bus(|mut c| async move {
+                    redis::pipe().get(keys.count()).hlen(keys.members()).query_async::<(Option<i64>, u64)>(&mut c).await
                 })
                 .await;
             match found {
@@ -645,25 +784,35 @@ impl Adapter for RedisAdapter {
 
     fn channels<'a>(&'a self, app: &'a App, prefix: &'a str) -> BoxFuture<'a, Vec<(ChannelName, ChannelCounts)>> {
         async move {
-            let app_id = app.id.as_str();
-            let all: Option<HashMap<String, i64>> = self.with_conn(|mut c| async move { c.hgetall(self.keys.channels(app_id)).await }).await;
-            let Some(all) = all else { return app.hub.channels(prefix) };
-            let mut out: Vec<(ChannelName, ChannelCounts)> = all
-                .into_iter()
-                .filter(|(name, n)| *n > 0 && name.starts_with(prefix))
-                .filter_map(|(name, n)| {
-                    Some((ChannelName::parse_with_max(&name, usize::MAX).ok()?, ChannelCounts { subscriptions: n as u64, users: 0 }))
-                })
+            let index = self.keys.app_channels(app.id.as_str());
+            let Some(names) = self.with_bus(|mut c| async move { c.smembers::<_, Vec<String>>(index).await }).await else {
+                return app.hub.channels(prefix);
+            };
+            let names: Vec<ChannelName> = names
+                .iter()
+                .filter(|n| n.starts_with(prefix))
+                .filter_map(|n| ChannelName::parse_with_max(n, usize::MAX).ok())
                 .collect();
-            let presence: Vec<usize> = (0..out.len()).filter(|i| out[*i].0.kind() == ChannelKind::Presence).collect();
-            if !presence.is_empty() {
-                let mut pipe = redis::pipe();
-                for i in &presence {
-                    pipe.hlen(self.keys.members(app_id, out[*i].0.as_str()));
-                }
-                let counts: Option<Vec<u64>> = self.with_conn(|mut c| async move { pipe.query_async(&mut c).await }).await;
-                for (i, users) in presence.iter().zip(counts.unwrap_or_default()) {
-                    out[*i].1.users = users;
+            // Each channel's counts live in its own slot: one small pipeline each, all at once.
+            let Some(bus) = self.bus() else { return app.hub.channels(prefix) };
+            let counts = futures_util::future::join_all(names.iter().map(|name| {
+                let keys = self.keys.channel(app.id.as_str(), name.as_str());
+                let mut bus = bus.clone();
+                async move { redis::pipe().get(keys.count()).hlen(keys.members()).query_async::<(Option<i64>, u64)>(&mut bus).await }
+            }))
+            .await;
+            let mut out = Vec::new();
+            for (name, counts) in names.into_iter().zip(counts) {
+                match counts {
+                    Ok((Some(subs), users)) if subs > 0 => {
+                        let users = if name.kind() == ChannelKind::Presence { users } else { 0 };
+                        out.push((name, ChannelCounts { subscriptions: subs as u64, users }));
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        self.degraded(&e);
+                        return app.hub.channels(prefix);
+                    }
                 }
             }
             out
@@ -673,8 +822,8 @@ impl Adapter for RedisAdapter {
 
     fn users<'a>(&'a self, app: &'a App, channel: &'a ChannelName) -> BoxFuture<'a, Vec<String>> {
         async move {
-            let key = self.keys.members(app.id.as_str(), channel.as_str());
-            match self.with_conn(|mut c| async move { c.hkeys(key).await }).await {
+            let key = self.keys.channel(app.id.as_str(), channel.as_str()).members();
+            match self.with_bus(|mut c| async move { c.hkeys(key).await }).await {
                 Some(users) => users,
                 None => app.hub.user_ids(channel),
             }
