@@ -12,6 +12,7 @@ import { chromium } from 'playwright-core';
 import { startBroker, ROOT } from './lib/broker.mjs';
 import { connect, eventually, sdkFor, subscribe, withTimeout } from './lib/clients.mjs';
 import { dropKeys, hookReceiver } from './lib/servers.mjs';
+import { startRedisCluster } from './lib/redis-cluster.mjs';
 
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const ARTIFACTS = path.join(ROOT, 'test-artifacts');
@@ -250,8 +251,8 @@ async function readFeed(node, token) {
   return { events, close: () => controller.abort() };
 }
 
-test('in a cluster, a console on one node shows the events of another, marked with its node', async () => {
-  const redisUrl = process.env.TEST_REDIS_URL || 'redis://127.0.0.1:6379';
+/** A console on node A of two shows node B's events, marked with its node; `redisUrl` is their Redis. */
+async function consoleAcrossNodes(redisUrl) {
   const prefix = `console-test-${process.pid}-${crypto.randomBytes(3).toString('hex')}`;
   const config = `console_token = "${TOKEN}"
 [cluster]
@@ -299,6 +300,16 @@ secret = "app-secret"
     client?.disconnect();
     feed.close();
     await Promise.all([a.stop(), b.stop()]);
-    dropKeys(redisUrl, prefix);
+    if (!redisUrl.startsWith('redis+cluster:')) dropKeys(redisUrl, prefix);
   }
+}
+
+test('in a cluster, a console on one node shows the events of another, marked with its node', async () => {
+  await consoleAcrossNodes(process.env.TEST_REDIS_URL || 'redis://127.0.0.1:6379');
+});
+
+test('the same on a Redis Cluster (the relay uses sharded pub/sub)', async (t) => {
+  const cluster = await startRedisCluster({ replicas: 0 });
+  t.after(() => cluster.stop());
+  await consoleAcrossNodes(cluster.url);
 });

@@ -154,10 +154,6 @@ impl Feed {
         }
     }
 
-    pub fn limits(&self) -> FeedLimits {
-        self.limits
-    }
-
     /// Whether any console is open. The only cost of a hook when none is.
     #[inline]
     pub fn watched(&self) -> bool {

@@ -10,19 +10,22 @@
 //! - [`webhooks`]: batched, signed, bounded notifications to the app's server.
 //! - [`console`]: the built-in debug console at `/console` (off unless a token is set);
 //!   [`console_feed`]: the hooks that feed its live log.
+//!
+//! Only what the binary and the integration tests use is public: [`config`],
+//! [`server`] (`Server::build`, `run_until`) and [`state`]; the rest is crate-private.
 
-pub mod adapter;
-pub mod app_store;
-pub mod apps;
+pub(crate) mod adapter;
+pub(crate) mod app_store;
+pub(crate) mod apps;
 pub mod config;
-pub mod console;
-pub mod console_feed;
-pub mod core;
-pub mod fallback;
-pub mod http;
-pub mod metrics;
+pub(crate) mod console;
+pub(crate) mod console_feed;
+pub(crate) mod core;
+pub(crate) mod fallback;
+pub(crate) mod http;
+pub(crate) mod metrics;
 pub mod server;
-pub mod session;
+pub(crate) mod session;
 pub mod state;
-pub mod webhooks;
-pub mod ws;
+pub(crate) mod webhooks;
+pub(crate) mod ws;

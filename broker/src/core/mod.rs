@@ -10,6 +10,6 @@ pub mod hub;
 pub mod ip_limit;
 pub mod rate;
 
-pub use channel::{ChannelCounts, Member};
+pub use channel::ChannelCounts;
 pub use connection::{ConnHandle, Framing, Message, Outgoing, Receiver};
 pub use hub::Hub;

@@ -155,7 +155,7 @@ async fn open(req: &HttpRequest, state: &web::Data<State>, sessions: &web::Data<
     };
     let state = state.clone().into_inner();
     let (conn, receiver) = connection::queue(state.socket_ids.next(), state.send_queue);
-    let (session, inbound) = match sessions.insert(id.clone(), conn.clone(), receiver, origin.map(str::to_owned)) {
+    let (session, inbound) = match sessions.insert(id.clone(), receiver, origin.map(str::to_owned)) {
         Ok(made) => made,
         Err(why) => {
             app.hub.remove_connection();

@@ -26,7 +26,7 @@ use tokio::{
 
 use crate::{
     config::FallbackConfig,
-    core::{ConnHandle, Receiver},
+    core::Receiver,
     session::{Inbound, InboundError, Incoming},
 };
 
@@ -57,7 +57,6 @@ pub enum NotMade {
 
 /// One session's shared part.
 pub struct FallbackSession {
-    pub conn: ConnHandle,
     /// The `Origin` the session was opened from; later requests must send the same.
     pub origin: Option<String>,
     inbound: mpsc::Sender<Result<Incoming, InboundError>>,
@@ -95,14 +94,13 @@ impl Sessions {
 
     /// Makes a session for `id` unless this node is at `max_sessions` or `id` is taken.
     /// Returns the session and the [`Inbound`] its task reads.
-    pub fn insert(&self, id: String, conn: ConnHandle, receiver: Receiver, origin: Option<String>) -> Result<(Arc<FallbackSession>, SessionInbound), NotMade> {
+    pub fn insert(&self, id: String, receiver: Receiver, origin: Option<String>) -> Result<(Arc<FallbackSession>, SessionInbound), NotMade> {
         if self.count.fetch_add(1, Ordering::AcqRel) >= self.config.max_sessions {
             self.count.fetch_sub(1, Ordering::AcqRel);
             return Err(NotMade::Full);
         }
         let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
         let session = Arc::new(FallbackSession {
-            conn,
             origin,
             inbound: tx,
             receiver: Arc::new(tokio::sync::Mutex::new(receiver)),

@@ -58,11 +58,20 @@ impl Target {
     pub fn is_cluster(&self) -> bool {
         matches!(self, Self::Cluster { .. })
     }
+
+    /// The publish command that reaches the subscribers [`Bus::subscribe`] makes.
+    pub fn publish_command(&self) -> &'static str {
+        if self.is_cluster() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
+    }
 }
 
 /// A connection for commands and pub/sub; cheap to clone (clones share it).
 #[derive(Clone)]
-pub(super) enum Bus {
+pub(crate) enum Bus {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
 }
@@ -161,7 +170,7 @@ impl ConnectionLike for Bus {
 }
 
 /// A pub/sub message: its topic and payload, or `None` for anything else.
-pub(super) fn message(push: &PushInfo) -> Option<&[u8]> {
+pub(crate) fn message(push: &PushInfo) -> Option<&[u8]> {
     if !matches!(push.kind, redis::PushKind::Message | redis::PushKind::SMessage) {
         return None;
     }

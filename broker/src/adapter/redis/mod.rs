@@ -38,7 +38,7 @@ mod message;
 mod publisher;
 mod reconcile;
 
-pub(crate) use bus::Target;
+pub(crate) use bus::{message as bus_message, Bus, Target};
 
 use std::{
     collections::HashMap,
@@ -58,7 +58,6 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
 use self::{
-    bus::Bus,
     interest::Interest,
     keys::{channel_ref, member_field, ChannelKeys, Keys},
     message::{decode, encode, member_list, Header, Kind},
@@ -262,11 +261,7 @@ impl RedisAdapter {
     }
 
     fn publish_command(&self) -> &'static str {
-        if self.target.is_cluster() {
-            "SPUBLISH"
-        } else {
-            "PUBLISH"
-        }
+        self.target.publish_command()
     }
 
     /// Queues a message for the channel's topic; the receiver learns whether every node
