@@ -46,13 +46,33 @@ pub struct Args {
     /// Longest wait for outstanding deliveries after the last trigger, seconds.
     #[arg(long, default_value_t = 10.0)]
     pub drain: f64,
-    /// Send the REST triggers to this broker instead of `--url` (another node of a
-    /// cluster: measures cross-node fan-out). Same app credentials.
-    #[arg(long)]
-    pub trigger_url: Option<String>,
+    /// Send the REST triggers to these brokers instead of `--url` (other nodes of a
+    /// cluster: measures cross-node fan-out), round-robin; comma-separated. Same app
+    /// credentials.
+    #[arg(long, alias = "trigger-urls", value_delimiter = ',')]
+    pub trigger_url: Vec<String>,
+    /// Connect the subscribers to these brokers instead of `--url` (the nodes of a
+    /// cluster); comma-separated. How they are spread: `--spread`.
+    #[arg(long, value_delimiter = ',')]
+    pub sub_urls: Vec<String>,
+    /// With `--sub-urls`: `subscribers` puts every channel's subscribers on every node
+    /// (each node holds every channel), `channels` puts each channel's subscribers on
+    /// one node (channel c on node c mod nodes).
+    #[arg(long, value_enum, default_value_t = Spread::Subscribers)]
+    pub spread: Spread,
+    /// Broker process ids of every node (comma-separated): each node's CPU is reported
+    /// per delivery and per trigger, so a node's cost for channels it does not hold shows.
+    #[arg(long, value_delimiter = ',')]
+    pub node_pids: Vec<u32>,
     /// How the subscribers connect: `ws`, or `xhr_streaming` (pusher-js's HTTP fallback).
     #[arg(long, value_enum, default_value_t = Transport::Ws)]
     pub transport: Transport,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spread {
+    Subscribers,
+    Channels,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,15 +140,25 @@ pub async fn run(ctx: &Ctx, a: &Args) -> Result<(), String> {
         ctx.set(k, v);
     }
     ctx.check_fds(a.subs);
-    let trigger_target = match &a.trigger_url {
-        Some(url) => {
-            ctx.set("trigger_url", url.as_str());
-            let other = crate::ws::Target::parse(url, &ctx.target.app_id, ctx.target.key.as_str(), "unused")?;
-            crate::ws::Target { secret: ctx.target.secret.clone(), ..other }
-        }
-        None => ctx.target.clone(),
+    let other = |url: &str| -> Result<ws::Target, String> {
+        let t = ws::Target::parse(url, &ctx.target.app_id, ctx.target.key.as_str(), "unused")?;
+        Ok(ws::Target { secret: ctx.target.secret.clone(), ..t })
     };
-    let rest = Arc::new(Rest::new(&trigger_target)?);
+    if !a.trigger_url.is_empty() {
+        ctx.set("trigger_urls", json!(a.trigger_url));
+    }
+    let trigger_targets = if a.trigger_url.is_empty() { vec![ctx.target.clone()] } else { a.trigger_url.iter().map(|u| other(u)).collect::<Result<_, _>>()? };
+    let rests = Arc::new(trigger_targets.iter().map(Rest::new).collect::<Result<Vec<_>, _>>()?);
+    if !a.sub_urls.is_empty() {
+        ctx.set("sub_urls", json!(a.sub_urls));
+        ctx.set("spread", clap::ValueEnum::to_possible_value(&a.spread).expect("no skipped variants").get_name());
+    }
+    let sub_targets: Vec<ws::Target> = if a.sub_urls.is_empty() { vec![ctx.target.clone()] } else { a.sub_urls.iter().map(|u| other(u)).collect::<Result<_, _>>()? };
+    // Which node subscriber i connects to.
+    let node_of = |i: usize| match a.spread {
+        Spread::Subscribers => (i / a.channels) % sub_targets.len(),
+        Spread::Channels => (i % a.channels) % sub_targets.len(),
+    };
 
     ctx.phase("connecting");
     ctx.set("transport", clap::ValueEnum::to_possible_value(&a.transport).expect("no skipped variants").get_name());
@@ -140,7 +170,14 @@ pub async fn run(ctx: &Ctx, a: &Args) -> Result<(), String> {
     let timed = |idx| Timed { shards: shards.clone(), shard: idx };
     let (per_channel, tasks): (_, Vec<_>) = match a.transport {
         Transport::Ws => {
-            let done = ws::connect_many(&ctx.target, a.subs, ctx.batch, ctx.conn_timeout, spec).await;
+            let (sub_targets, node_of) = (&sub_targets, &node_of);
+            let done = ws::connect_many_with(a.subs, ctx.batch, ctx.conn_timeout, spec, |i, spec| async move {
+                let t = &sub_targets[node_of(i)];
+                let (mut socket, sid) = ws::open(t).await?;
+                ws::subscribe(&mut socket, ws::subscribe_frame(t, &sid, &spec), &spec.channel).await?;
+                Ok((socket, sid))
+            })
+            .await;
             let per_channel = report_connected(ctx, a, &done);
             (per_channel, done.opened.into_iter().map(|o| ws::drive(o.ws, timed(o.idx), stop_rx.clone(), None, health.clone())).collect())
         }
@@ -160,6 +197,7 @@ pub async fn run(ctx: &Ctx, a: &Args) -> Result<(), String> {
 
     ctx.phase("triggering");
     let cpu0 = ctx.cpu();
+    let nodes_cpu0: Vec<Option<f64>> = a.node_pids.iter().map(|p| stats::cpu_seconds(Some(*p))).collect();
     let self_cpu0 = stats::cpu_seconds(None);
     let per_channel = Arc::new(per_channel);
     let expected = Arc::new(AtomicU64::new(0));
@@ -185,13 +223,13 @@ pub async fn run(ctx: &Ctx, a: &Args) -> Result<(), String> {
         max_lag = max_lag.max(now - at);
         sent += 1;
         let c = (k % a.channels as u64) as usize;
-        let (rest, channels, per_channel, expected, ok, failed, http, errors) =
-            (rest.clone(), channels.clone(), per_channel.clone(), expected.clone(), ok.clone(), failed.clone(), http.clone(), errors.clone());
+        let (rests, channels, per_channel, expected, ok, failed, http, errors) =
+            (rests.clone(), channels.clone(), per_channel.clone(), expected.clone(), ok.clone(), failed.clone(), http.clone(), errors.clone());
         let payload = a.payload;
         tokio::spawn(async move {
             let data = stamped(k, payload);
             let t0 = std::time::Instant::now();
-            let r = rest.trigger(&channels[c], "bench", &data).await;
+            let r = rests[(k % rests.len() as u64) as usize].trigger(&channels[c], "bench", &data).await;
             http.lock().unwrap().saturating_record((t0.elapsed().as_micros() as u64).max(1));
             match r {
                 Ok(()) => {
@@ -241,6 +279,7 @@ pub async fn run(ctx: &Ctx, a: &Args) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let cpu1 = ctx.cpu();
+    let nodes_cpu1: Vec<Option<f64>> = a.node_pids.iter().map(|p| stats::cpu_seconds(Some(*p))).collect();
     let self_cpu1 = stats::cpu_seconds(None);
     let (hist, received, last_ns) = shards.merged();
     let span = (last_ns.saturating_sub(first_send)) as f64 / 1e9;
@@ -257,6 +296,24 @@ pub async fn run(ctx: &Ctx, a: &Args) -> Result<(), String> {
     }
     if let (Some(c0), Some(c1)) = (self_cpu0, self_cpu1) {
         ctx.set("generator_cpu_s", r3(c1 - c0));
+    }
+    if !a.node_pids.is_empty() {
+        let triggers = ok.load(Ordering::Relaxed).max(1) as f64;
+        let nodes: Vec<_> = a
+            .node_pids
+            .iter()
+            .zip(nodes_cpu0.iter().zip(&nodes_cpu1))
+            .map(|(pid, (c0, c1))| {
+                let cpu = c0.zip(*c1).map(|(c0, c1)| c1 - c0);
+                json!({
+                    "pid": pid,
+                    "cpu_s": cpu.map(r3),
+                    "cpu_us_per_delivery": cpu.filter(|_| received > 0).map(|c| r3(c * 1e6 / received as f64)),
+                    "cpu_us_per_trigger": cpu.map(|c| r3(c * 1e6 / triggers)),
+                })
+            })
+            .collect();
+        ctx.set("nodes", json!(nodes));
     }
     ctx.close_driven(&stop, tasks).await;
     Ok(())
