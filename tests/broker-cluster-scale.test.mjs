@@ -9,26 +9,12 @@ import { startBroker } from './lib/broker.mjs';
 import { connect, eventually, sdkFor, subscribe, withTimeout } from './lib/clients.mjs';
 import { metric, rawClient, sleep } from './lib/probe.mjs';
 import { assertExact, joinAll, leave, member } from './lib/presence.mjs';
-import { startRedis } from './lib/redis.mjs';
+import { clusterConfig, startRedis } from './lib/redis.mjs';
 import { startRedisCluster } from './lib/redis-cluster.mjs';
 import { hookReceiver } from './lib/servers.mjs';
 
-function config(redisUrl, extra = '') {
-  return `
-[cluster]
-redis_url = "${redisUrl}"
-heartbeat_secs = 1
-node_timeout_secs = 3
-[webhooks]
-batch_wait_ms = 10
-[[apps]]
-id = "1"
-key = "app-key"
-secret = "app-secret"
-limits = { max_presence_members = 10000 }
-${extra}
-`;
-}
+/** One node's configuration: the default app, with room for large presence channels. */
+const config = (redisUrl, extra = '') => clusterConfig(redisUrl, 'pusher', `limits = { max_presence_members = 10000 }\n${extra}`);
 
 async function startNodes(n, cfg) {
   const nodes = await Promise.all(Array.from({ length: n }, () => startBroker({ config: cfg })));

@@ -8,27 +8,11 @@ import crypto from 'node:crypto';
 import WebSocket from 'ws';
 import { freePort, startBroker } from './lib/broker.mjs';
 import { connect, eventually, sdkFor, subscribe, withTimeout } from './lib/clients.mjs';
+import { clusterConfig } from './lib/redis.mjs';
 import { dropKeys, hookReceiver } from './lib/servers.mjs';
 
 const SHARED_REDIS = process.env.TEST_REDIS_URL || 'redis://127.0.0.1:6379';
 const prefix = `test-${process.pid}-${crypto.randomBytes(3).toString('hex')}`;
-
-function clusterConfig(redisUrl, keyPrefix, extra = '') {
-  return `
-[cluster]
-redis_url = "${redisUrl}"
-key_prefix = "${keyPrefix}"
-heartbeat_secs = 1
-node_timeout_secs = 3
-[webhooks]
-batch_wait_ms = 10
-[[apps]]
-id = "1"
-key = "app-key"
-secret = "app-secret"
-${extra}
-`;
-}
 
 let hooks;
 let nodes = [];

@@ -36,3 +36,25 @@ export async function startRedis() {
     },
   };
 }
+
+/**
+ * A broker configuration for one node of a cluster on `redisUrl`: fast heartbeats
+ * (dead nodes noticed within about 4 s), quick webhook batches, the default app, and
+ * `extra` lines for the app (limits, webhooks).
+ */
+export function clusterConfig(redisUrl, keyPrefix = 'pusher', extra = '') {
+  return `
+[cluster]
+redis_url = "${redisUrl}"
+key_prefix = "${keyPrefix}"
+heartbeat_secs = 1
+node_timeout_secs = 3
+[webhooks]
+batch_wait_ms = 10
+[[apps]]
+id = "1"
+key = "app-key"
+secret = "app-secret"
+${extra}
+`;
+}
