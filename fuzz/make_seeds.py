@@ -198,9 +198,19 @@ user_datas = [
     '{"user_id":"1","user_id":"2"}', '{"id":"1"}  ', '{"id":"1"', "null", '"{\\"id\\":\\"1\\"}"', "",
 ]
 
+# fallback_send: the first byte picks the message limit (< 128: that many bytes; else the default).
+ping = j({"event": "pusher:ping", "data": {}})
+subscribe = j({"event": "pusher:subscribe", "data": {"channel": "private-a", "auth": channel_auth("private-a")}})
+fallback_sends = [
+    b"\xff[]", b"\xff" + j([ping]).encode(), b"\xff" + j([subscribe, ping]).encode(), b"\x05" + j(["ok", "far too long"]).encode(),
+    b"\x0a" + j(['"' * 10]).encode(), b"\xff[1]", b"\xff{}", b"\xff[\"a\"", b"\xff" + j(["\u00e9\U0001F600"]).encode(),
+    b'\xff["\\ud800"]', b"\xffxhr_streaming", b"\xffxhr_send", b"\xffxhr", b"\xff8c3f2a9d", b"\xff../../etc", b"\x00" + b" " * 100,
+]
+
 write("client_frame", frames)
 write("names", names)
 write("rest_body", bodies)
 write("rest_query", queries)
 write("auth_signatures", auths)
 write("user_data", user_datas)
+write("fallback_send", fallback_sends)

@@ -12,6 +12,7 @@
 pub mod app;
 pub mod channel;
 pub mod error;
+pub mod fallback;
 pub mod frame;
 pub mod limits;
 pub mod rest;

@@ -28,7 +28,10 @@ use actix_web::{
 };
 use bytes::Bytes;
 use futures_util::StreamExt;
-use protocol::ErrorCode;
+use protocol::{
+    fallback::{self, valid_segment, Op, SendError},
+    ErrorCode,
+};
 
 pub use sessions::Sessions;
 use sessions::{FallbackSession, NotMade, SessionInbound};
@@ -45,30 +48,6 @@ use crate::{
 pub fn routes(cfg: &mut web::ServiceConfig, sessions: web::Data<Sessions>) {
     let path = format!("{}/app/{{key}}/{{server}}/{{session}}/{{op}}", sessions.config.path);
     cfg.app_data(sessions).route(&path, web::post().to(request)).route(&path, web::method(actix_web::http::Method::OPTIONS).to(preflight));
-}
-
-/// What a request asks for, from the last path segment.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Op {
-    Stream,
-    Poll,
-    Send,
-}
-
-impl Op {
-    fn parse(s: &str) -> Option<Self> {
-        match s {
-            "xhr_streaming" => Some(Self::Stream),
-            "xhr" => Some(Self::Poll),
-            "xhr_send" => Some(Self::Send),
-            _ => None,
-        }
-    }
-}
-
-/// pusher-js makes ids of digits and base-32 letters; anything like a path is refused.
-fn valid_segment(s: &str) -> bool {
-    (1..=32).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 fn origin(req: &HttpRequest) -> Option<&str> {
@@ -188,11 +167,11 @@ async fn receive(state: &State, sessions: &Sessions, session: Arc<FallbackSessio
     lines(origin).streaming(body::ReceiveBody::new(attached, first, op == Op::Poll, heartbeat, state.metrics.clone()))
 }
 
-/// `xhr_send`: a JSON array of Pusher messages (`[]` is a heartbeat).
+/// `xhr_send`: a JSON array of Pusher messages (`[]` is a heartbeat), read by
+/// [`protocol::fallback::parse_send`].
 async fn send(state: &State, key: &str, session: &FallbackSession, mut payload: web::Payload, origin: Option<&str>) -> HttpResponse {
     let max = state.apps.by_key(key).map_or(0, |a| a.limits.max_ws_message_bytes);
-    // A message quoted as a JSON string may double in size (every `"` escaped).
-    let limit = 2 * max + 64;
+    let limit = fallback::send_body_limit(max);
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let Ok(chunk) = chunk else { return answer(StatusCode::BAD_REQUEST, origin).finish() };
@@ -202,17 +181,18 @@ async fn send(state: &State, key: &str, session: &FallbackSession, mut payload: 
         }
         body.extend_from_slice(&chunk);
     }
-    let Ok(messages) = serde_json::from_slice::<Vec<String>>(&body) else {
-        return answer(StatusCode::BAD_REQUEST, origin).body("the body must be a JSON array of strings");
+    let messages = match fallback::parse_send(&body, max) {
+        Ok(messages) => messages,
+        Err(e @ SendError::NotStrings) => return answer(StatusCode::BAD_REQUEST, origin).body(e.to_string()),
+        Err(SendError::TooLarge { .. }) => {
+            session.deliver(Err(too_big(max))).await;
+            return answer(StatusCode::PAYLOAD_TOO_LARGE, origin).finish();
+        }
     };
     if messages.is_empty() {
         session.heard();
     }
     for m in messages {
-        if m.len() > max {
-            session.deliver(Err(too_big(max))).await;
-            return answer(StatusCode::PAYLOAD_TOO_LARGE, origin).finish();
-        }
         session.deliver(Ok(Incoming::Text(Bytes::from(m)))).await;
     }
     answer(StatusCode::NO_CONTENT, origin).finish()
