@@ -753,6 +753,9 @@ mod tests {
         assert!(e.0.contains("ops_token"), "{e}");
         let e = Config::default().apply_env(env(&[("BROKER_METRICS_ADDR", "nowhere")])).unwrap_err();
         assert!(e.0.contains("BROKER_METRICS_ADDR"), "{e}");
+        // A brace in the prefix would move a channel's keys to other Redis Cluster slots.
+        let c = Config::from_toml("[cluster]\nredis_url = 'redis://127.0.0.1'\nkey_prefix = 'a{b}'").unwrap();
+        assert!(c.validate().unwrap_err().0.contains("key_prefix"));
     }
 
     #[test]

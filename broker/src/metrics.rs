@@ -102,7 +102,7 @@ impl Metrics {
         r.register("adapter_up", "1 when the cluster adapter is healthy", m.adapter_up.clone());
         r.register(
             "adapter_dropped_messages",
-            "Cluster messages not published because Redis was unreachable or the publish queue was full",
+            "Cluster messages that did not reach every node holding their channel (Redis unreachable, publish queue full, or a node not listening)",
             m.adapter_dropped_messages.clone(),
         );
         r.register(
