@@ -12,6 +12,7 @@ import { chromium } from 'playwright-core';
 import { startBroker, ROOT } from './lib/broker.mjs';
 import { connect, eventually, sdkFor, subscribe, withTimeout } from './lib/clients.mjs';
 import { dropKeys, hookReceiver } from './lib/servers.mjs';
+import { clusterConfig } from './lib/redis.mjs';
 import { startRedisCluster } from './lib/redis-cluster.mjs';
 
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
@@ -254,17 +255,7 @@ async function readFeed(node, token) {
 /** A console on node A of two shows node B's events, marked with its node; `redisUrl` is their Redis. */
 async function consoleAcrossNodes(redisUrl) {
   const prefix = `console-test-${process.pid}-${crypto.randomBytes(3).toString('hex')}`;
-  const config = `console_token = "${TOKEN}"
-[cluster]
-redis_url = "${redisUrl}"
-key_prefix = "${prefix}"
-heartbeat_secs = 1
-node_timeout_secs = 3
-[[apps]]
-id = "1"
-key = "app-key"
-secret = "app-secret"
-`;
+  const config = `console_token = "${TOKEN}"\n${clusterConfig(redisUrl, prefix)}`;
   const [a, b] = await Promise.all([startBroker({ config }), startBroker({ config })]);
   const feed = await readFeed(a, TOKEN);
   let client;

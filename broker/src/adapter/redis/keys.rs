@@ -113,6 +113,11 @@ pub(super) fn member_field(node: &str, user: &str) -> String {
     format!("{node}\n{user}")
 }
 
+/// The user of a [`member_field`] if it is `node`'s.
+pub(super) fn member_field_user<'a>(field: &'a str, node: &str) -> Option<&'a str> {
+    field.strip_prefix(node)?.strip_prefix('\n')
+}
+
 /// A leaving webhook waiting in its channel's `held` set, encoded as a member.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum HeldBack<'a> {
@@ -163,6 +168,13 @@ mod tests {
         assert_eq!(HeldBack::decode("x"), None);
         assert_eq!(HeldBack::decode("vv"), None);
         assert_eq!(HeldBack::decode(""), None);
+    }
+
+    #[test]
+    fn member_fields_belong_to_their_node() {
+        assert_eq!(member_field_user(&member_field("n1", "u\nv"), "n1"), Some("u\nv"));
+        assert_eq!(member_field_user(&member_field("n1", "u"), "n"), None);
+        assert_eq!(member_field_user(&member_field("n1", "u"), "n2"), None);
     }
 
     #[test]

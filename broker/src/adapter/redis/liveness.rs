@@ -12,7 +12,7 @@ use redis::AsyncCommands;
 
 use super::{
     bus::Bus,
-    keys::{channel_ref, split_channel_ref, HeldBack},
+    keys::{channel_ref, member_field_user, split_channel_ref, HeldBack},
     RedisAdapter,
 };
 use crate::{
@@ -109,8 +109,7 @@ impl RedisAdapter {
     /// A node's share of each member of a presence channel (user -> connections).
     pub(super) async fn member_shares_of(&self, bus: &mut Bus, app: &App, channel: &ChannelName, node: &str) -> redis::RedisResult<HashMap<String, i64>> {
         let all: HashMap<String, i64> = bus.hgetall(self.keys.channel(app.id.as_str(), channel.as_str()).member_shares()).await?;
-        let prefix = format!("{node}\n");
-        Ok(all.into_iter().filter_map(|(field, n)| Some((field.strip_prefix(&prefix)?.to_owned(), n))).collect())
+        Ok(all.into_iter().filter_map(|(field, n)| Some((member_field_user(&field, node)?.to_owned(), n))).collect())
     }
 
     /// Claims leaving webhooks whose debounce window has passed (each by exactly one

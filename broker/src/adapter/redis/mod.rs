@@ -225,6 +225,12 @@ impl RedisAdapter {
         self.bus.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Whether the first connection was made (the client reconnects by itself after
+    /// that); on the publish path, so it does not clone the connection as [`Self::bus`] does.
+    fn connected(&self) -> bool {
+        self.bus.read().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
     /// Runs a command on the shared connection; on failure marks the adapter unhealthy.
     async fn with_bus<T, F, Fut>(&self, f: F) -> Option<T>
     where
@@ -257,7 +263,7 @@ impl RedisAdapter {
     fn send_cluster(&self, keys: &ChannelKeys, header: &Header<'_>, frame: &str) -> oneshot::Receiver<bool> {
         let (ack, acked) = oneshot::channel();
         let out = Outgoing { topic: keys.topic(), shares: keys.shares(), payload: encode(header, frame), ack };
-        if self.bus().is_none() || self.publish.try_send(out).is_err() {
+        if !self.connected() || self.publish.try_send(out).is_err() {
             self.dropped_publishes.fetch_add(1, Ordering::Relaxed);
         }
         acked
@@ -369,6 +375,18 @@ impl RedisAdapter {
             .await;
     }
 
+    /// Keeps the indexes in step with a change of a channel's cluster count made by a
+    /// script: the app's channel index when the channel became occupied or vacated, the
+    /// held-webhook index when the script held a `channel_vacated` back (`due` > 0).
+    async fn index_count_change(&self, app: &App, channel: &ChannelName, before: i64, after: i64, due: i64) {
+        if before <= 0 && after > 0 {
+            self.index_channel(app, channel, true).await;
+        } else if before > 0 && after <= 0 {
+            self.index_channel(app, channel, false).await;
+        }
+        self.index_held_back(app, channel, due).await;
+    }
+
     async fn adjust_subs(&self, app: &App, channel: &ChannelName, delta: i64) -> Option<(i64, bool)> {
         let keys = self.keys.channel(app.id.as_str(), channel.as_str());
         let (total, cancelled, due): (i64, i64, i64) = self
@@ -386,12 +404,7 @@ impl RedisAdapter {
                     .await
             })
             .await?;
-        if delta > 0 && total == delta {
-            self.index_channel(app, channel, true).await;
-        } else if delta < 0 && total <= 0 {
-            self.index_channel(app, channel, false).await;
-        }
-        self.index_held_back(app, channel, due).await;
+        self.index_count_change(app, channel, total - delta, total, due).await;
         Some((total, cancelled == 1))
     }
 

@@ -43,15 +43,10 @@ impl RedisAdapter {
             .arg(self.debounce_ms())
             .invoke_async(bus)
             .await?;
-        if before <= 0 && after > 0 {
-            self.index_channel(app, channel, true).await;
-            if cancelled == 0 {
-                app.webhook(|| WebhookEvent::ChannelOccupied { channel: channel.to_string() });
-            }
-        } else if before > 0 && after <= 0 {
-            self.index_channel(app, channel, false).await;
+        if before <= 0 && after > 0 && cancelled == 0 {
+            app.webhook(|| WebhookEvent::ChannelOccupied { channel: channel.to_string() });
         }
-        self.index_held_back(app, channel, due).await;
+        self.index_count_change(app, channel, before, after, due).await;
         Ok((before, after, cancelled == 1))
     }
 
