@@ -188,6 +188,10 @@ pub struct ClusterConfig {
     /// Seconds without a heartbeat after which a node is considered dead.
     #[serde(default = "default_node_timeout")]
     pub node_timeout_secs: u64,
+    /// Events waiting to be published to Redis; past this a REST trigger answers 503
+    /// and the event counts in `broker_adapter_dropped_messages`.
+    #[serde(default = "default_publish_queue")]
+    pub publish_queue: usize,
 }
 
 fn default_prefix() -> String {
@@ -198,6 +202,9 @@ fn default_heartbeat() -> u64 {
 }
 fn default_node_timeout() -> u64 {
     6
+}
+fn default_publish_queue() -> usize {
+    65_536
 }
 
 /// The HTTP fallback transports, served under `{path}/app/{key}/{session}/…`.
@@ -646,6 +653,9 @@ impl Config {
             if c.heartbeat_secs == 0 || c.node_timeout_secs <= c.heartbeat_secs {
                 return Err(ConfigError("cluster: node_timeout_secs must be larger than heartbeat_secs (both at least 1)".into()));
             }
+            if c.publish_queue == 0 {
+                return Err(ConfigError("cluster.publish_queue must be at least 1".into()));
+            }
             // Braces would change which Redis Cluster slot a channel's keys hash to.
             if c.key_prefix.contains(['{', '}']) {
                 return Err(ConfigError("cluster.key_prefix must not contain '{' or '}'".into()));
@@ -756,6 +766,10 @@ mod tests {
         // A brace in the prefix would move a channel's keys to other Redis Cluster slots.
         let c = Config::from_toml("[cluster]\nredis_url = 'redis://127.0.0.1'\nkey_prefix = 'a{b}'").unwrap();
         assert!(c.validate().unwrap_err().0.contains("key_prefix"));
+        let c = Config::from_toml("[cluster]\nredis_url = 'redis://127.0.0.1'\npublish_queue = 0").unwrap();
+        assert!(c.validate().unwrap_err().0.contains("publish_queue"));
+        let c = Config::from_toml("[cluster]\nredis_url = 'redis://127.0.0.1'").unwrap();
+        assert_eq!(c.cluster.unwrap().publish_queue, 65_536);
     }
 
     #[test]

@@ -76,9 +76,6 @@ use crate::{
     webhooks::WebhookEvent,
 };
 
-/// Messages waiting to be published; past this a broadcast is dropped (and counted).
-const PUBLISH_QUEUE: usize = 65_536;
-
 /// The Lua scripts, kept as `.lua` files beside this module.
 struct Scripts {
     adjust: Script,
@@ -148,7 +145,8 @@ impl RedisAdapter {
     /// Creates the adapter; nothing connects until [`RedisAdapter::start`].
     pub fn new(config: ClusterConfig, debounce: Duration) -> Result<Self, String> {
         let target = Target::parse(&config.redis_url).map_err(|e| format!("redis_url: {e}"))?;
-        let (publish, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
+        // Past `publish_queue` waiting messages a broadcast is dropped (and counted), and a REST trigger answers 503.
+        let (publish, publish_rx) = mpsc::channel(config.publish_queue.max(1));
         let (interest, interest_rx) = Interest::new();
         Ok(Self {
             node: format!("{:016x}", rand_node_id()),
