@@ -61,17 +61,31 @@ impl Handler for Sender {
                 note_error(&mut self.errors.lock().unwrap(), text);
             }
         } else if extract_ts(text).is_some() {
-            note_error(&mut self.errors.lock().unwrap(), "sender received its own client event (must be excluded)");
+            note_error(
+                &mut self.errors.lock().unwrap(),
+                "sender received its own client event (must be excluded)",
+            );
         }
     }
 }
 
 pub async fn run(ctx: &Ctx, a: &Args) -> Result<(), String> {
-    if a.pairs == 0 || a.pairs > 20_000 || !(a.rate > 0.0 && a.rate <= 100_000.0) || !(a.duration > 0.0 && a.duration <= 600.0) {
-        return Err("need 1 <= --pairs <= 20000, 0 < --rate <= 100000, 0 < --duration <= 600".into());
+    if a.pairs == 0
+        || a.pairs > 20_000
+        || !(a.rate > 0.0 && a.rate <= 100_000.0)
+        || !(a.duration > 0.0 && a.duration <= 600.0)
+    {
+        return Err(
+            "need 1 <= --pairs <= 20000, 0 < --rate <= 100000, 0 < --duration <= 600".into(),
+        );
     }
     let per_sender = a.rate / a.pairs as f64;
-    for (k, v) in [("pairs", json!(a.pairs)), ("rate", json!(a.rate)), ("duration_s", json!(a.duration)), ("per_sender_rate", json!(r3(per_sender)))] {
+    for (k, v) in [
+        ("pairs", json!(a.pairs)),
+        ("rate", json!(a.rate)),
+        ("duration_s", json!(a.duration)),
+        ("per_sender_rate", json!(r3(per_sender))),
+    ] {
         ctx.set(k, v);
     }
     ctx.set("broker_limit_per_conn", a.limit_per_conn);
@@ -89,11 +103,15 @@ pub async fn run(ctx: &Ctx, a: &Args) -> Result<(), String> {
 
     ctx.phase("connecting");
     let n = a.pairs;
-    let channels: Vec<String> = (0..n).map(|c| format!("private-bench-{}-{c}", ctx.tag)).collect();
+    let channels: Vec<String> = (0..n)
+        .map(|c| format!("private-bench-{}-{c}", ctx.tag))
+        .collect();
     // Receivers are 0..n, senders n..2n; pair i shares channel i.
-    let done = ws::connect_many(&ctx.target, 2 * n, ctx.batch, ctx.conn_timeout, |i| SubSpec {
-        channel: channels[i % n].clone(),
-        auth: Auth::Private,
+    let done = ws::connect_many(&ctx.target, 2 * n, ctx.batch, ctx.conn_timeout, |i| {
+        SubSpec {
+            channel: channels[i % n].clone(),
+            auth: Auth::Private,
+        }
     })
     .await;
     ctx.set("subscribed", done.opened.len());
@@ -118,12 +136,30 @@ pub async fn run(ctx: &Ctx, a: &Args) -> Result<(), String> {
             continue;
         }
         if o.idx < n {
-            tasks.push(ws::drive(o.ws, Timed { shards: shards.clone(), shard: pair }, stop_rx.clone(), None, health.clone()));
+            tasks.push(ws::drive(
+                o.ws,
+                Timed {
+                    shards: shards.clone(),
+                    shard: pair,
+                },
+                stop_rx.clone(),
+                None,
+                health.clone(),
+            ));
         } else {
             let (tx, rx) = mpsc::channel(256);
             senders.push((pair, tx));
-            let h = Sender { rate_limited: rate_limited.clone(), errors: errors.clone() };
-            tasks.push(ws::drive(o.ws, h, stop_rx.clone(), Some(rx), health.clone()));
+            let h = Sender {
+                rate_limited: rate_limited.clone(),
+                errors: errors.clone(),
+            };
+            tasks.push(ws::drive(
+                o.ws,
+                h,
+                stop_rx.clone(),
+                Some(rx),
+                health.clone(),
+            ));
         }
     }
     ctx.set("active_pairs", senders.len());
@@ -154,7 +190,9 @@ pub async fn run(ctx: &Ctx, a: &Args) -> Result<(), String> {
     ctx.set("sent", sent);
     ctx.set("send_rate_achieved", r3(sent as f64 / send_secs.max(1e-9)));
     if queue_full > 0 {
-        ctx.note(format!("{queue_full} events were not sent: a sender's socket could not keep up"));
+        ctx.note(format!(
+            "{queue_full} events were not sent: a sender's socket could not keep up"
+        ));
     }
 
     ctx.phase("draining");
@@ -171,8 +209,18 @@ pub async fn run(ctx: &Ctx, a: &Args) -> Result<(), String> {
     ctx.set("received", received);
     ctx.set("lost", sent as i64 - received as i64);
     ctx.set("rate_limited", limited);
-    ctx.set("lost_unexplained", sent as i64 - received as i64 - limited as i64);
-    ctx.set("loss_pct", if sent > 0 { r3(100.0 * (sent as f64 - received as f64) / sent as f64) } else { 0.0 });
+    ctx.set(
+        "lost_unexplained",
+        sent as i64 - received as i64 - limited as i64,
+    );
+    ctx.set(
+        "loss_pct",
+        if sent > 0 {
+            r3(100.0 * (sent as f64 - received as f64) / sent as f64)
+        } else {
+            0.0
+        },
+    );
     ctx.set("latency_ms", pct_json(&hist));
     ctx.set("sender_errors", json!(*errors.lock().unwrap()));
     ctx.set("dropped", health.json());

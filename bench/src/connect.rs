@@ -42,10 +42,14 @@ pub async fn run(ctx: &Ctx, a: &Args) -> Result<(), String> {
     let rss_before = ctx.rss();
 
     ctx.phase("connecting");
-    let channels: Vec<String> = (0..a.channels).map(|c| format!("bench-{}-{c}", ctx.tag)).collect();
-    let done = ws::connect_many(&ctx.target, a.conns, ctx.batch, ctx.conn_timeout, |i| SubSpec {
-        channel: channels[i % channels.len()].clone(),
-        auth: Auth::Public,
+    let channels: Vec<String> = (0..a.channels)
+        .map(|c| format!("bench-{}-{c}", ctx.tag))
+        .collect();
+    let done = ws::connect_many(&ctx.target, a.conns, ctx.batch, ctx.conn_timeout, |i| {
+        SubSpec {
+            channel: channels[i % channels.len()].clone(),
+            auth: Auth::Public,
+        }
     })
     .await;
     let subscribed = done.opened.len();
@@ -60,7 +64,11 @@ pub async fn run(ctx: &Ctx, a: &Args) -> Result<(), String> {
     ctx.phase("idle");
     let (stop, stop_rx) = watch::channel(false);
     let health = Arc::new(Health::default());
-    let tasks: Vec<_> = done.opened.into_iter().map(|o| ws::drive(o.ws, ws::Ignore, stop_rx.clone(), None, health.clone())).collect();
+    let tasks: Vec<_> = done
+        .opened
+        .into_iter()
+        .map(|o| ws::drive(o.ws, ws::Ignore, stop_rx.clone(), None, health.clone()))
+        .collect();
     tokio::time::sleep(Duration::from_secs_f64(a.idle)).await;
     let rss_subscribed = ctx.rss();
 
@@ -68,14 +76,18 @@ pub async fn run(ctx: &Ctx, a: &Args) -> Result<(), String> {
     let unfinished = ws::stop_all(&stop, tasks, Duration::from_secs(20)).await;
     ctx.set("dropped_while_idle", health.json());
     if unfinished > 0 {
-        ctx.note(format!("{unfinished} connections did not finish closing within 20s"));
+        ctx.note(format!(
+            "{unfinished} connections did not finish closing within 20s"
+        ));
     }
     tokio::time::sleep(Duration::from_secs_f64(a.settle)).await;
     let rss_after = ctx.rss();
 
     if ctx.pid.is_some() {
         let per_conn = match (rss_before, rss_subscribed) {
-            (Some(b), Some(s)) if subscribed > 0 => Some(((s as f64 - b as f64) / subscribed as f64).round()),
+            (Some(b), Some(s)) if subscribed > 0 => {
+                Some(((s as f64 - b as f64) / subscribed as f64).round())
+            }
             _ => None,
         };
         ctx.set(
@@ -90,7 +102,10 @@ pub async fn run(ctx: &Ctx, a: &Args) -> Result<(), String> {
         );
     }
     if done.failed > 0 {
-        return Err(format!("{} of {} connections failed to open and subscribe", done.failed, a.conns));
+        return Err(format!(
+            "{} of {} connections failed to open and subscribe",
+            done.failed, a.conns
+        ));
     }
     Ok(())
 }

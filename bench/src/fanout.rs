@@ -126,34 +126,78 @@ fn report_connected<C>(ctx: &Ctx, a: &Args, done: &ws::Connected<C>) -> Vec<u64>
     ctx.set("connect_errors", done.errors_json());
     ctx.set("subscribe_ms", pct_json(&done.hist));
     if done.failed > 0 {
-        ctx.note(format!("{} subscribers failed to connect; expected deliveries count only the {} that did", done.failed, subscribed));
+        ctx.note(format!(
+            "{} subscribers failed to connect; expected deliveries count only the {} that did",
+            done.failed, subscribed
+        ));
     }
-    ctx.set("offered_deliveries_per_s", r3(a.rate * subscribed as f64 / a.channels as f64));
+    ctx.set(
+        "offered_deliveries_per_s",
+        r3(a.rate * subscribed as f64 / a.channels as f64),
+    );
     per_channel
 }
 
 pub async fn run(ctx: &Ctx, a: &Args) -> Result<(), String> {
-    if a.subs == 0 || a.subs > 60_000 || a.channels == 0 || !(a.rate > 0.0 && a.rate <= 100_000.0) || !(a.duration > 0.0 && a.duration <= 600.0) {
+    if a.subs == 0
+        || a.subs > 60_000
+        || a.channels == 0
+        || !(a.rate > 0.0 && a.rate <= 100_000.0)
+        || !(a.duration > 0.0 && a.duration <= 600.0)
+    {
         return Err("need 1 <= --subs <= 60000, --channels >= 1, 0 < --rate <= 100000, 0 < --duration <= 600".into());
     }
-    for (k, v) in [("subs", json!(a.subs)), ("channels", json!(a.channels)), ("rate", json!(a.rate)), ("duration_s", json!(a.duration)), ("payload_bytes", json!(a.payload))] {
+    for (k, v) in [
+        ("subs", json!(a.subs)),
+        ("channels", json!(a.channels)),
+        ("rate", json!(a.rate)),
+        ("duration_s", json!(a.duration)),
+        ("payload_bytes", json!(a.payload)),
+    ] {
         ctx.set(k, v);
     }
     ctx.check_fds(a.subs);
     let other = |url: &str| -> Result<ws::Target, String> {
         let t = ws::Target::parse(url, &ctx.target.app_id, ctx.target.key.as_str(), "unused")?;
-        Ok(ws::Target { secret: ctx.target.secret.clone(), ..t })
+        Ok(ws::Target {
+            secret: ctx.target.secret.clone(),
+            ..t
+        })
     };
     if !a.trigger_url.is_empty() {
         ctx.set("trigger_urls", json!(a.trigger_url));
     }
-    let trigger_targets = if a.trigger_url.is_empty() { vec![ctx.target.clone()] } else { a.trigger_url.iter().map(|u| other(u)).collect::<Result<_, _>>()? };
-    let rests = Arc::new(trigger_targets.iter().map(Rest::new).collect::<Result<Vec<_>, _>>()?);
+    let trigger_targets = if a.trigger_url.is_empty() {
+        vec![ctx.target.clone()]
+    } else {
+        a.trigger_url
+            .iter()
+            .map(|u| other(u))
+            .collect::<Result<_, _>>()?
+    };
+    let rests = Arc::new(
+        trigger_targets
+            .iter()
+            .map(Rest::new)
+            .collect::<Result<Vec<_>, _>>()?,
+    );
     if !a.sub_urls.is_empty() {
         ctx.set("sub_urls", json!(a.sub_urls));
-        ctx.set("spread", clap::ValueEnum::to_possible_value(&a.spread).expect("no skipped variants").get_name());
+        ctx.set(
+            "spread",
+            clap::ValueEnum::to_possible_value(&a.spread)
+                .expect("no skipped variants")
+                .get_name(),
+        );
     }
-    let sub_targets: Vec<ws::Target> = if a.sub_urls.is_empty() { vec![ctx.target.clone()] } else { a.sub_urls.iter().map(|u| other(u)).collect::<Result<_, _>>()? };
+    let sub_targets: Vec<ws::Target> = if a.sub_urls.is_empty() {
+        vec![ctx.target.clone()]
+    } else {
+        a.sub_urls
+            .iter()
+            .map(|u| other(u))
+            .collect::<Result<_, _>>()?
+    };
     // Which node subscriber i connects to.
     let node_of = |i: usize| match a.spread {
         Spread::Subscribers => (i / a.channels) % sub_targets.len(),
@@ -161,35 +205,77 @@ pub async fn run(ctx: &Ctx, a: &Args) -> Result<(), String> {
     };
 
     ctx.phase("connecting");
-    ctx.set("transport", clap::ValueEnum::to_possible_value(&a.transport).expect("no skipped variants").get_name());
-    let channels: Arc<Vec<String>> = Arc::new((0..a.channels).map(|c| format!("bench-{}-{c}", ctx.tag)).collect());
-    let spec = |i: usize| SubSpec { channel: channels[i % channels.len()].clone(), auth: Auth::Public };
+    ctx.set(
+        "transport",
+        clap::ValueEnum::to_possible_value(&a.transport)
+            .expect("no skipped variants")
+            .get_name(),
+    );
+    let channels: Arc<Vec<String>> = Arc::new(
+        (0..a.channels)
+            .map(|c| format!("bench-{}-{c}", ctx.tag))
+            .collect(),
+    );
+    let spec = |i: usize| SubSpec {
+        channel: channels[i % channels.len()].clone(),
+        auth: Auth::Public,
+    };
     let shards = Arc::new(Shards::new(64));
     let (stop, stop_rx) = watch::channel(false);
     let health = Arc::new(Health::default());
-    let timed = |idx| Timed { shards: shards.clone(), shard: idx };
+    let timed = |idx| Timed {
+        shards: shards.clone(),
+        shard: idx,
+    };
     let (per_channel, tasks): (_, Vec<_>) = match a.transport {
         Transport::Ws => {
             let (sub_targets, node_of) = (&sub_targets, &node_of);
-            let done = ws::connect_many_with(a.subs, ctx.batch, ctx.conn_timeout, spec, |i, spec| async move {
-                let t = &sub_targets[node_of(i)];
-                let (mut socket, sid) = ws::open(t).await?;
-                ws::subscribe(&mut socket, ws::subscribe_frame(t, &sid, &spec), &spec.channel).await?;
-                Ok((socket, sid))
-            })
+            let done = ws::connect_many_with(
+                a.subs,
+                ctx.batch,
+                ctx.conn_timeout,
+                spec,
+                |i, spec| async move {
+                    let t = &sub_targets[node_of(i)];
+                    let (mut socket, sid) = ws::open(t).await?;
+                    ws::subscribe(
+                        &mut socket,
+                        ws::subscribe_frame(t, &sid, &spec),
+                        &spec.channel,
+                    )
+                    .await?;
+                    Ok((socket, sid))
+                },
+            )
             .await;
             let per_channel = report_connected(ctx, a, &done);
-            (per_channel, done.opened.into_iter().map(|o| ws::drive(o.ws, timed(o.idx), stop_rx.clone(), None, health.clone())).collect())
+            (
+                per_channel,
+                done.opened
+                    .into_iter()
+                    .map(|o| ws::drive(o.ws, timed(o.idx), stop_rx.clone(), None, health.clone()))
+                    .collect(),
+            )
         }
         Transport::XhrStreaming => {
             let http = fallback::client()?;
             let (http, target) = (&http, &ctx.target);
-            let done = ws::connect_many_with(a.subs, ctx.batch, ctx.conn_timeout, spec, |i, spec| async move {
-                fallback::open_subscribed(http, target, i, &spec).await
-            })
+            let done = ws::connect_many_with(
+                a.subs,
+                ctx.batch,
+                ctx.conn_timeout,
+                spec,
+                |i, spec| async move { fallback::open_subscribed(http, target, i, &spec).await },
+            )
             .await;
             let per_channel = report_connected(ctx, a, &done);
-            (per_channel, done.opened.into_iter().map(|o| fallback::drive(o.ws, timed(o.idx), stop_rx.clone(), health.clone())).collect())
+            (
+                per_channel,
+                done.opened
+                    .into_iter()
+                    .map(|o| fallback::drive(o.ws, timed(o.idx), stop_rx.clone(), health.clone()))
+                    .collect(),
+            )
         }
     };
     // Let the subscribers' tasks settle before the clock starts.
@@ -197,7 +283,11 @@ pub async fn run(ctx: &Ctx, a: &Args) -> Result<(), String> {
 
     ctx.phase("triggering");
     let cpu0 = ctx.cpu();
-    let nodes_cpu0: Vec<Option<f64>> = a.node_pids.iter().map(|p| stats::cpu_seconds(Some(*p))).collect();
+    let nodes_cpu0: Vec<Option<f64>> = a
+        .node_pids
+        .iter()
+        .map(|p| stats::cpu_seconds(Some(*p)))
+        .collect();
     let self_cpu0 = stats::cpu_seconds(None);
     let per_channel = Arc::new(per_channel);
     let expected = Arc::new(AtomicU64::new(0));
@@ -215,7 +305,10 @@ pub async fn run(ctx: &Ctx, a: &Args) -> Result<(), String> {
     for k in 0..planned {
         let at = start + period.mul_f64(k as f64);
         tokio::time::sleep_until(at).await;
-        let Ok(permit) = tokio::time::timeout_at(window_end, sem.clone().acquire_owned()).await else { break };
+        let Ok(permit) = tokio::time::timeout_at(window_end, sem.clone().acquire_owned()).await
+        else {
+            break;
+        };
         let now = Instant::now();
         if now >= window_end + period {
             break;
@@ -223,14 +316,26 @@ pub async fn run(ctx: &Ctx, a: &Args) -> Result<(), String> {
         max_lag = max_lag.max(now - at);
         sent += 1;
         let c = (k % a.channels as u64) as usize;
-        let (rests, channels, per_channel, expected, ok, failed, http, errors) =
-            (rests.clone(), channels.clone(), per_channel.clone(), expected.clone(), ok.clone(), failed.clone(), http.clone(), errors.clone());
+        let (rests, channels, per_channel, expected, ok, failed, http, errors) = (
+            rests.clone(),
+            channels.clone(),
+            per_channel.clone(),
+            expected.clone(),
+            ok.clone(),
+            failed.clone(),
+            http.clone(),
+            errors.clone(),
+        );
         let payload = a.payload;
         tokio::spawn(async move {
             let data = stamped(k, payload);
             let t0 = std::time::Instant::now();
-            let r = rests[(k % rests.len() as u64) as usize].trigger(&channels[c], "bench", &data).await;
-            http.lock().unwrap().saturating_record((t0.elapsed().as_micros() as u64).max(1));
+            let r = rests[(k % rests.len() as u64) as usize]
+                .trigger(&channels[c], "bench", &data)
+                .await;
+            http.lock()
+                .unwrap()
+                .saturating_record((t0.elapsed().as_micros() as u64).max(1));
             match r {
                 Ok(()) => {
                     ok.fetch_add(1, Ordering::Relaxed);
@@ -246,14 +351,24 @@ pub async fn run(ctx: &Ctx, a: &Args) -> Result<(), String> {
     }
     let send_secs = start.elapsed().as_secs_f64();
     // Wait for the requests still in flight.
-    let _ = tokio::time::timeout(Duration::from_secs(15), sem.acquire_many(a.inflight.max(1) as u32)).await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(15),
+        sem.acquire_many(a.inflight.max(1) as u32),
+    )
+    .await;
     ctx.set("triggers_planned", planned);
     ctx.set("triggers_sent", sent);
     ctx.set("triggers_ok", ok.load(Ordering::Relaxed));
     ctx.set("triggers_failed", failed.load(Ordering::Relaxed));
     ctx.set("trigger_errors", json!(*errors.lock().unwrap()));
-    ctx.set("trigger_rate_achieved", r3(sent as f64 / send_secs.max(1e-9)));
-    ctx.set("trigger_schedule_lag_max_ms", r3(max_lag.as_secs_f64() * 1000.0));
+    ctx.set(
+        "trigger_rate_achieved",
+        r3(sent as f64 / send_secs.max(1e-9)),
+    );
+    ctx.set(
+        "trigger_schedule_lag_max_ms",
+        r3(max_lag.as_secs_f64() * 1000.0),
+    );
     ctx.set("trigger_http_ms", pct_json(&http.lock().unwrap()));
     if sent < planned {
         ctx.note(format!(
@@ -279,20 +394,45 @@ pub async fn run(ctx: &Ctx, a: &Args) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let cpu1 = ctx.cpu();
-    let nodes_cpu1: Vec<Option<f64>> = a.node_pids.iter().map(|p| stats::cpu_seconds(Some(*p))).collect();
+    let nodes_cpu1: Vec<Option<f64>> = a
+        .node_pids
+        .iter()
+        .map(|p| stats::cpu_seconds(Some(*p)))
+        .collect();
     let self_cpu1 = stats::cpu_seconds(None);
     let (hist, received, last_ns) = shards.merged();
     let span = (last_ns.saturating_sub(first_send)) as f64 / 1e9;
     ctx.set("expected_deliveries", expected);
     ctx.set("received_deliveries", received);
     ctx.set("lost_deliveries", expected as i64 - received as i64);
-    ctx.set("loss_pct", if expected > 0 { r3(100.0 * (expected as f64 - received as f64) / expected as f64) } else { 0.0 });
-    ctx.set("deliveries_per_s", if span > 0.0 { r3(received as f64 / span) } else { 0.0 });
+    ctx.set(
+        "loss_pct",
+        if expected > 0 {
+            r3(100.0 * (expected as f64 - received as f64) / expected as f64)
+        } else {
+            0.0
+        },
+    );
+    ctx.set(
+        "deliveries_per_s",
+        if span > 0.0 {
+            r3(received as f64 / span)
+        } else {
+            0.0
+        },
+    );
     ctx.set("latency_ms", pct_json(&hist));
     ctx.set("subscribers_dropped", health.json());
     if let (Some(c0), Some(c1)) = (cpu0, cpu1) {
         ctx.set("broker_cpu_s", r3(c1 - c0));
-        ctx.set("broker_cpu_us_per_delivery", if received > 0 { r3((c1 - c0) * 1e6 / received as f64) } else { 0.0 });
+        ctx.set(
+            "broker_cpu_us_per_delivery",
+            if received > 0 {
+                r3((c1 - c0) * 1e6 / received as f64)
+            } else {
+                0.0
+            },
+        );
     }
     if let (Some(c0), Some(c1)) = (self_cpu0, self_cpu1) {
         ctx.set("generator_cpu_s", r3(c1 - c0));

@@ -29,7 +29,11 @@ use serde_json::{json, Map, Value};
 use crate::{ctx::Ctx, ws::Target};
 
 #[derive(Parser, Debug)]
-#[command(name = "pusher-bench", version, about = "Load generator for Pusher Channels compatible brokers (loopback only)")]
+#[command(
+    name = "pusher-bench",
+    version,
+    about = "Load generator for Pusher Channels compatible brokers (loopback only)"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -119,7 +123,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(c.threads.max(1)).enable_all().build().expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(c.threads.max(1))
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     if let Cmd::Wait { secs } = cli.cmd {
         return rt.block_on(wait(&target, secs));
     }
@@ -134,13 +142,22 @@ fn main() -> ExitCode {
     let timeout = c.timeout.unwrap_or(default_timeout).clamp(1.0, 3600.0);
     let mut m = Map::new();
     m.insert("mode".into(), mode.into());
-    m.insert("run".into(), c.name.clone().unwrap_or_else(|| mode.to_owned()).into());
-    m.insert("label".into(), c.label.clone().map(Value::from).unwrap_or(Value::Null));
+    m.insert(
+        "run".into(),
+        c.name.clone().unwrap_or_else(|| mode.to_owned()).into(),
+    );
+    m.insert(
+        "label".into(),
+        c.label.clone().map(Value::from).unwrap_or(Value::Null),
+    );
     m.insert("url".into(), c.url.clone().into());
     m.insert("pid".into(), c.pid.into());
     m.insert("nofile_limit".into(), nofile.into());
     // Other work on the machine skews every number; record how busy it was.
-    if let Some(l) = std::fs::read_to_string("/proc/loadavg").ok().and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok()) {
+    if let Some(l) = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+    {
         m.insert("host_loadavg_1m".into(), l.into());
     }
     let ctx = Ctx {
@@ -150,11 +167,20 @@ fn main() -> ExitCode {
         conn_timeout: Duration::from_secs_f64(c.conn_timeout.max(0.1)),
         nofile,
         report: Arc::new(Mutex::new(m)),
-        tag: format!("{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() % 1_000_000).unwrap_or(0)),
+        tag: format!(
+            "{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() % 1_000_000)
+                .unwrap_or(0)
+        ),
     };
     if let Some(pid) = c.pid {
         if stats::rss_bytes(pid).is_none() {
-            ctx.note(format!("cannot read /proc/{pid}/status: no RSS or CPU readings"));
+            ctx.note(format!(
+                "cannot read /proc/{pid}/status: no RSS or CPU readings"
+            ));
         }
     }
     let started = std::time::Instant::now();
@@ -170,13 +196,21 @@ fn main() -> ExitCode {
         };
         match tokio::time::timeout(Duration::from_secs_f64(timeout), run).await {
             Ok(r) => r,
-            Err(_) => Err(format!("global timeout after {timeout}s; results are partial")),
+            Err(_) => Err(format!(
+                "global timeout after {timeout}s; results are partial"
+            )),
         }
     });
     let mut report = ctx.report.lock().unwrap().clone();
-    report.insert("elapsed_s".into(), stats::r3(started.elapsed().as_secs_f64()).into());
+    report.insert(
+        "elapsed_s".into(),
+        stats::r3(started.elapsed().as_secs_f64()).into(),
+    );
     let failed = result.is_err();
-    report.insert("error".into(), result.err().map(Value::from).unwrap_or(Value::Null));
+    report.insert(
+        "error".into(),
+        result.err().map(Value::from).unwrap_or(Value::Null),
+    );
     if !failed {
         report.remove("phase");
     }
@@ -201,7 +235,10 @@ async fn wait(target: &Target, secs: f64) -> ExitCode {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    eprintln!("pusher-bench: {} not ready within {secs}s: {last}", target.http_base);
+    eprintln!(
+        "pusher-bench: {} not ready within {secs}s: {last}",
+        target.http_base
+    );
     ExitCode::FAILURE
 }
 

@@ -80,8 +80,15 @@ impl Handler for Watcher {
             return;
         }
         let now = now_ns();
-        let pending = if added { &s.pending_join } else { &s.pending_leave };
-        let sent = number_after(text, "bench-u-").and_then(|u| pending.get(u)).map(|p| p.swap(0, Ordering::AcqRel)).unwrap_or(0);
+        let pending = if added {
+            &s.pending_join
+        } else {
+            &s.pending_leave
+        };
+        let sent = number_after(text, "bench-u-")
+            .and_then(|u| pending.get(u))
+            .map(|p| p.swap(0, Ordering::AcqRel))
+            .unwrap_or(0);
         if sent == 0 {
             s.counts.unmatched.fetch_add(1, Ordering::Relaxed);
             return;
@@ -98,16 +105,31 @@ impl Handler for Watcher {
 }
 
 pub async fn run(ctx: &Ctx, a: &Args) -> Result<(), String> {
-    if a.users == 0 || a.users > 20_000 || a.per_channel == 0 || !(a.churn > 0.0 && a.churn <= 10_000.0) || !(a.duration > 0.0 && a.duration <= 600.0) {
+    if a.users == 0
+        || a.users > 20_000
+        || a.per_channel == 0
+        || !(a.churn > 0.0 && a.churn <= 10_000.0)
+        || !(a.duration > 0.0 && a.duration <= 600.0)
+    {
         return Err("need 1 <= --users <= 20000, --per-channel >= 1, 0 < --churn <= 10000, 0 < --duration <= 600".into());
     }
     let nch = a.users.div_ceil(a.per_channel);
-    for (k, v) in [("users", json!(a.users)), ("churn", json!(a.churn)), ("duration_s", json!(a.duration)), ("channels", json!(nch))] {
+    for (k, v) in [
+        ("users", json!(a.users)),
+        ("churn", json!(a.churn)),
+        ("duration_s", json!(a.duration)),
+        ("channels", json!(nch)),
+    ] {
         ctx.set(k, v);
     }
-    ctx.set("churn_mode", "unsubscribe / resubscribe on open connections; one watcher per channel");
+    ctx.set(
+        "churn_mode",
+        "unsubscribe / resubscribe on open connections; one watcher per channel",
+    );
     ctx.check_fds(a.users + nch);
-    let channels: Vec<String> = (0..nch).map(|c| format!("presence-bench-{}-{c}", ctx.tag)).collect();
+    let channels: Vec<String> = (0..nch)
+        .map(|c| format!("presence-bench-{}-{c}", ctx.tag))
+        .collect();
     let shared = Arc::new(Shared {
         pending_join: (0..a.users).map(|_| AtomicU64::new(0)).collect(),
         pending_leave: (0..a.users).map(|_| AtomicU64::new(0)).collect(),
@@ -123,21 +145,36 @@ pub async fn run(ctx: &Ctx, a: &Args) -> Result<(), String> {
     ctx.phase("connecting watchers");
     let watchers = ws::connect_many(&ctx.target, nch, ctx.batch, ctx.conn_timeout, |c| SubSpec {
         channel: channels[c].clone(),
-        auth: Auth::Presence(json!({ "user_id": format!("bench-w-{c}"), "user_info": {} }).to_string()),
+        auth: Auth::Presence(
+            json!({ "user_id": format!("bench-w-{c}"), "user_info": {} }).to_string(),
+        ),
     })
     .await;
     if watchers.failed > 0 {
         ctx.set("connect_errors", watchers.errors_json());
-        return Err(format!("{} of {nch} watchers failed to subscribe", watchers.failed));
+        return Err(format!(
+            "{} of {nch} watchers failed to subscribe",
+            watchers.failed
+        ));
     }
     for o in watchers.opened {
-        tasks.push(ws::drive(o.ws, Watcher(shared.clone()), stop_rx.clone(), None, health.clone()));
+        tasks.push(ws::drive(
+            o.ws,
+            Watcher(shared.clone()),
+            stop_rx.clone(),
+            None,
+            health.clone(),
+        ));
     }
 
     ctx.phase("connecting members");
-    let members = ws::connect_many(&ctx.target, a.users, ctx.batch, ctx.conn_timeout, |u| SubSpec {
-        channel: channels[u % nch].clone(),
-        auth: Auth::Presence(json!({ "user_id": format!("bench-u-{u}"), "user_info": { "n": u } }).to_string()),
+    let members = ws::connect_many(&ctx.target, a.users, ctx.batch, ctx.conn_timeout, |u| {
+        SubSpec {
+            channel: channels[u % nch].clone(),
+            auth: Auth::Presence(
+                json!({ "user_id": format!("bench-u-{u}"), "user_info": { "n": u } }).to_string(),
+            ),
+        }
     })
     .await;
     ctx.set("subscribed", members.opened.len());
@@ -150,14 +187,22 @@ pub async fn run(ctx: &Ctx, a: &Args) -> Result<(), String> {
         let frame = ws::subscribe_frame(&ctx.target, &o.socket_id, &o.spec);
         let (tx, rx) = mpsc::channel(64);
         live.push((o.idx, o.spec.channel.clone(), frame, tx));
-        tasks.push(ws::drive(o.ws, ws::Ignore, stop_rx.clone(), Some(rx), health.clone()));
+        tasks.push(ws::drive(
+            o.ws,
+            ws::Ignore,
+            stop_rx.clone(),
+            Some(rx),
+            health.clone(),
+        ));
     }
     if live.is_empty() {
         return Err("no member could subscribe".into());
     }
     // Every other member leaves before timing starts, so the round-robin
     // churn alternates joins and leaves from the first change on.
-    let unsubscribe = |channel: &str| json!({ "event": "pusher:unsubscribe", "data": { "channel": channel } }).to_string();
+    let unsubscribe = |channel: &str| {
+        json!({ "event": "pusher:unsubscribe", "data": { "channel": channel } }).to_string()
+    };
     let mut joined = vec![true; live.len()];
     for (i, (_, channel, _, tx)) in live.iter().enumerate() {
         if i % 2 == 0 && tx.try_send(unsubscribe(channel)).is_ok() {
@@ -177,7 +222,11 @@ pub async fn run(ctx: &Ctx, a: &Args) -> Result<(), String> {
         tokio::time::sleep_until(start + period.mul_f64(k as f64)).await;
         let i = (k % live.len() as u64) as usize;
         let (u, channel, frame, tx) = &live[i];
-        let (msg, pending) = if joined[i] { (unsubscribe(channel), &shared.pending_leave[*u]) } else { (frame.clone(), &shared.pending_join[*u]) };
+        let (msg, pending) = if joined[i] {
+            (unsubscribe(channel), &shared.pending_leave[*u])
+        } else {
+            (frame.clone(), &shared.pending_join[*u])
+        };
         if pending.swap(now_ns(), Ordering::AcqRel) != 0 {
             overlapped += 1;
         }
@@ -196,12 +245,17 @@ pub async fn run(ctx: &Ctx, a: &Args) -> Result<(), String> {
     let changes = joins + leaves;
     ctx.set("joins_sent", joins);
     ctx.set("leaves_sent", leaves);
-    ctx.set("churn_rate_achieved", r3(changes as f64 / start.elapsed().as_secs_f64().max(1e-9)));
+    ctx.set(
+        "churn_rate_achieved",
+        r3(changes as f64 / start.elapsed().as_secs_f64().max(1e-9)),
+    );
     if overlapped > 0 {
         ctx.note(format!("{overlapped} changes were sent before the previous change of the same member was seen; use more --users or less --churn"));
     }
     if not_sent > 0 {
-        ctx.note(format!("{not_sent} changes were not sent: a member's socket could not keep up"));
+        ctx.note(format!(
+            "{not_sent} changes were not sent: a member's socket could not keep up"
+        ));
     }
 
     ctx.phase("draining");
@@ -211,13 +265,19 @@ pub async fn run(ctx: &Ctx, a: &Args) -> Result<(), String> {
     while Instant::now() < drain_end && got() < changes {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (added, removed) = (c.added.load(Ordering::Relaxed), c.removed.load(Ordering::Relaxed));
+    let (added, removed) = (
+        c.added.load(Ordering::Relaxed),
+        c.removed.load(Ordering::Relaxed),
+    );
     ctx.set("added_received", added);
     ctx.set("removed_received", removed);
     ctx.set("lost", changes as i64 - (added + removed) as i64);
     ctx.set("unmatched_events", c.unmatched.load(Ordering::Relaxed));
     ctx.set("member_added_ms", pct_json(&shared.added.lock().unwrap()));
-    ctx.set("member_removed_ms", pct_json(&shared.removed.lock().unwrap()));
+    ctx.set(
+        "member_removed_ms",
+        pct_json(&shared.removed.lock().unwrap()),
+    );
     ctx.set("dropped", health.json());
     ctx.close_driven(&stop, tasks).await;
     Ok(())

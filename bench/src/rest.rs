@@ -32,15 +32,32 @@ impl Rest {
             .tcp_nodelay(true)
             .build()
             .map_err(|e| format!("http client: {e}"))?;
-        Ok(Self { client, path: format!("/apps/{}/events", target.app_id), target: target.clone() })
+        Ok(Self {
+            client,
+            path: format!("/apps/{}/events", target.app_id),
+            target: target.clone(),
+        })
     }
 
     /// `POST /apps/{id}/events` with one channel; `Err` carries the status and body.
     pub async fn trigger(&self, channel: &str, event: &str, data: &str) -> Result<(), String> {
-        let body = serde_json::to_vec(&serde_json::json!({ "name": event, "channel": channel, "data": data }))
-            .expect("serializes");
-        let ts = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
-        let params = sign::sign_rest(&self.target.key, &self.target.secret, "POST", &self.path, &[], &body, ts);
+        let body = serde_json::to_vec(
+            &serde_json::json!({ "name": event, "channel": channel, "data": data }),
+        )
+        .expect("serializes");
+        let ts = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let params = sign::sign_rest(
+            &self.target.key,
+            &self.target.secret,
+            "POST",
+            &self.path,
+            &[],
+            &body,
+            ts,
+        );
         let mut url = format!("{}{}?", self.target.http_base, self.path);
         for (i, (k, v)) in params.iter().enumerate() {
             if i > 0 {
@@ -59,11 +76,18 @@ impl Rest {
             .await
             .map_err(|e| format!("trigger request: {e}"))?;
         let status = resp.status();
-        let text = resp.bytes().await.map_err(|e| format!("trigger response: {e}"))?;
+        let text = resp
+            .bytes()
+            .await
+            .map_err(|e| format!("trigger response: {e}"))?;
         if status.is_success() {
             Ok(())
         } else {
-            Err(format!("trigger HTTP {}: {}", status.as_u16(), String::from_utf8_lossy(&text[..text.len().min(200)])))
+            Err(format!(
+                "trigger HTTP {}: {}",
+                status.as_u16(),
+                String::from_utf8_lossy(&text[..text.len().min(200)])
+            ))
         }
     }
 }

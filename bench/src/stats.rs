@@ -55,13 +55,24 @@ pub struct Shard {
 
 impl Shards {
     pub fn new(n: usize) -> Self {
-        Self { shards: (0..n.max(1)).map(|_| Mutex::new(Shard { hist: hist(), count: 0, last_ns: 0 })).collect() }
+        Self {
+            shards: (0..n.max(1))
+                .map(|_| {
+                    Mutex::new(Shard {
+                        hist: hist(),
+                        count: 0,
+                        last_ns: 0,
+                    })
+                })
+                .collect(),
+        }
     }
 
     /// Records one delivery sent at `sent_ns`, received at `now_ns`.
     pub fn record(&self, shard: usize, sent_ns: u64, now_ns: u64) {
         let mut s = self.shards[shard % self.shards.len()].lock().unwrap();
-        s.hist.saturating_record((now_ns.saturating_sub(sent_ns) / 1000).max(1));
+        s.hist
+            .saturating_record((now_ns.saturating_sub(sent_ns) / 1000).max(1));
         s.count += 1;
         s.last_ns = s.last_ns.max(now_ns);
     }
@@ -106,7 +117,10 @@ pub fn extract_ts(text: &str) -> Option<u64> {
 pub fn number_after(text: &str, marker: &str) -> Option<usize> {
     let i = text.find(marker)?;
     let rest = &text[i + marker.len()..];
-    let end = rest.bytes().position(|b| !b.is_ascii_digit()).unwrap_or(rest.len());
+    let end = rest
+        .bytes()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(rest.len());
     rest[..end].parse().ok()
 }
 
@@ -141,12 +155,18 @@ pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
 pub fn raise_nofile() -> u64 {
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
     unsafe {
-        let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
             return 1024;
         }
         if r.rlim_cur < r.rlim_max {
-            let want = libc::rlimit { rlim_cur: r.rlim_max, rlim_max: r.rlim_max };
+            let want = libc::rlimit {
+                rlim_cur: r.rlim_max,
+                rlim_max: r.rlim_max,
+            };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
                 r.rlim_cur = r.rlim_max;
             }
@@ -168,10 +188,16 @@ mod tests {
 
     #[test]
     fn timestamps_are_found_in_escaped_frames() {
-        assert_eq!(extract_ts(r##"{"event":"e","data":"#T123#S4#xxxx"}"##), Some(123));
+        assert_eq!(
+            extract_ts(r##"{"event":"e","data":"#T123#S4#xxxx"}"##),
+            Some(123)
+        );
         assert_eq!(extract_ts(r##"{"data":{"m":"#T9"}}"##), Some(9));
         assert_eq!(extract_ts(r#"{"event":"pusher:pong"}"#), None);
-        assert_eq!(number_after(r#"{\"user_id\":\"bench-u-17\"}"#, "bench-u-"), Some(17));
+        assert_eq!(
+            number_after(r#"{\"user_id\":\"bench-u-17\"}"#, "bench-u-"),
+            Some(17)
+        );
     }
 
     #[test]

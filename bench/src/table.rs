@@ -28,13 +28,23 @@ fn at<'a>(r: &'a Value, path: &str) -> &'a Value {
 
 /// Values at `paths` joined with " / ", or None when all are missing.
 fn join(r: &Value, paths: &[&str]) -> Option<String> {
-    let parts: Vec<String> = paths.iter().map(|p| num(at(r, p)).unwrap_or_else(|| "–".into())).collect();
+    let parts: Vec<String> = paths
+        .iter()
+        .map(|p| num(at(r, p)).unwrap_or_else(|| "–".into()))
+        .collect();
     parts.iter().any(|p| p != "–").then(|| parts.join(" / "))
 }
 
 fn scaled(r: &Value, paths: &[&str], div: f64) -> Option<String> {
-    let parts: Vec<String> =
-        paths.iter().map(|p| at(r, p).as_f64().and_then(|v| num(&Value::from(v / div))).unwrap_or_else(|| "–".into())).collect();
+    let parts: Vec<String> = paths
+        .iter()
+        .map(|p| {
+            at(r, p)
+                .as_f64()
+                .and_then(|v| num(&Value::from(v / div)))
+                .unwrap_or_else(|| "–".into())
+        })
+        .collect();
     parts.iter().any(|p| p != "–").then(|| parts.join(" / "))
 }
 
@@ -44,51 +54,151 @@ fn rows(mode: &str) -> Vec<Row> {
     match mode {
         "connect" => vec![
             ("subscribed / asked", |r| join(r, &["subscribed", "conns"])),
-            ("connect+subscribe rate (conns/s)", |r| num(&r["connect_rate_per_s"])),
-            ("time to subscribed p50 / p90 / p99 / max (ms)", |r| join(r, &["subscribe_ms.p50", "subscribe_ms.p90", "subscribe_ms.p99", "subscribe_ms.max"])),
-            ("broker RSS per conn (KiB)", |r| scaled(r, &["broker_rss.per_conn_bytes"], 1024.0)),
-            ("broker RSS before / subscribed / after close (MiB)", |r| {
-                scaled(r, &["broker_rss.before_bytes", "broker_rss.subscribed_bytes", "broker_rss.after_close_bytes"], 1048576.0)
+            ("connect+subscribe rate (conns/s)", |r| {
+                num(&r["connect_rate_per_s"])
             }),
-            ("conns dropped while idle", |r| num(&r["dropped_while_idle"]["count"])),
+            ("time to subscribed p50 / p90 / p99 / max (ms)", |r| {
+                join(
+                    r,
+                    &[
+                        "subscribe_ms.p50",
+                        "subscribe_ms.p90",
+                        "subscribe_ms.p99",
+                        "subscribe_ms.max",
+                    ],
+                )
+            }),
+            ("broker RSS per conn (KiB)", |r| {
+                scaled(r, &["broker_rss.per_conn_bytes"], 1024.0)
+            }),
+            ("broker RSS before / subscribed / after close (MiB)", |r| {
+                scaled(
+                    r,
+                    &[
+                        "broker_rss.before_bytes",
+                        "broker_rss.subscribed_bytes",
+                        "broker_rss.after_close_bytes",
+                    ],
+                    1048576.0,
+                )
+            }),
+            ("conns dropped while idle", |r| {
+                num(&r["dropped_while_idle"]["count"])
+            }),
         ],
         "fanout" => vec![
             ("subscribers", |r| join(r, &["subscribed", "subs"])),
             ("triggers sent / planned (failed)", |r| {
-                Some(format!("{} ({})", join(r, &["triggers_sent", "triggers_planned"])?, num(&r["triggers_failed"]).unwrap_or_default()))
+                Some(format!(
+                    "{} ({})",
+                    join(r, &["triggers_sent", "triggers_planned"])?,
+                    num(&r["triggers_failed"]).unwrap_or_default()
+                ))
             }),
-            ("offered / delivered (deliveries/s)", |r| join(r, &["offered_deliveries_per_s", "deliveries_per_s"])),
+            ("offered / delivered (deliveries/s)", |r| {
+                join(r, &["offered_deliveries_per_s", "deliveries_per_s"])
+            }),
             ("expected / received (loss %)", |r| {
-                Some(format!("{} ({}%)", join(r, &["expected_deliveries", "received_deliveries"])?, num(&r["loss_pct"]).unwrap_or_default()))
+                Some(format!(
+                    "{} ({}%)",
+                    join(r, &["expected_deliveries", "received_deliveries"])?,
+                    num(&r["loss_pct"]).unwrap_or_default()
+                ))
             }),
-            ("latency p50 / p90 / p99 / max (ms)", |r| join(r, &["latency_ms.p50", "latency_ms.p90", "latency_ms.p99", "latency_ms.max"])),
-            ("trigger HTTP p50 / p99 (ms)", |r| join(r, &["trigger_http_ms.p50", "trigger_http_ms.p99"])),
-            ("broker CPU s / µs per delivery", |r| join(r, &["broker_cpu_s", "broker_cpu_us_per_delivery"])),
+            ("latency p50 / p90 / p99 / max (ms)", |r| {
+                join(
+                    r,
+                    &[
+                        "latency_ms.p50",
+                        "latency_ms.p90",
+                        "latency_ms.p99",
+                        "latency_ms.max",
+                    ],
+                )
+            }),
+            ("trigger HTTP p50 / p99 (ms)", |r| {
+                join(r, &["trigger_http_ms.p50", "trigger_http_ms.p99"])
+            }),
+            ("broker CPU s / µs per delivery", |r| {
+                join(r, &["broker_cpu_s", "broker_cpu_us_per_delivery"])
+            }),
             ("generator CPU s", |r| num(&r["generator_cpu_s"])),
-            ("subscribers dropped", |r| num(&r["subscribers_dropped"]["count"])),
+            ("subscribers dropped", |r| {
+                num(&r["subscribers_dropped"]["count"])
+            }),
         ],
         "client-events" => vec![
-            ("pairs / per-sender rate (/s)", |r| join(r, &["active_pairs", "per_sender_rate"])),
-            ("sent / received / rate-limited", |r| join(r, &["sent", "received", "rate_limited"])),
+            ("pairs / per-sender rate (/s)", |r| {
+                join(r, &["active_pairs", "per_sender_rate"])
+            }),
+            ("sent / received / rate-limited", |r| {
+                join(r, &["sent", "received", "rate_limited"])
+            }),
             ("loss %", |r| num(&r["loss_pct"])),
-            ("latency p50 / p90 / p99 / max (ms)", |r| join(r, &["latency_ms.p50", "latency_ms.p90", "latency_ms.p99", "latency_ms.max"])),
+            ("latency p50 / p90 / p99 / max (ms)", |r| {
+                join(
+                    r,
+                    &[
+                        "latency_ms.p50",
+                        "latency_ms.p90",
+                        "latency_ms.p99",
+                        "latency_ms.max",
+                    ],
+                )
+            }),
         ],
         "presence" => vec![
-            ("members / channels", |r| join(r, &["subscribed", "channels"])),
-            ("changes sent (joins / leaves)", |r| join(r, &["joins_sent", "leaves_sent"])),
-            ("events received (added / removed) / lost", |r| join(r, &["added_received", "removed_received", "lost"])),
-            ("member_added p50 / p99 / max (ms)", |r| join(r, &["member_added_ms.p50", "member_added_ms.p99", "member_added_ms.max"])),
-            ("member_removed p50 / p99 / max (ms)", |r| join(r, &["member_removed_ms.p50", "member_removed_ms.p99", "member_removed_ms.max"])),
+            ("members / channels", |r| {
+                join(r, &["subscribed", "channels"])
+            }),
+            ("changes sent (joins / leaves)", |r| {
+                join(r, &["joins_sent", "leaves_sent"])
+            }),
+            ("events received (added / removed) / lost", |r| {
+                join(r, &["added_received", "removed_received", "lost"])
+            }),
+            ("member_added p50 / p99 / max (ms)", |r| {
+                join(
+                    r,
+                    &[
+                        "member_added_ms.p50",
+                        "member_added_ms.p99",
+                        "member_added_ms.max",
+                    ],
+                )
+            }),
+            ("member_removed p50 / p99 / max (ms)", |r| {
+                join(
+                    r,
+                    &[
+                        "member_removed_ms.p50",
+                        "member_removed_ms.p99",
+                        "member_removed_ms.max",
+                    ],
+                )
+            }),
         ],
         _ => vec![],
     }
 }
 
 pub fn render(text: &str) -> String {
-    let records: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok()).filter(|v| v.is_object()).collect();
+    let records: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
+        .filter(|v| v.is_object())
+        .collect();
     let key = |r: &Value| -> (String, String) {
-        let run = r["run"].as_str().or(r["mode"].as_str()).unwrap_or("?").to_owned();
-        let label = r["label"].as_str().or(r["url"].as_str()).unwrap_or("?").to_owned();
+        let run = r["run"]
+            .as_str()
+            .or(r["mode"].as_str())
+            .unwrap_or("?")
+            .to_owned();
+        let label = r["label"]
+            .as_str()
+            .or(r["url"].as_str())
+            .unwrap_or("?")
+            .to_owned();
         (run, label)
     };
     let mut runs: Vec<(String, String)> = Vec::new(); // (run, mode)
@@ -102,20 +212,41 @@ pub fn render(text: &str) -> String {
             labels.push(label);
         }
     }
-    let mut out = format!("| run | metric | {} |\n|---|---|{}\n", labels.join(" | "), "---:|".repeat(labels.len()));
+    let mut out = format!(
+        "| run | metric | {} |\n|---|---|{}\n",
+        labels.join(" | "),
+        "---:|".repeat(labels.len())
+    );
     for (run, mode) in &runs {
-        let find = |label: &str| records.iter().rev().find(|r| key(r) == (run.clone(), label.to_owned()));
+        let find = |label: &str| {
+            records
+                .iter()
+                .rev()
+                .find(|r| key(r) == (run.clone(), label.to_owned()))
+        };
         let mut rows = rows(mode);
-        rows.push(("error", |r| r["error"].as_str().map(|e| e.replace('|', "/"))));
+        rows.push(("error", |r| {
+            r["error"].as_str().map(|e| e.replace('|', "/"))
+        }));
         let mut first = true;
         for (name, f) in rows {
-            let cells: Vec<String> = labels.iter().map(|l| find(l).and_then(f).unwrap_or_default()).collect();
+            let cells: Vec<String> = labels
+                .iter()
+                .map(|l| find(l).and_then(f).unwrap_or_default())
+                .collect();
             if name == "error" && cells.iter().all(String::is_empty) {
                 continue;
             }
-            let run_cell = if first { format!("**{run}**") } else { String::new() };
+            let run_cell = if first {
+                format!("**{run}**")
+            } else {
+                String::new()
+            };
             first = false;
-            out.push_str(&format!("| {run_cell} | {name} | {} |\n", cells.join(" | ")));
+            out.push_str(&format!(
+                "| {run_cell} | {name} | {} |\n",
+                cells.join(" | ")
+            ));
         }
     }
     out

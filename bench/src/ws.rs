@@ -45,12 +45,18 @@ impl Target {
         let rest = ["http://", "ws://"]
             .iter()
             .find_map(|p| url.strip_prefix(p))
-            .ok_or_else(|| format!("--url {url:?}: only http:// or ws:// (loopback, no TLS) is supported"))?;
+            .ok_or_else(|| {
+                format!("--url {url:?}: only http:// or ws:// (loopback, no TLS) is supported")
+            })?;
         let authority = rest.split('/').next().unwrap_or_default().to_owned();
         if authority.is_empty() {
             return Err(format!("--url {url:?} has no host"));
         }
-        let authority = if authority.contains(':') && !authority.ends_with(']') { authority } else { format!("{authority}:80") };
+        let authority = if authority.contains(':') && !authority.ends_with(']') {
+            authority
+        } else {
+            format!("{authority}:80")
+        };
         Ok(Self {
             http_base: format!("http://{authority}"),
             authority,
@@ -61,7 +67,10 @@ impl Target {
     }
 
     fn ws_url(&self) -> String {
-        format!("ws://{}/app/{}?protocol=7&client=pusher-bench&version=0.1.0", self.authority, self.key)
+        format!(
+            "ws://{}/app/{}?protocol=7&client=pusher-bench&version=0.1.0",
+            self.authority, self.key
+        )
     }
 }
 
@@ -69,26 +78,36 @@ fn ws_config() -> WebSocketConfig {
     // tungstenite zero-fills the free part of its read buffer before every read, so a
     // 16 KiB buffer costs a 16 KiB memset per ~200-byte frame (5 % of the generator's
     // CPU in a fan-out run). 4 KiB still takes a burst of frames in one read.
-    WebSocketConfig::default().read_buffer_size(4 * 1024).write_buffer_size(0)
+    WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
 }
 
 /// Opens a connection and waits for `pusher:connection_established`; returns the socket id.
 pub async fn open(t: &Target) -> Result<(Ws, String), String> {
-    let tcp = TcpStream::connect(&t.authority).await.map_err(|e| format!("tcp connect: {e}"))?;
-    let _ = tcp.set_nodelay(true);
-    let (mut ws, _) = tokio_tungstenite::client_async_with_config(t.ws_url(), tcp, Some(ws_config()))
+    let tcp = TcpStream::connect(&t.authority)
         .await
-        .map_err(|e| format!("websocket handshake: {e}"))?;
+        .map_err(|e| format!("tcp connect: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let (mut ws, _) =
+        tokio_tungstenite::client_async_with_config(t.ws_url(), tcp, Some(ws_config()))
+            .await
+            .map_err(|e| format!("websocket handshake: {e}"))?;
     loop {
         let text = next_text(&mut ws).await?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| format!("bad frame {text:?}: {e}"))?;
+        let v: Value =
+            serde_json::from_str(&text).map_err(|e| format!("bad frame {text:?}: {e}"))?;
         match v["event"].as_str() {
             Some("pusher:connection_established") => {
                 let data: Value = match &v["data"] {
-                    Value::String(s) => serde_json::from_str(s).map_err(|e| format!("bad established data: {e}"))?,
+                    Value::String(s) => {
+                        serde_json::from_str(s).map_err(|e| format!("bad established data: {e}"))?
+                    }
                     other => other.clone(),
                 };
-                let sid = data["socket_id"].as_str().ok_or("connection_established without socket_id")?;
+                let sid = data["socket_id"]
+                    .as_str()
+                    .ok_or("connection_established without socket_id")?;
                 return Ok((ws, sid.to_owned()));
             }
             Some("pusher:error") => return Err(format!("refused: {}", v["data"])),
@@ -130,9 +149,13 @@ pub fn subscribe_frame(t: &Target, socket_id: &str, spec: &SubSpec) -> String {
     let mut data = json!({ "channel": spec.channel });
     match &spec.auth {
         Auth::Public => {}
-        Auth::Private => data["auth"] = sign::sign_channel(&t.key, &t.secret, socket_id, &spec.channel, None).into(),
+        Auth::Private => {
+            data["auth"] =
+                sign::sign_channel(&t.key, &t.secret, socket_id, &spec.channel, None).into()
+        }
         Auth::Presence(cd) => {
-            data["auth"] = sign::sign_channel(&t.key, &t.secret, socket_id, &spec.channel, Some(cd)).into();
+            data["auth"] =
+                sign::sign_channel(&t.key, &t.secret, socket_id, &spec.channel, Some(cd)).into();
             data["channel_data"] = cd.clone().into();
         }
     }
@@ -141,15 +164,20 @@ pub fn subscribe_frame(t: &Target, socket_id: &str, spec: &SubSpec) -> String {
 
 /// Subscribes and waits for `subscription_succeeded` on that channel.
 pub async fn subscribe(ws: &mut Ws, frame: String, channel: &str) -> Result<(), String> {
-    ws.send(Message::text(frame)).await.map_err(|e| format!("send subscribe: {e}"))?;
+    ws.send(Message::text(frame))
+        .await
+        .map_err(|e| format!("send subscribe: {e}"))?;
     loop {
         let text = next_text(ws).await?;
         if !text.contains(channel) && !text.contains("pusher:error") {
             continue;
         }
-        let v: Value = serde_json::from_str(&text).map_err(|e| format!("bad frame {text:?}: {e}"))?;
+        let v: Value =
+            serde_json::from_str(&text).map_err(|e| format!("bad frame {text:?}: {e}"))?;
         match v["event"].as_str() {
-            Some("pusher_internal:subscription_succeeded") if v["channel"] == channel => return Ok(()),
+            Some("pusher_internal:subscription_succeeded") if v["channel"] == channel => {
+                return Ok(())
+            }
             Some("pusher:subscription_error") | Some("pusher:error") => {
                 return Err(format!("subscription refused: {}", v["data"]));
             }
@@ -201,7 +229,13 @@ pub async fn connect_many(
 
 /// Opens `n` connections with `open(i, spec(i))` (which opens and subscribes), at
 /// most `parallel` at a time, each within `per_conn`.
-pub async fn connect_many_with<C, F, Fut>(n: usize, parallel: usize, per_conn: Duration, spec: impl Fn(usize) -> SubSpec, open: F) -> Connected<C>
+pub async fn connect_many_with<C, F, Fut>(
+    n: usize,
+    parallel: usize,
+    per_conn: Duration,
+    spec: impl Fn(usize) -> SubSpec,
+    open: F,
+) -> Connected<C>
 where
     F: Fn(usize, SubSpec) -> Fut,
     Fut: std::future::Future<Output = Result<(C, String), String>>,
@@ -212,19 +246,34 @@ where
         .map(|(i, spec)| async move {
             let t0 = Instant::now();
             let r = tokio::time::timeout(per_conn, open(i, spec.clone()))
-            .await
-            .unwrap_or_else(|_| Err(format!("timed out after {per_conn:?} opening and subscribing")));
+                .await
+                .unwrap_or_else(|_| {
+                    Err(format!(
+                        "timed out after {per_conn:?} opening and subscribing"
+                    ))
+                });
             (i, spec, t0.elapsed(), r)
         })
         .buffer_unordered(parallel.max(1))
         .collect()
         .await;
-    let mut out = Connected { opened: Vec::with_capacity(n), hist: stats::hist(), failed: 0, errors: BTreeMap::new(), elapsed: start.elapsed() };
+    let mut out = Connected {
+        opened: Vec::with_capacity(n),
+        hist: stats::hist(),
+        failed: 0,
+        errors: BTreeMap::new(),
+        elapsed: start.elapsed(),
+    };
     for (idx, spec, took, r) in results {
         match r {
             Ok((ws, socket_id)) => {
                 out.hist.saturating_record((took.as_micros() as u64).max(1));
-                out.opened.push(Opened { idx, ws, socket_id, spec });
+                out.opened.push(Opened {
+                    idx,
+                    ws,
+                    socket_id,
+                    spec,
+                });
             }
             Err(e) => {
                 out.failed += 1;
@@ -338,7 +387,11 @@ pub fn drive<H: Handler>(
 }
 
 /// Asks every driven connection to close and waits (bounded) for them to finish.
-pub async fn stop_all(stop: &watch::Sender<bool>, tasks: Vec<JoinHandle<()>>, within: Duration) -> usize {
+pub async fn stop_all(
+    stop: &watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    within: Duration,
+) -> usize {
     let _ = stop.send(true);
     let deadline = tokio::time::Instant::now() + within;
     let mut unfinished = 0;

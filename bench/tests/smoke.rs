@@ -30,7 +30,10 @@ impl Drop for Broker {
 }
 
 fn broker_path() -> PathBuf {
-    let dir = PathBuf::from(BENCH).parent().expect("binary has a directory").to_path_buf();
+    let dir = PathBuf::from(BENCH)
+        .parent()
+        .expect("binary has a directory")
+        .to_path_buf();
     let path = dir.join(format!("broker{}", std::env::consts::EXE_SUFFIX));
     assert!(
         path.exists(),
@@ -41,7 +44,11 @@ fn broker_path() -> PathBuf {
 }
 
 fn start_broker() -> Broker {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let child = Command::new(broker_path())
         .env("BROKER_HOST", "127.0.0.1")
         .env("BROKER_PORT", port.to_string())
@@ -51,10 +58,16 @@ fn start_broker() -> Broker {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start broker");
-    let broker = Broker { child, url: format!("http://127.0.0.1:{port}") };
+    let broker = Broker {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "broker did not listen on port {port} within 20s");
+        assert!(
+            Instant::now() < deadline,
+            "broker did not listen on port {port} within 20s"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     broker
@@ -64,13 +77,30 @@ fn bench(broker: &Broker, args: &[&str]) -> Value {
     let pid = broker.child.id().to_string();
     let out = Command::new(BENCH)
         .args(args)
-        .args(["--url", &broker.url, "--pid", &pid, "--timeout", "60", "--label", "smoke"])
+        .args([
+            "--url",
+            &broker.url,
+            "--pid",
+            &pid,
+            "--timeout",
+            "60",
+            "--label",
+            "smoke",
+        ])
         .stderr(Stdio::inherit())
         .output()
         .expect("run pusher-bench");
-    let lines: Vec<String> = BufReader::new(&out.stdout[..]).lines().map_while(Result::ok).collect();
-    assert_eq!(lines.len(), 1, "pusher-bench {args:?} must print exactly one line, got {lines:?}");
-    let v: Value = serde_json::from_str(&lines[0]).unwrap_or_else(|e| panic!("not JSON ({e}): {}", lines[0]));
+    let lines: Vec<String> = BufReader::new(&out.stdout[..])
+        .lines()
+        .map_while(Result::ok)
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "pusher-bench {args:?} must print exactly one line, got {lines:?}"
+    );
+    let v: Value =
+        serde_json::from_str(&lines[0]).unwrap_or_else(|e| panic!("not JSON ({e}): {}", lines[0]));
     assert!(out.status.success(), "pusher-bench {args:?} failed: {v}");
     assert_eq!(v["error"], Value::Null, "{v}");
     v
@@ -93,28 +123,137 @@ fn generator_runs_every_scenario_against_the_broker() {
     let v = bench(&broker, &["wait", "--secs", "20"]);
     assert_eq!(v["ready"], true);
 
-    let v = bench(&broker, &["connect", "--conns", "20", "--channels", "2", "--idle", "0.2", "--settle", "0.2"]);
-    has(&v, &["mode", "connect_rate_per_s", "subscribe_ms.p50", "subscribe_ms.p90", "subscribe_ms.p99", "subscribe_ms.max"]);
-    has(&v, &["broker_rss.before_bytes", "broker_rss.subscribed_bytes", "broker_rss.after_close_bytes", "broker_rss.per_conn_bytes"]);
+    let v = bench(
+        &broker,
+        &[
+            "connect",
+            "--conns",
+            "20",
+            "--channels",
+            "2",
+            "--idle",
+            "0.2",
+            "--settle",
+            "0.2",
+        ],
+    );
+    has(
+        &v,
+        &[
+            "mode",
+            "connect_rate_per_s",
+            "subscribe_ms.p50",
+            "subscribe_ms.p90",
+            "subscribe_ms.p99",
+            "subscribe_ms.max",
+        ],
+    );
+    has(
+        &v,
+        &[
+            "broker_rss.before_bytes",
+            "broker_rss.subscribed_bytes",
+            "broker_rss.after_close_bytes",
+            "broker_rss.per_conn_bytes",
+        ],
+    );
     assert_eq!(v["subscribed"], 20);
     assert_eq!(v["failed"], 0);
 
-    let v = bench(&broker, &["fanout", "--subs", "10", "--channels", "2", "--rate", "20", "--duration", "1", "--payload", "100"]);
-    has(&v, &["deliveries_per_s", "expected_deliveries", "received_deliveries", "lost_deliveries", "latency_ms.p50", "latency_ms.p99"]);
-    has(&v, &["latency_ms.p90", "latency_ms.max", "trigger_http_ms.p50", "trigger_http_ms.p99", "broker_cpu_s", "broker_cpu_us_per_delivery"]);
+    let v = bench(
+        &broker,
+        &[
+            "fanout",
+            "--subs",
+            "10",
+            "--channels",
+            "2",
+            "--rate",
+            "20",
+            "--duration",
+            "1",
+            "--payload",
+            "100",
+        ],
+    );
+    has(
+        &v,
+        &[
+            "deliveries_per_s",
+            "expected_deliveries",
+            "received_deliveries",
+            "lost_deliveries",
+            "latency_ms.p50",
+            "latency_ms.p99",
+        ],
+    );
+    has(
+        &v,
+        &[
+            "latency_ms.p90",
+            "latency_ms.max",
+            "trigger_http_ms.p50",
+            "trigger_http_ms.p99",
+            "broker_cpu_s",
+            "broker_cpu_us_per_delivery",
+        ],
+    );
     assert_eq!(v["triggers_ok"], 20, "{v}");
     assert_eq!(v["expected_deliveries"], 100, "{v}");
     assert_eq!(v["lost_deliveries"], 0, "{v}");
     assert_eq!(v["subscribers_dropped"]["count"], 0, "{v}");
 
-    let v = bench(&broker, &["client-events", "--pairs", "2", "--rate", "10", "--duration", "1"]);
-    has(&v, &["sent", "received", "lost", "rate_limited", "latency_ms.p50", "latency_ms.p99", "notes"]);
+    let v = bench(
+        &broker,
+        &[
+            "client-events",
+            "--pairs",
+            "2",
+            "--rate",
+            "10",
+            "--duration",
+            "1",
+        ],
+    );
+    has(
+        &v,
+        &[
+            "sent",
+            "received",
+            "lost",
+            "rate_limited",
+            "latency_ms.p50",
+            "latency_ms.p99",
+            "notes",
+        ],
+    );
     assert_eq!(v["sent"], 10, "{v}");
     assert_eq!(v["lost"], 0, "{v}");
     assert_eq!(v["rate_limited"], 0, "{v}");
 
-    let v = bench(&broker, &["presence", "--users", "4", "--churn", "4", "--duration", "1"]);
-    has(&v, &["joins_sent", "leaves_sent", "added_received", "removed_received", "member_added_ms.p50", "member_removed_ms.p50"]);
+    let v = bench(
+        &broker,
+        &[
+            "presence",
+            "--users",
+            "4",
+            "--churn",
+            "4",
+            "--duration",
+            "1",
+        ],
+    );
+    has(
+        &v,
+        &[
+            "joins_sent",
+            "leaves_sent",
+            "added_received",
+            "removed_received",
+            "member_added_ms.p50",
+            "member_removed_ms.p50",
+        ],
+    );
     assert_eq!(v["joins_sent"], 2, "{v}");
     assert_eq!(v["leaves_sent"], 2, "{v}");
     assert_eq!(v["lost"], 0, "{v}");
@@ -126,7 +265,21 @@ fn global_timeout_prints_partial_results() {
     let broker = start_broker();
     let pid = broker.child.id().to_string();
     let out = Command::new(BENCH)
-        .args(["fanout", "--subs", "2", "--rate", "5", "--duration", "30", "--url", &broker.url, "--pid", &pid, "--timeout", "2"])
+        .args([
+            "fanout",
+            "--subs",
+            "2",
+            "--rate",
+            "5",
+            "--duration",
+            "30",
+            "--url",
+            &broker.url,
+            "--pid",
+            &pid,
+            "--timeout",
+            "2",
+        ])
         .stderr(Stdio::null())
         .output()
         .expect("run pusher-bench");
@@ -139,7 +292,11 @@ fn global_timeout_prints_partial_results() {
 
 #[test]
 fn unreachable_broker_is_an_error_not_a_hang() {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let url = format!("http://127.0.0.1:{port}");
     let out = Command::new(BENCH)
         .args(["connect", "--conns", "3", "--url", &url, "--timeout", "20"])
@@ -156,7 +313,12 @@ fn unreachable_broker_is_an_error_not_a_hang() {
 fn table_renders_side_by_side() {
     let lines = r#"{"mode":"fanout","run":"fanout-a","label":"ours","subscribed":10,"subs":10,"latency_ms":{"p50":1.5,"p90":2,"p99":3,"max":4},"error":null}
 {"mode":"fanout","run":"fanout-a","label":"peer","subscribed":9,"subs":10,"latency_ms":{"p50":2.5,"p90":3,"p99":4,"max":5},"error":"boom"}"#;
-    let mut child = Command::new(BENCH).arg("table").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = Command::new(BENCH)
+        .arg("table")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     std::io::Write::write_all(child.stdin.as_mut().unwrap(), lines.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();

@@ -65,8 +65,15 @@ pub async fn run(
             Ok(apps) => {
                 state.apps.set_store_healthy(true);
                 for receiver in state.apps.sync_store(&apps) {
-                    let handle = actix_web::rt::spawn(webhooks::run_sender(receiver, settings.clone(), state.webhook_flush_signal()));
-                    senders.lock().unwrap_or_else(|p| p.into_inner()).push(handle);
+                    let handle = actix_web::rt::spawn(webhooks::run_sender(
+                        receiver,
+                        settings.clone(),
+                        state.webhook_flush_signal(),
+                    ));
+                    senders
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(handle);
                 }
             }
             Err(e) => {
@@ -112,18 +119,25 @@ fn admit(app: AppConfig, on_loopback: bool) -> Result<AppConfig, String> {
 }
 
 fn parse(row: &tokio_postgres::Row) -> Result<AppConfig, String> {
-    let json = |i: usize, what: &str| -> Result<String, String> { row.try_get::<_, String>(i).map_err(|e| format!("{what}: {e}")) };
+    let json = |i: usize, what: &str| -> Result<String, String> {
+        row.try_get::<_, String>(i)
+            .map_err(|e| format!("{what}: {e}"))
+    };
     let rate: i32 = row.get(8);
     Ok(AppConfig {
         id: AppId::new(row.get::<_, String>(0)).map_err(|e| format!("id: {e}"))?,
         key: AppKey::new(row.get::<_, String>(1)).map_err(|e| format!("key: {e}"))?,
         secret: AppSecret::new(row.get::<_, String>(2)).map_err(|e| format!("secret: {e}"))?,
         enabled: row.get(3),
-        limits: serde_json::from_str::<Limits>(&json(4, "limits")?).map_err(|e| format!("limits: {e}"))?,
-        webhooks: serde_json::from_str::<Vec<WebhookConfig>>(&json(5, "webhooks")?).map_err(|e| format!("webhooks: {e}"))?,
-        allowed_origins: serde_json::from_str(&json(6, "allowed_origins")?).map_err(|e| format!("allowed_origins: {e}"))?,
+        limits: serde_json::from_str::<Limits>(&json(4, "limits")?)
+            .map_err(|e| format!("limits: {e}"))?,
+        webhooks: serde_json::from_str::<Vec<WebhookConfig>>(&json(5, "webhooks")?)
+            .map_err(|e| format!("webhooks: {e}"))?,
+        allowed_origins: serde_json::from_str(&json(6, "allowed_origins")?)
+            .map_err(|e| format!("allowed_origins: {e}"))?,
         subscription_count: row.get(7),
-        rest_requests_per_second: u32::try_from(rate).map_err(|_| "rest_requests_per_second must not be negative".to_owned())?,
+        rest_requests_per_second: u32::try_from(rate)
+            .map_err(|_| "rest_requests_per_second must not be negative".to_owned())?,
         authorized_connections: row.get(9),
         authorized_connection_timeout_secs: u64::try_from(row.get::<_, i32>(10))
             .ok()
@@ -142,7 +156,10 @@ mod tests {
         assert!(admit(published.clone(), true).is_ok());
         let e = admit(published, false).unwrap_err();
         assert!(e.starts_with("secret:"), "{e}");
-        let own = AppConfig { secret: AppSecret::new("a-secret-of-its-own").unwrap(), ..AppConfig::default_app() };
+        let own = AppConfig {
+            secret: AppSecret::new("a-secret-of-its-own").unwrap(),
+            ..AppConfig::default_app()
+        };
         assert!(admit(own, false).is_ok());
     }
 }

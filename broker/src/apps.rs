@@ -47,12 +47,21 @@ pub struct App {
 impl App {
     /// Builds an app. `previous` (the same app before a settings change) lends
     /// its hub, and its webhook queue when the webhooks did not change.
-    fn build(c: &AppConfig, settings: &WebhookSettings, previous: Option<&App>) -> (Self, Option<WebhookReceiver>) {
+    fn build(
+        c: &AppConfig,
+        settings: &WebhookSettings,
+        previous: Option<&App>,
+    ) -> (Self, Option<WebhookReceiver>) {
         let (webhooks, receiver) = match previous {
             Some(p) if p.config.webhooks == c.webhooks => (p.webhooks.clone(), None),
             _ if c.webhooks.is_empty() => (None, None),
             _ => {
-                let (q, r) = webhooks::queue(settings, c.key.clone(), c.secret.clone(), c.webhooks.clone());
+                let (q, r) = webhooks::queue(
+                    settings,
+                    c.key.clone(),
+                    c.secret.clone(),
+                    c.webhooks.clone(),
+                );
                 (Some(Arc::new(q)), Some(r))
             }
         };
@@ -64,10 +73,13 @@ impl App {
             limits: c.limits.clone(),
             allowed_origins: c.allowed_origins.clone(),
             subscription_count: c.subscription_count,
-            authorize_within: c.authorized_connections.then(|| Duration::from_secs(c.authorized_connection_timeout_secs.max(1))),
+            authorize_within: c
+                .authorized_connections
+                .then(|| Duration::from_secs(c.authorized_connection_timeout_secs.max(1))),
             hub: previous.map(|p| p.hub.clone()).unwrap_or_default(),
             webhooks,
-            rest_rate: (c.rest_requests_per_second > 0).then(|| Mutex::new(TokenBucket::new(c.rest_requests_per_second))),
+            rest_rate: (c.rest_requests_per_second > 0)
+                .then(|| Mutex::new(TokenBucket::new(c.rest_requests_per_second))),
             config: c.clone(),
         };
         (app, receiver)
@@ -84,7 +96,11 @@ impl App {
     /// (`events`, only asked for when the app has webhooks) through the debounce
     /// window, as one step: concurrent transitions of one channel or member are
     /// matched in the order they happened.
-    pub fn transition<T>(&self, op: impl FnOnce() -> T, events: impl FnOnce(&T) -> Vec<WebhookEvent>) -> T {
+    pub fn transition<T>(
+        &self,
+        op: impl FnOnce() -> T,
+        events: impl FnOnce(&T) -> Vec<WebhookEvent>,
+    ) -> T {
         match &self.webhooks {
             Some(q) => q.transition(op, events),
             None => op(),
@@ -100,12 +116,17 @@ impl App {
 
     /// Takes one REST request from the app's budget.
     pub fn allow_rest_request(&self) -> bool {
-        self.rest_rate.as_ref().is_none_or(|b| b.lock().unwrap_or_else(|p| p.into_inner()).take(Instant::now()))
+        self.rest_rate.as_ref().is_none_or(|b| {
+            b.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(Instant::now())
+        })
     }
 
     /// Whether a WebSocket from `origin` may connect.
     pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
-        self.allowed_origins.is_empty() || origin.is_some_and(|o| self.allowed_origins.iter().any(|a| a == "*" || a == o))
+        self.allowed_origins.is_empty()
+            || origin.is_some_and(|o| self.allowed_origins.iter().any(|a| a == "*" || a == o))
     }
 }
 
@@ -130,7 +151,11 @@ pub struct AppRegistry {
 impl AppRegistry {
     /// Builds the configured apps; returns the webhook receivers that must be run.
     /// `store` says whether an app store will add more (readiness waits for it).
-    pub fn new(apps: &[AppConfig], settings: &WebhookSettings, store: bool) -> (Self, Vec<WebhookReceiver>) {
+    pub fn new(
+        apps: &[AppConfig],
+        settings: &WebhookSettings,
+        store: bool,
+    ) -> (Self, Vec<WebhookReceiver>) {
         let mut maps = Maps::default();
         let mut receivers = Vec::new();
         for c in apps {
@@ -184,7 +209,10 @@ impl AppRegistry {
         let mut maps = self.maps.write().unwrap_or_else(|p| p.into_inner());
         for c in apps {
             if self.fixed.contains(&c.id) {
-                tracing::warn!(app = c.id.as_str(), "app store row ignored: the id belongs to a configured app");
+                tracing::warn!(
+                    app = c.id.as_str(),
+                    "app store row ignored: the id belongs to a configured app"
+                );
                 continue;
             }
             let previous = maps.by_id.get(&c.id).cloned();
@@ -193,7 +221,11 @@ impl AppRegistry {
             }
             if let Some(owner) = maps.by_key.get(&c.key) {
                 if owner.id != c.id {
-                    tracing::warn!(app = c.id.as_str(), "app store row ignored: its key is used by app {}", owner.id.as_str());
+                    tracing::warn!(
+                        app = c.id.as_str(),
+                        "app store row ignored: its key is used by app {}",
+                        owner.id.as_str()
+                    );
                     continue;
                 }
             }
@@ -203,7 +235,11 @@ impl AppRegistry {
             if let Some(p) = &previous {
                 maps.by_key.remove(&p.key);
             }
-            tracing::info!(app = c.id.as_str(), changed = previous.is_some(), "app loaded from the store");
+            tracing::info!(
+                app = c.id.as_str(),
+                changed = previous.is_some(),
+                "app loaded from the store"
+            );
             maps.by_key.insert(c.key.clone(), app.clone());
             maps.by_id.insert(c.id.clone(), app);
         }
@@ -229,12 +265,18 @@ mod tests {
     use super::*;
 
     fn app(id: &str, key: &str, secret: &str) -> AppConfig {
-        AppConfig { id: AppId::new(id).unwrap(), key: AppKey::new(key).unwrap(), secret: AppSecret::new(secret).unwrap(), ..AppConfig::default_app() }
+        AppConfig {
+            id: AppId::new(id).unwrap(),
+            key: AppKey::new(key).unwrap(),
+            secret: AppSecret::new(secret).unwrap(),
+            ..AppConfig::default_app()
+        }
     }
 
     #[test]
     fn store_sync_adds_changes_and_removes_but_keeps_the_hub() {
-        let (reg, _) = AppRegistry::new(&[app("1", "fixed", "s")], &WebhookSettings::default(), true);
+        let (reg, _) =
+            AppRegistry::new(&[app("1", "fixed", "s")], &WebhookSettings::default(), true);
         assert!(!reg.ready());
         reg.sync_store(&[app("7", "k7", "a")]);
         assert!(reg.ready());
@@ -243,9 +285,16 @@ mod tests {
         assert!(reg.by_key("k7").is_none(), "old key no longer maps");
         let after = reg.by_key("k7b").unwrap();
         assert_eq!(after.secret, AppSecret::new("b").unwrap());
-        assert!(Arc::ptr_eq(&before.hub, &after.hub), "live state survives a settings change");
+        assert!(
+            Arc::ptr_eq(&before.hub, &after.hub),
+            "live state survives a settings change"
+        );
         reg.sync_store(&[app("1", "evil", "x")]);
         assert!(reg.by_id("7").is_none(), "removed from the store");
-        assert_eq!(reg.by_id("1").unwrap().key.as_str(), "fixed", "configured apps are not overridden");
+        assert_eq!(
+            reg.by_id("1").unwrap().key.as_str(),
+            "fixed",
+            "configured apps are not overridden"
+        );
     }
 }

@@ -92,7 +92,10 @@ impl OpsToken {
 
     pub fn new(token: String) -> Result<Self, ConfigError> {
         if token.len() < Self::MIN_LEN {
-            return Err(ConfigError(format!("ops_token must be at least {} characters", Self::MIN_LEN)));
+            return Err(ConfigError(format!(
+                "ops_token must be at least {} characters",
+                Self::MIN_LEN
+            )));
         }
         Ok(Self(token))
     }
@@ -230,7 +233,14 @@ pub struct FallbackConfig {
 
 impl Default for FallbackConfig {
     fn default() -> Self {
-        Self { enabled: true, path: "/pusher".into(), max_sessions: 10_000, session_timeout_secs: 15, heartbeat_secs: 25, hostname: None }
+        Self {
+            enabled: true,
+            path: "/pusher".into(),
+            max_sessions: 10_000,
+            session_timeout_secs: 15,
+            heartbeat_secs: 25,
+            hostname: None,
+        }
     }
 }
 
@@ -304,7 +314,9 @@ pub struct ConsoleToken(String);
 
 impl ConsoleToken {
     pub fn new(token: String) -> Result<Self, ConfigError> {
-        if token.len() < MIN_CONSOLE_TOKEN_LEN || token.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        if token.len() < MIN_CONSOLE_TOKEN_LEN
+            || token.chars().any(|c| c.is_control() || c.is_whitespace())
+        {
             return Err(ConfigError(format!(
                 "console_token must be at least {MIN_CONSOLE_TOKEN_LEN} characters without spaces or control characters"
             )));
@@ -354,15 +366,28 @@ pub struct ConsoleSettings {
 
 impl Default for ConsoleSettings {
     fn default() -> Self {
-        Self { events_per_second: 1000, buffer: 1024, max_viewers: 4, history_secs: 300, max_channels_listed: 500 }
+        Self {
+            events_per_second: 1000,
+            buffer: 1024,
+            max_viewers: 4,
+            history_secs: 300,
+            max_channels_listed: 500,
+        }
     }
 }
 
 impl ConsoleSettings {
     /// Reads `BROKER_CONSOLE_TOKEN` into `token` and checks the bounds.
-    pub fn apply_env(&self, token: &mut Option<ConsoleToken>, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    pub fn apply_env(
+        &self,
+        token: &mut Option<ConsoleToken>,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
         if let Some(v) = get("BROKER_CONSOLE_TOKEN") {
-            *token = Some(ConsoleToken::new(v).map_err(|e| ConfigError(format!("BROKER_CONSOLE_TOKEN: {e}")))?);
+            *token = Some(
+                ConsoleToken::new(v)
+                    .map_err(|e| ConfigError(format!("BROKER_CONSOLE_TOKEN: {e}")))?,
+            );
         }
         let positive = [
             ("events_per_second", self.events_per_second as usize),
@@ -398,12 +423,22 @@ mod console_settings_tests {
     fn env_and_bounds() {
         let s = ConsoleSettings::default();
         let mut token = None;
-        s.apply_env(&mut token, |k| (k == "BROKER_CONSOLE_TOKEN").then(|| "abcdefghijklmnopq".to_owned())).unwrap();
+        s.apply_env(&mut token, |k| {
+            (k == "BROKER_CONSOLE_TOKEN").then(|| "abcdefghijklmnopq".to_owned())
+        })
+        .unwrap();
         assert!(token.unwrap().matches(b"abcdefghijklmnopq"));
         let e = s.apply_env(&mut None, |_| Some("x".into())).unwrap_err();
         assert!(e.0.contains("BROKER_CONSOLE_TOKEN"), "{e}");
-        let zero = ConsoleSettings { buffer: 0, ..ConsoleSettings::default() };
-        assert!(zero.apply_env(&mut None, |_| None).unwrap_err().0.contains("console.buffer"));
+        let zero = ConsoleSettings {
+            buffer: 0,
+            ..ConsoleSettings::default()
+        };
+        assert!(zero
+            .apply_env(&mut None, |_| None)
+            .unwrap_err()
+            .0
+            .contains("console.buffer"));
     }
 }
 
@@ -474,16 +509,20 @@ impl Config {
     /// Reads the file named by `--config PATH` or `BROKER_CONFIG`, then applies the environment.
     pub fn load(args: &[String]) -> Result<Self, ConfigError> {
         let path = match args.iter().position(|a| a == "--config") {
-            Some(i) => Some(PathBuf::from(
-                args.get(i + 1).ok_or_else(|| ConfigError("--config needs a file path".into()))?,
-            )),
+            Some(i) => {
+                Some(PathBuf::from(args.get(i + 1).ok_or_else(|| {
+                    ConfigError("--config needs a file path".into())
+                })?))
+            }
             None => std::env::var_os("BROKER_CONFIG").map(PathBuf::from),
         };
         let mut config = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(&p)
-                    .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", p.display())))?;
-                Self::from_toml(&text).map_err(|e| ConfigError(format!("{}: {}", p.display(), e.0)))?
+                let text = std::fs::read_to_string(&p).map_err(|e| {
+                    ConfigError(format!("cannot read config file {}: {e}", p.display()))
+                })?;
+                Self::from_toml(&text)
+                    .map_err(|e| ConfigError(format!("{}: {}", p.display(), e.0)))?
             }
             None => Self::default(),
         };
@@ -500,7 +539,9 @@ impl Config {
     /// app's credentials (or the first configured app's).
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         fn num<T: std::str::FromStr>(name: &str, v: String) -> Result<T, ConfigError> {
-            v.trim().parse().map_err(|_| ConfigError(format!("{name}={v:?} is not a valid number")))
+            v.trim()
+                .parse()
+                .map_err(|_| ConfigError(format!("{name}={v:?} is not a valid number")))
         }
         if let Some(v) = get("BROKER_HOST") {
             self.host = Some(v);
@@ -542,11 +583,16 @@ impl Config {
             self.max_rest_body_bytes = num("BROKER_MAX_REST_BODY_BYTES", v)?;
         }
         if let Some(v) = get("BROKER_METRICS_ADDR") {
-            let addr = v.trim().parse().map_err(|_| ConfigError(format!("BROKER_METRICS_ADDR={v:?} is not an address like 127.0.0.1:9601")))?;
+            let addr = v.trim().parse().map_err(|_| {
+                ConfigError(format!(
+                    "BROKER_METRICS_ADDR={v:?} is not an address like 127.0.0.1:9601"
+                ))
+            })?;
             self.metrics_addr = Some(addr);
         }
         if let Some(v) = get("BROKER_OPS_TOKEN") {
-            self.ops_token = Some(OpsToken::new(v).map_err(|e| ConfigError(format!("BROKER_OPS_TOKEN: {e}")))?);
+            self.ops_token =
+                Some(OpsToken::new(v).map_err(|e| ConfigError(format!("BROKER_OPS_TOKEN: {e}")))?);
         }
         if let Some(v) = get("BROKER_TLS_CERT") {
             self.tls_cert = Some(v.into());
@@ -554,14 +600,28 @@ impl Config {
         if let Some(v) = get("BROKER_TLS_KEY") {
             self.tls_key = Some(v.into());
         }
-        let (id, key, secret) = (get("BROKER_APP_ID"), get("BROKER_APP_KEY"), get("BROKER_APP_SECRET"));
-        let (authorized, authorized_timeout) = (get("BROKER_APP_AUTHORIZED_CONNECTIONS"), get("BROKER_APP_AUTHORIZED_CONNECTION_TIMEOUT"));
-        if id.is_some() || key.is_some() || secret.is_some() || authorized.is_some() || authorized_timeout.is_some() {
+        let (id, key, secret) = (
+            get("BROKER_APP_ID"),
+            get("BROKER_APP_KEY"),
+            get("BROKER_APP_SECRET"),
+        );
+        let (authorized, authorized_timeout) = (
+            get("BROKER_APP_AUTHORIZED_CONNECTIONS"),
+            get("BROKER_APP_AUTHORIZED_CONNECTION_TIMEOUT"),
+        );
+        if id.is_some()
+            || key.is_some()
+            || secret.is_some()
+            || authorized.is_some()
+            || authorized_timeout.is_some()
+        {
             if self.apps.is_empty() {
                 self.apps.push(AppConfig::default_app());
             }
             let app = &mut self.apps[0];
-            let bad = |name: &str, e: protocol::app::InvalidIdentifier| ConfigError(format!("{name}: {e}"));
+            let bad = |name: &str, e: protocol::app::InvalidIdentifier| {
+                ConfigError(format!("{name}: {e}"))
+            };
             if let Some(v) = id {
                 app.id = AppId::new(v).map_err(|e| bad("BROKER_APP_ID", e))?;
             }
@@ -575,30 +635,46 @@ impl Config {
                 app.authorized_connections = matches!(v.trim(), "1" | "true" | "yes" | "on");
             }
             if let Some(v) = authorized_timeout {
-                app.authorized_connection_timeout_secs = num("BROKER_APP_AUTHORIZED_CONNECTION_TIMEOUT", v)?;
+                app.authorized_connection_timeout_secs =
+                    num("BROKER_APP_AUTHORIZED_CONNECTION_TIMEOUT", v)?;
             }
         }
         if let Some(url) = get("BROKER_REDIS_URL") {
-            let mut cluster: ClusterConfig = toml::from_str(&format!("redis_url = {url:?}")).expect("only the URL is required");
+            let mut cluster: ClusterConfig =
+                toml::from_str(&format!("redis_url = {url:?}")).expect("only the URL is required");
             if let Some(old) = self.cluster.take() {
-                cluster = ClusterConfig { redis_url: cluster.redis_url, ..old };
+                cluster = ClusterConfig {
+                    redis_url: cluster.redis_url,
+                    ..old
+                };
             }
             self.cluster = Some(cluster);
         }
         if let Some(prefix) = get("BROKER_REDIS_PREFIX") {
             match &mut self.cluster {
                 Some(c) => c.key_prefix = prefix,
-                None => return Err(ConfigError("BROKER_REDIS_PREFIX needs BROKER_REDIS_URL".into())),
+                None => {
+                    return Err(ConfigError(
+                        "BROKER_REDIS_PREFIX needs BROKER_REDIS_URL".into(),
+                    ))
+                }
             }
         }
         if let Some(url) = get("BROKER_APP_STORE_URL") {
-            self.app_store = Some(AppStoreConfig { database_url: url, refresh_secs: five() });
+            self.app_store = Some(AppStoreConfig {
+                database_url: url,
+                refresh_secs: five(),
+            });
         }
         if let Some(v) = get("BROKER_APP_STORE_REFRESH_SECS") {
             let secs = num("BROKER_APP_STORE_REFRESH_SECS", v)?;
             match &mut self.app_store {
                 Some(store) => store.refresh_secs = secs,
-                None => return Err(ConfigError("BROKER_APP_STORE_REFRESH_SECS needs BROKER_APP_STORE_URL".into())),
+                None => {
+                    return Err(ConfigError(
+                        "BROKER_APP_STORE_REFRESH_SECS needs BROKER_APP_STORE_URL".into(),
+                    ))
+                }
             }
         }
         self.console.apply_env(&mut self.console_token, &get)?;
@@ -638,32 +714,44 @@ impl Config {
             return Err(ConfigError("max_rest_body_bytes must be at least 1".into()));
         }
         if self.activity_timeout == 0 {
-            return Err(ConfigError("activity_timeout must be at least 1 second".into()));
+            return Err(ConfigError(
+                "activity_timeout must be at least 1 second".into(),
+            ));
         }
         if self.pong_timeout == 0 {
             return Err(ConfigError("pong_timeout must be at least 1 second".into()));
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
-            return Err(ConfigError("tls_cert and tls_key must be set together".into()));
+            return Err(ConfigError(
+                "tls_cert and tls_key must be set together".into(),
+            ));
         }
         if self.app_store.as_ref().is_some_and(|s| s.refresh_secs == 0) {
-            return Err(ConfigError("app_store.refresh_secs must be at least 1".into()));
+            return Err(ConfigError(
+                "app_store.refresh_secs must be at least 1".into(),
+            ));
         }
         if let Some(c) = &self.cluster {
             if c.heartbeat_secs == 0 || c.node_timeout_secs <= c.heartbeat_secs {
                 return Err(ConfigError("cluster: node_timeout_secs must be larger than heartbeat_secs (both at least 1)".into()));
             }
             if c.publish_queue == 0 {
-                return Err(ConfigError("cluster.publish_queue must be at least 1".into()));
+                return Err(ConfigError(
+                    "cluster.publish_queue must be at least 1".into(),
+                ));
             }
             // Braces would change which Redis Cluster slot a channel's keys hash to.
             if c.key_prefix.contains(['{', '}']) {
-                return Err(ConfigError("cluster.key_prefix must not contain '{' or '}'".into()));
+                return Err(ConfigError(
+                    "cluster.key_prefix must not contain '{' or '}'".into(),
+                ));
             }
         }
         let fb = &self.http_fallback;
         if fb.session_timeout_secs == 0 || fb.heartbeat_secs == 0 {
-            return Err(ConfigError("http_fallback: session_timeout_secs and heartbeat_secs must be at least 1".into()));
+            return Err(ConfigError(
+                "http_fallback: session_timeout_secs and heartbeat_secs must be at least 1".into(),
+            ));
         }
         if !fb.path.is_empty() && (!fb.path.starts_with('/') || fb.path.ends_with('/')) {
             return Err(ConfigError("http_fallback.path must start with '/' and not end with one (pusher-js's httpPath)".into()));
@@ -673,14 +761,23 @@ impl Config {
         }
         for (i, a) in self.apps.iter().enumerate() {
             if a.authorized_connection_timeout_secs == 0 {
-                return Err(ConfigError(format!("apps: {:?}: authorized_connection_timeout_secs must be at least 1", a.id.as_str())));
+                return Err(ConfigError(format!(
+                    "apps: {:?}: authorized_connection_timeout_secs must be at least 1",
+                    a.id.as_str()
+                )));
             }
             for b in &self.apps[..i] {
                 if a.id == b.id {
-                    return Err(ConfigError(format!("apps: id {:?} is used twice", a.id.as_str())));
+                    return Err(ConfigError(format!(
+                        "apps: id {:?} is used twice",
+                        a.id.as_str()
+                    )));
                 }
                 if a.key == b.key {
-                    return Err(ConfigError(format!("apps: key {:?} is used twice", a.key.as_str())));
+                    return Err(ConfigError(format!(
+                        "apps: key {:?} is used twice",
+                        a.key.as_str()
+                    )));
                 }
             }
         }
@@ -694,7 +791,10 @@ pub fn is_loopback(host: &str, port: u16) -> bool {
     if host.eq_ignore_ascii_case("localhost") {
         return true;
     }
-    if let Ok(ip) = host.trim_matches(|c| c == '[' || c == ']').parse::<IpAddr>() {
+    if let Ok(ip) = host
+        .trim_matches(|c| c == '[' || c == ']')
+        .parse::<IpAddr>()
+    {
         return ip.to_canonical().is_loopback();
     }
     match (host, port).to_socket_addrs() {
@@ -711,7 +811,12 @@ mod tests {
     use super::*;
 
     fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
     }
 
     #[test]
@@ -736,15 +841,27 @@ mod tests {
             "#,
         )
         .unwrap();
-        c.apply_env(env(&[("BROKER_PORT", "7100"), ("BROKER_APP_SECRET", "s10")])).unwrap();
+        c.apply_env(env(&[
+            ("BROKER_PORT", "7100"),
+            ("BROKER_APP_SECRET", "s10"),
+        ]))
+        .unwrap();
         assert_eq!(c.port, 7100);
         assert_eq!(c.apps[0].limits.client_events_per_second, 3);
         assert_eq!(c.apps[0].secret, AppSecret::new("s10").unwrap());
         assert!(!c.apps[0].authorized_connections, "off by default");
-        c.apply_env(env(&[("BROKER_APP_AUTHORIZED_CONNECTIONS", "true"), ("BROKER_APP_AUTHORIZED_CONNECTION_TIMEOUT", "45")])).unwrap();
+        c.apply_env(env(&[
+            ("BROKER_APP_AUTHORIZED_CONNECTIONS", "true"),
+            ("BROKER_APP_AUTHORIZED_CONNECTION_TIMEOUT", "45"),
+        ]))
+        .unwrap();
         assert!(c.apps[0].authorized_connections);
         assert_eq!(c.apps[0].authorized_connection_timeout_secs, 45);
-        c.apply_env(env(&[("BROKER_HTTP_FALLBACK", "false"), ("BROKER_HTTP_FALLBACK_MAX_SESSIONS", "7")])).unwrap();
+        c.apply_env(env(&[
+            ("BROKER_HTTP_FALLBACK", "false"),
+            ("BROKER_HTTP_FALLBACK_MAX_SESSIONS", "7"),
+        ]))
+        .unwrap();
         assert!(!c.http_fallback.enabled);
         assert_eq!(c.http_fallback.max_sessions, 7);
     }
@@ -753,20 +870,31 @@ mod tests {
     fn bad_settings_name_the_key() {
         let e = Config::from_toml("prot = 1").unwrap_err();
         assert!(e.0.contains("prot"), "{e}");
-        let e = Config::from_toml("[[apps]]\nid='1'\nkey='k'\nsecret='s'\nlimits={nope=1}").unwrap_err();
+        let e = Config::from_toml("[[apps]]\nid='1'\nkey='k'\nsecret='s'\nlimits={nope=1}")
+            .unwrap_err();
         assert!(e.0.contains("nope"), "{e}");
-        let e = Config::default().apply_env(env(&[("BROKER_PORT", "x")])).unwrap_err();
+        let e = Config::default()
+            .apply_env(env(&[("BROKER_PORT", "x")]))
+            .unwrap_err();
         assert!(e.0.contains("BROKER_PORT"), "{e}");
-        let c = Config::from_toml("[[apps]]\nid='1'\nkey='k'\nsecret='s'\n[[apps]]\nid='1'\nkey='k2'\nsecret='s'").unwrap();
+        let c = Config::from_toml(
+            "[[apps]]\nid='1'\nkey='k'\nsecret='s'\n[[apps]]\nid='1'\nkey='k2'\nsecret='s'",
+        )
+        .unwrap();
         assert!(c.validate().unwrap_err().0.contains("used twice"));
         let e = Config::from_toml("ops_token = 'short'").unwrap_err();
         assert!(e.0.contains("ops_token"), "{e}");
-        let e = Config::default().apply_env(env(&[("BROKER_METRICS_ADDR", "nowhere")])).unwrap_err();
+        let e = Config::default()
+            .apply_env(env(&[("BROKER_METRICS_ADDR", "nowhere")]))
+            .unwrap_err();
         assert!(e.0.contains("BROKER_METRICS_ADDR"), "{e}");
         // A brace in the prefix would move a channel's keys to other Redis Cluster slots.
-        let c = Config::from_toml("[cluster]\nredis_url = 'redis://127.0.0.1'\nkey_prefix = 'a{b}'").unwrap();
+        let c =
+            Config::from_toml("[cluster]\nredis_url = 'redis://127.0.0.1'\nkey_prefix = 'a{b}'")
+                .unwrap();
         assert!(c.validate().unwrap_err().0.contains("key_prefix"));
-        let c = Config::from_toml("[cluster]\nredis_url = 'redis://127.0.0.1'\npublish_queue = 0").unwrap();
+        let c = Config::from_toml("[cluster]\nredis_url = 'redis://127.0.0.1'\npublish_queue = 0")
+            .unwrap();
         assert!(c.validate().unwrap_err().0.contains("publish_queue"));
         let c = Config::from_toml("[cluster]\nredis_url = 'redis://127.0.0.1'").unwrap();
         assert_eq!(c.cluster.unwrap().publish_queue, 65_536);
@@ -776,7 +904,11 @@ mod tests {
     fn the_published_secret_is_served_on_loopback_only() {
         let mut c = Config::default();
         c.apply_env(env(&[])).unwrap();
-        assert_eq!(c.listen_host(), "127.0.0.1", "the default app gets a loopback default host");
+        assert_eq!(
+            c.listen_host(),
+            "127.0.0.1",
+            "the default app gets a loopback default host"
+        );
         c.validate().unwrap();
 
         for host in ["0.0.0.0", "::", "192.0.2.1"] {
@@ -784,15 +916,21 @@ mod tests {
             c.apply_env(env(&[("BROKER_HOST", host)])).unwrap();
             let e = c.validate().unwrap_err();
             for setting in ["[[apps]]", "BROKER_APP_SECRET", "BROKER_HOST"] {
-                assert!(e.0.contains(setting), "{host}: the error names {setting}: {e}");
+                assert!(
+                    e.0.contains(setting),
+                    "{host}: the error names {setting}: {e}"
+                );
             }
         }
         // A new id and key keep the published secret: still refused.
         let mut c = Config::default();
-        c.apply_env(env(&[("BROKER_HOST", "0.0.0.0"), ("BROKER_APP_KEY", "k")])).unwrap();
+        c.apply_env(env(&[("BROKER_HOST", "0.0.0.0"), ("BROKER_APP_KEY", "k")]))
+            .unwrap();
         assert!(c.validate().is_err());
         // So is a configured app that copies the README's example secret.
-        let mut c = Config::from_toml("host = '0.0.0.0'\n[[apps]]\nid='2'\nkey='k'\nsecret='app-secret'").unwrap();
+        let mut c =
+            Config::from_toml("host = '0.0.0.0'\n[[apps]]\nid='2'\nkey='k'\nsecret='app-secret'")
+                .unwrap();
         c.apply_env(env(&[])).unwrap();
         assert!(c.validate().is_err());
 
@@ -806,11 +944,17 @@ mod tests {
     #[test]
     fn an_own_secret_may_be_served_anywhere() {
         let mut c = Config::default();
-        c.apply_env(env(&[("BROKER_APP_SECRET", "a-long-random-secret")])).unwrap();
-        assert_eq!(c.listen_host(), "0.0.0.0", "without the published secret the default host is every interface");
+        c.apply_env(env(&[("BROKER_APP_SECRET", "a-long-random-secret")]))
+            .unwrap();
+        assert_eq!(
+            c.listen_host(),
+            "0.0.0.0",
+            "without the published secret the default host is every interface"
+        );
         c.validate().unwrap();
         let mut c = Config::default();
-        c.apply_env(env(&[("BROKER_APP_STORE_URL", "postgres://db/apps")])).unwrap();
+        c.apply_env(env(&[("BROKER_APP_STORE_URL", "postgres://db/apps")]))
+            .unwrap();
         assert!(c.apps.is_empty());
         assert_eq!(c.listen_host(), "0.0.0.0");
         c.validate().unwrap();

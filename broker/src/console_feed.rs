@@ -96,7 +96,11 @@ pub enum Event {
 pub enum Message {
     /// An event of the app with this key, already encoded as JSON (once, for every viewer).
     /// `relayed` when it happened on another node of the cluster (see [`crate::console::cluster`]).
-    Event { app: AppKey, json: Arc<str>, relayed: bool },
+    Event {
+        app: AppKey,
+        json: Arc<str>,
+        relayed: bool,
+    },
     /// The viewer fell behind and lost this many events.
     Dropped(u64),
 }
@@ -173,7 +177,9 @@ impl Feed {
     pub fn watch(self: &Arc<Self>) -> Result<Viewer, TooManyViewers> {
         let max = self.limits.max_viewers;
         self.viewers
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < max).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
             .map_err(|_| TooManyViewers)?;
         Ok(self.receiver())
     }
@@ -181,18 +187,28 @@ impl Feed {
     /// Receives events without counting as a console (for the cluster relay); not bounded by `max_viewers`.
     pub fn relay(self: &Arc<Self>) -> Receiver {
         self.watchers.fetch_add(1, Ordering::AcqRel);
-        Receiver { feed: self.clone(), rx: self.tx.subscribe() }
+        Receiver {
+            feed: self.clone(),
+            rx: self.tx.subscribe(),
+        }
     }
 
     fn receiver(self: &Arc<Self>) -> Viewer {
         self.watchers.fetch_add(1, Ordering::AcqRel);
-        Viewer(Receiver { feed: self.clone(), rx: self.tx.subscribe() })
+        Viewer(Receiver {
+            feed: self.clone(),
+            rx: self.tx.subscribe(),
+        })
     }
 
     /// Hands viewers an event another node built (it already passed that node's budget).
     pub fn relayed(&self, app: AppKey, json: String) {
         if self.viewers() != 0 {
-            let _ = self.tx.send(Message::Event { app, json: json.into(), relayed: true });
+            let _ = self.tx.send(Message::Event {
+                app,
+                json: json.into(),
+                relayed: true,
+            });
         }
     }
 
@@ -231,17 +247,28 @@ impl Feed {
             self.skipped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let time = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        let json = serde_json::to_string(&Encoded { time, event: &make() }).expect("events serialize");
+        let time = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let json = serde_json::to_string(&Encoded {
+            time,
+            event: &make(),
+        })
+        .expect("events serialize");
         // An error only means every viewer left meanwhile.
-        let _ = self.tx.send(Message::Event { app: app.clone(), json: json.into(), relayed: false });
+        let _ = self.tx.send(Message::Event {
+            app: app.clone(),
+            json: json.into(),
+            relayed: false,
+        });
     }
 
     /// Ends the current second: a new budget, and the messages each app published in it
     /// (`None` if nobody watched, so nothing was counted).
     pub fn tick(&self) -> Option<HashMap<AppKey, u64>> {
         self.in_window.store(0, Ordering::Relaxed);
-        let counted = std::mem::take(&mut *self.published.lock().unwrap_or_else(|p| p.into_inner()));
+        let counted =
+            std::mem::take(&mut *self.published.lock().unwrap_or_else(|p| p.into_inner()));
         self.watched().then_some(counted)
     }
 }
@@ -295,21 +322,30 @@ fn feed() -> Option<&'static Feed> {
 #[inline]
 pub fn connection_opened(app: &AppKey, socket: SocketId, origin: Option<&str>) {
     if let Some(f) = feed() {
-        f.emit(app, || Event::ConnectionOpened { socket_id: socket.to_string(), origin: origin.map(str::to_owned) });
+        f.emit(app, || Event::ConnectionOpened {
+            socket_id: socket.to_string(),
+            origin: origin.map(str::to_owned),
+        });
     }
 }
 
 #[inline]
 pub fn connection_closed(app: &AppKey, socket: SocketId, code: Option<u16>) {
     if let Some(f) = feed() {
-        f.emit(app, || Event::ConnectionClosed { socket_id: socket.to_string(), code });
+        f.emit(app, || Event::ConnectionClosed {
+            socket_id: socket.to_string(),
+            code,
+        });
     }
 }
 
 #[inline]
 pub fn subscribed(app: &AppKey, socket: SocketId, channel: &ChannelName) {
     if let Some(f) = feed() {
-        f.emit(app, || Event::Subscribed { socket_id: socket.to_string(), channel: channel.to_string() });
+        f.emit(app, || Event::Subscribed {
+            socket_id: socket.to_string(),
+            channel: channel.to_string(),
+        });
     }
 }
 
@@ -318,15 +354,24 @@ pub fn subscribed(app: &AppKey, socket: SocketId, channel: &ChannelName) {
 #[inline]
 pub fn subscription_failed(app: &AppKey, socket: SocketId, channel: &str, refusal: &str) {
     if let Some(f) = feed() {
-        f.emit(app, || Event::SubscriptionFailed { socket_id: socket.to_string(), channel: channel.to_owned(), reason: reason_of(refusal) });
+        f.emit(app, || Event::SubscriptionFailed {
+            socket_id: socket.to_string(),
+            channel: channel.to_owned(),
+            reason: reason_of(refusal),
+        });
     }
 }
 
 /// The readable part of a refusal frame: `error (status)` or `message`.
 fn reason_of(refusal: &str) -> String {
-    let Ok(frame) = serde_json::from_str::<serde_json::Value>(refusal) else { return refusal.to_owned() };
+    let Ok(frame) = serde_json::from_str::<serde_json::Value>(refusal) else {
+        return refusal.to_owned();
+    };
     let data = &frame["data"];
-    match (data["error"].as_str().or(data["message"].as_str()), data["status"].as_u64().or(data["code"].as_u64())) {
+    match (
+        data["error"].as_str().or(data["message"].as_str()),
+        data["status"].as_u64().or(data["code"].as_u64()),
+    ) {
         (Some(text), Some(status)) => format!("{text} ({status})"),
         (Some(text), None) => text.to_owned(),
         _ => refusal.to_owned(),
@@ -336,12 +381,21 @@ fn reason_of(refusal: &str) -> String {
 #[inline]
 pub fn unsubscribed(app: &AppKey, socket: SocketId, channel: &ChannelName) {
     if let Some(f) = feed() {
-        f.emit(app, || Event::Unsubscribed { socket_id: socket.to_string(), channel: channel.to_string() });
+        f.emit(app, || Event::Unsubscribed {
+            socket_id: socket.to_string(),
+            channel: channel.to_string(),
+        });
     }
 }
 
 #[inline]
-pub fn rest_trigger(app: &AppKey, channels: &[ChannelName], event: &EventName, size: usize, except: Option<SocketId>) {
+pub fn rest_trigger(
+    app: &AppKey,
+    channels: &[ChannelName],
+    event: &EventName,
+    size: usize,
+    except: Option<SocketId>,
+) {
     if let Some(f) = feed() {
         f.emit_messages(app, channels.len() as u64, || Event::RestEvent {
             channels: channels.iter().map(ChannelName::to_string).collect(),
@@ -353,9 +407,20 @@ pub fn rest_trigger(app: &AppKey, channels: &[ChannelName], event: &EventName, s
 }
 
 #[inline]
-pub fn client_event(app: &AppKey, socket: SocketId, channel: &ChannelName, event: &str, size: usize) {
+pub fn client_event(
+    app: &AppKey,
+    socket: SocketId,
+    channel: &ChannelName,
+    event: &str,
+    size: usize,
+) {
     if let Some(f) = feed() {
-        f.emit_messages(app, 1, || Event::ClientEvent { socket_id: socket.to_string(), channel: channel.to_string(), event: event.to_owned(), size });
+        f.emit_messages(app, 1, || Event::ClientEvent {
+            socket_id: socket.to_string(),
+            channel: channel.to_string(),
+            event: event.to_owned(),
+            size,
+        });
     }
 }
 
@@ -379,7 +444,10 @@ fn redact_url(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
     let rest = rest.split(['?', '#']).next().unwrap_or("");
     let rest = match rest.split_once('/') {
-        Some((authority, path)) => format!("{}/{path}", authority.rsplit('@').next().unwrap_or(authority)),
+        Some((authority, path)) => format!(
+            "{}/{path}",
+            authority.rsplit('@').next().unwrap_or(authority)
+        ),
         None => rest.rsplit('@').next().unwrap_or(rest).to_owned(),
     };
     if scheme.is_empty() {
@@ -398,11 +466,18 @@ mod tests {
     }
 
     fn feed(events_per_second: u32, buffer: usize) -> Arc<Feed> {
-        Arc::new(Feed::new(FeedLimits { events_per_second, buffer, max_viewers: 2 }))
+        Arc::new(Feed::new(FeedLimits {
+            events_per_second,
+            buffer,
+            max_viewers: 2,
+        }))
     }
 
     fn opened(n: u64) -> Event {
-        Event::ConnectionOpened { socket_id: format!("1.{n}"), origin: None }
+        Event::ConnectionOpened {
+            socket_id: format!("1.{n}"),
+            origin: None,
+        }
     }
 
     #[test]
@@ -447,7 +522,10 @@ mod tests {
                 got.push(json);
             }
         }
-        assert!(got[3].contains("1.99"), "a new budget after the tick: {got:?}");
+        assert!(
+            got[3].contains("1.99"),
+            "a new budget after the tick: {got:?}"
+        );
         assert_eq!(f.skipped(), 7);
     }
 
@@ -460,7 +538,9 @@ mod tests {
         }
         assert!(matches!(v.next().await, Some(Message::Dropped(6))));
         // What is left is the newest `buffer` events.
-        let Some(Message::Event { json, .. }) = v.next().await else { panic!() };
+        let Some(Message::Event { json, .. }) = v.next().await else {
+            panic!()
+        };
         assert!(json.contains("\"1.6\""), "{json}");
     }
 
@@ -506,15 +586,25 @@ mod tests {
 
     #[test]
     fn refusals_read_as_their_message_and_status() {
-        let f = protocol::frame::subscription_error("private-a", "AuthError", "invalid signature", 401);
+        let f =
+            protocol::frame::subscription_error("private-a", "AuthError", "invalid signature", 401);
         assert_eq!(reason_of(&f), "invalid signature (401)");
-        assert_eq!(reason_of(&protocol::frame::error(None, "bad name")), "bad name");
+        assert_eq!(
+            reason_of(&protocol::frame::error(None, "bad name")),
+            "bad name"
+        );
     }
 
     #[test]
     fn webhook_urls_lose_credentials_and_queries() {
-        assert_eq!(redact_url("https://user:pw@example.com/hook?token=x"), "https://example.com/hook");
-        assert_eq!(redact_url("http://example.com:8080"), "http://example.com:8080");
+        assert_eq!(
+            redact_url("https://user:pw@example.com/hook?token=x"),
+            "https://example.com/hook"
+        );
+        assert_eq!(
+            redact_url("http://example.com:8080"),
+            "http://example.com:8080"
+        );
         assert_eq!(redact_url("http://a@b/c#frag"), "http://b/c");
     }
 }

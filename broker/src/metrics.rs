@@ -80,26 +80,86 @@ impl Metrics {
             adapter_topics: Gauge::default(),
         };
         let r = &mut m.registry;
-        r.register("connections", "Open client connections (WebSocket and HTTP fallback)", m.connections.clone());
-        r.register("connections_opened", "WebSocket connections accepted", m.connections_opened.clone());
-        r.register("subscriptions", "Channel subscriptions held by connections on this node", m.subscriptions.clone());
-        r.register("ws_messages_in", "WebSocket messages received from clients", m.messages_in.clone());
-        r.register("ws_bytes_in", "Bytes of WebSocket messages received from clients", m.bytes_in.clone());
-        r.register("ws_messages_out", "WebSocket messages written to clients", m.messages_out.clone());
-        r.register("ws_bytes_out", "Bytes of WebSocket messages written to clients", m.bytes_out.clone());
-        r.register("slow_consumers_closed", "Connections closed because their send queue overflowed", m.slow_consumers_closed.clone());
-        r.register("connections_refused_per_ip", "WebSocket connections refused by max_connections_per_ip", m.refused_per_ip.clone());
+        r.register(
+            "connections",
+            "Open client connections (WebSocket and HTTP fallback)",
+            m.connections.clone(),
+        );
+        r.register(
+            "connections_opened",
+            "WebSocket connections accepted",
+            m.connections_opened.clone(),
+        );
+        r.register(
+            "subscriptions",
+            "Channel subscriptions held by connections on this node",
+            m.subscriptions.clone(),
+        );
+        r.register(
+            "ws_messages_in",
+            "WebSocket messages received from clients",
+            m.messages_in.clone(),
+        );
+        r.register(
+            "ws_bytes_in",
+            "Bytes of WebSocket messages received from clients",
+            m.bytes_in.clone(),
+        );
+        r.register(
+            "ws_messages_out",
+            "WebSocket messages written to clients",
+            m.messages_out.clone(),
+        );
+        r.register(
+            "ws_bytes_out",
+            "Bytes of WebSocket messages written to clients",
+            m.bytes_out.clone(),
+        );
+        r.register(
+            "slow_consumers_closed",
+            "Connections closed because their send queue overflowed",
+            m.slow_consumers_closed.clone(),
+        );
+        r.register(
+            "connections_refused_per_ip",
+            "WebSocket connections refused by max_connections_per_ip",
+            m.refused_per_ip.clone(),
+        );
         r.register(
             "subscriptions_refused_channel_limit",
             "Subscriptions refused by max_channels_per_connection",
             m.refused_channel_limit.clone(),
         );
-        r.register("rest_requests", "REST requests by route and status", m.rest_requests.clone());
-        r.register("webhook_queue_depth", "Webhook events waiting to be sent", m.webhook_queue_depth.clone());
-        r.register("webhook_sent_batches", "Webhook batches the endpoint accepted", m.webhook_sent_batches.clone());
-        r.register("webhook_failed_batches", "Webhook batches given up after every retry", m.webhook_failed_batches.clone());
-        r.register("webhook_dropped_events", "Webhook events dropped because the queue was full", m.webhook_dropped_events.clone());
-        r.register("adapter_up", "1 when the cluster adapter is healthy", m.adapter_up.clone());
+        r.register(
+            "rest_requests",
+            "REST requests by route and status",
+            m.rest_requests.clone(),
+        );
+        r.register(
+            "webhook_queue_depth",
+            "Webhook events waiting to be sent",
+            m.webhook_queue_depth.clone(),
+        );
+        r.register(
+            "webhook_sent_batches",
+            "Webhook batches the endpoint accepted",
+            m.webhook_sent_batches.clone(),
+        );
+        r.register(
+            "webhook_failed_batches",
+            "Webhook batches given up after every retry",
+            m.webhook_failed_batches.clone(),
+        );
+        r.register(
+            "webhook_dropped_events",
+            "Webhook events dropped because the queue was full",
+            m.webhook_dropped_events.clone(),
+        );
+        r.register(
+            "adapter_up",
+            "1 when the cluster adapter is healthy",
+            m.adapter_up.clone(),
+        );
         r.register(
             "adapter_dropped_messages",
             "Cluster messages that did not reach every node holding their channel (Redis unreachable, publish queue full, or a node not listening)",
@@ -110,7 +170,11 @@ impl Metrics {
             "Messages this node received from the cluster bus (only for channels and watched users it holds)",
             m.adapter_bus_received.clone(),
         );
-        r.register("adapter_topics", "Cluster bus topics this node listens to", m.adapter_topics.clone());
+        r.register(
+            "adapter_topics",
+            "Cluster bus topics this node listens to",
+            m.adapter_topics.clone(),
+        );
         m
     }
 
@@ -118,18 +182,30 @@ impl Metrics {
     pub fn render(&self, apps: &AppRegistry, adapter: &dyn Adapter) -> String {
         for app in apps.all() {
             if let Some(q) = &app.webhooks {
-                let labels = AppLabels { app: app.id.as_str().to_owned() };
-                self.webhook_queue_depth.get_or_create(&labels).set(q.depth() as i64);
-                self.webhook_sent_batches.get_or_create(&labels).set(q.stats.sent_batches.load(Ordering::Relaxed) as i64);
-                self.webhook_failed_batches.get_or_create(&labels).set(q.stats.failed_batches.load(Ordering::Relaxed) as i64);
-                self.webhook_dropped_events.get_or_create(&labels).set(q.stats.dropped.load(Ordering::Relaxed) as i64);
+                let labels = AppLabels {
+                    app: app.id.as_str().to_owned(),
+                };
+                self.webhook_queue_depth
+                    .get_or_create(&labels)
+                    .set(q.depth() as i64);
+                self.webhook_sent_batches
+                    .get_or_create(&labels)
+                    .set(q.stats.sent_batches.load(Ordering::Relaxed) as i64);
+                self.webhook_failed_batches
+                    .get_or_create(&labels)
+                    .set(q.stats.failed_batches.load(Ordering::Relaxed) as i64);
+                self.webhook_dropped_events
+                    .get_or_create(&labels)
+                    .set(q.stats.dropped.load(Ordering::Relaxed) as i64);
             }
         }
         self.adapter_up.set(i64::from(adapter.healthy()));
-        self.adapter_dropped_messages.set(adapter.dropped_messages() as i64);
+        self.adapter_dropped_messages
+            .set(adapter.dropped_messages() as i64);
         let bus = adapter.bus_stats();
         // The adapter counts; the counter catches up at scrape time.
-        self.adapter_bus_received.inc_by(bus.received.saturating_sub(self.adapter_bus_received.get()));
+        self.adapter_bus_received
+            .inc_by(bus.received.saturating_sub(self.adapter_bus_received.get()));
         self.adapter_topics.set(bus.topics as i64);
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");

@@ -25,25 +25,39 @@ use crate::{
 
 /// Loads the TLS certificate and key named in the config, if any.
 pub fn tls_config(config: &Config) -> Result<Option<rustls::ServerConfig>, ConfigError> {
-    let (Some(cert_path), Some(key_path)) = (&config.tls_cert, &config.tls_key) else { return Ok(None) };
-    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| ConfigError(format!("cannot read {}: {e}", p.display())));
+    let (Some(cert_path), Some(key_path)) = (&config.tls_cert, &config.tls_key) else {
+        return Ok(None);
+    };
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| ConfigError(format!("cannot read {}: {e}", p.display())))
+    };
     let cert_pem = read(cert_path)?;
     let key_pem = read(key_path)?;
     let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ConfigError(format!("tls_cert {}: {e}", cert_path.display())))?;
     if certs.is_empty() {
-        return Err(ConfigError(format!("tls_cert {}: no certificate found", cert_path.display())));
+        return Err(ConfigError(format!(
+            "tls_cert {}: no certificate found",
+            cert_path.display()
+        )));
     }
     let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .map_err(|e| ConfigError(format!("tls_key {}: {e}", key_path.display())))?
-        .ok_or_else(|| ConfigError(format!("tls_key {}: no private key found", key_path.display())))?;
-    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ConfigError(format!("tls: {e}")))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| ConfigError(format!("tls_cert/tls_key: {e}")))?;
+        .ok_or_else(|| {
+            ConfigError(format!(
+                "tls_key {}: no private key found",
+                key_path.display()
+            ))
+        })?;
+    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| ConfigError(format!("tls: {e}")))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| ConfigError(format!("tls_cert/tls_key: {e}")))?;
     Ok(Some(tls))
 }
 
@@ -67,7 +81,10 @@ impl Server {
     /// [`Server::local_addrs`]). Must run inside an actix system.
     pub async fn build(config: Config, tls: Option<rustls::ServerConfig>) -> std::io::Result<Self> {
         let redis = match &config.cluster {
-            Some(cluster) => Some(Arc::new(RedisAdapter::new(cluster.clone(), config.webhooks.debounce()).map_err(std::io::Error::other)?)),
+            Some(cluster) => Some(Arc::new(
+                RedisAdapter::new(cluster.clone(), config.webhooks.debounce())
+                    .map_err(std::io::Error::other)?,
+            )),
             None => None,
         };
         let adapter: Arc<dyn Adapter> = match &redis {
@@ -77,17 +94,32 @@ impl Server {
         let (state, webhook_receivers) = State::new(&config, adapter);
         let state = web::Data::new(state);
         if let Some(redis) = &redis {
-            tracing::info!(node = redis.node_id(), "cluster mode: sharing state through redis");
+            tracing::info!(
+                node = redis.node_id(),
+                "cluster mode: sharing state through redis"
+            );
             redis.start(state.apps.clone());
         }
         let senders: Vec<_> = webhook_receivers
             .into_iter()
-            .map(|r| actix_web::rt::spawn(webhooks::run_sender(r, config.webhooks.clone(), state.webhook_flush_signal())))
+            .map(|r| {
+                actix_web::rt::spawn(webhooks::run_sender(
+                    r,
+                    config.webhooks.clone(),
+                    state.webhook_flush_signal(),
+                ))
+            })
             .collect();
         let senders = Arc::new(std::sync::Mutex::new(senders));
         if let Some(store) = config.app_store.clone() {
             let on_loopback = is_loopback(config.listen_host(), config.port);
-            actix_web::rt::spawn(app_store::run(state.clone().into_inner(), store, config.webhooks.clone(), senders.clone(), on_loopback));
+            actix_web::rt::spawn(app_store::run(
+                state.clone().into_inner(),
+                store,
+                config.webhooks.clone(),
+                senders.clone(),
+                on_loopback,
+            ));
         }
         let sweeper = state.clone().into_inner();
         actix_web::rt::spawn(async move {
@@ -101,7 +133,11 @@ impl Server {
             }
         });
 
-        let console = console::start(&config, state.clone().into_inner(), redis.as_ref().map(|r| r.node_id()));
+        let console = console::start(
+            &config,
+            state.clone().into_inner(),
+            redis.as_ref().map(|r| r.node_id()),
+        );
         let ops_console = console.clone();
         let app_state = state.clone();
         let sessions = web::Data::new(fallback::Sessions::new(config.http_fallback.clone()));
@@ -114,7 +150,9 @@ impl Server {
             (None, None) => Some(OpsAccess::LoopbackOnly),
         };
         let mut server = HttpServer::new(move || {
-            let mut app = App::new().app_data(app_state.clone()).route("/app/{key}", web::get().to(ws::connect));
+            let mut app = App::new()
+                .app_data(app_state.clone())
+                .route("/app/{key}", web::get().to(ws::connect));
             if let Some(sessions) = &app_sessions {
                 app = app.configure(|cfg| fallback::routes(cfg, sessions.clone()));
             }
@@ -138,13 +176,30 @@ impl Server {
             };
         }
         let addrs = server.addrs();
-        let scheme = if config.tls_cert.is_some() { "https/wss" } else { "http/ws" };
+        let scheme = if config.tls_cert.is_some() {
+            "https/wss"
+        } else {
+            "http/ws"
+        };
         tracing::info!(addrs = ?addrs, scheme, apps = state.apps.all().len(), "broker listening");
         let ops = match config.metrics_addr {
-            Some(addr) => Some(ops_listener(addr, state.clone(), config.ops_token.clone(), ops_console)?),
+            Some(addr) => Some(ops_listener(
+                addr,
+                state.clone(),
+                config.ops_token.clone(),
+                ops_console,
+            )?),
             None => None,
         };
-        Ok(Self { state, sessions, http: server.run(), addrs, senders, shutdown_timeout: Duration::from_secs(config.shutdown_timeout), ops })
+        Ok(Self {
+            state,
+            sessions,
+            http: server.run(),
+            addrs,
+            senders,
+            shutdown_timeout: Duration::from_secs(config.shutdown_timeout),
+            ops,
+        })
     }
 
     /// The addresses the listener is bound to.
@@ -160,13 +215,27 @@ impl Server {
     /// Serves until `shutdown` resolves, then shuts down gracefully: stop
     /// accepting, report not-ready, tell every client to reconnect (4200), wait
     /// for their clean-up, flush webhooks, all within `shutdown_timeout`.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + 'static) -> std::io::Result<()> {
-        let Self { state, sessions, http, senders, shutdown_timeout, ops, .. } = self;
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + 'static,
+    ) -> std::io::Result<()> {
+        let Self {
+            state,
+            sessions,
+            http,
+            senders,
+            shutdown_timeout,
+            ops,
+            ..
+        } = self;
         let handle = http.handle();
         actix_web::rt::spawn(async move {
             shutdown.await;
             let until = tokio::time::Instant::now() + shutdown_timeout;
-            tracing::info!(open_connections = state.connection_count(), "shutting down: telling clients to reconnect");
+            tracing::info!(
+                open_connections = state.connection_count(),
+                "shutting down: telling clients to reconnect"
+            );
             handle.pause().await;
             state.begin_shutdown();
             while state.connection_count() > 0 && tokio::time::Instant::now() < until {
@@ -227,7 +296,10 @@ fn ops_listener(
 
 /// Binds and runs the broker until SIGTERM or SIGINT, then shuts down gracefully.
 pub async fn run(config: Config, tls: Option<rustls::ServerConfig>) -> std::io::Result<()> {
-    Server::build(config, tls).await?.run_until(wait_for_signal()).await
+    Server::build(config, tls)
+        .await?
+        .run_until(wait_for_signal())
+        .await
 }
 
 /// Backlog of each listening socket (what actix's own `bind` uses).

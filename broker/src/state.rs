@@ -5,7 +5,10 @@ use std::{sync::Arc, time::Duration};
 use protocol::socket_id::SocketIdGenerator;
 use tokio::sync::watch;
 
-use crate::{adapter::Adapter, apps::AppRegistry, config::Config, core::ip_limit::IpLimiter, metrics::Metrics, webhooks::WebhookReceiver};
+use crate::{
+    adapter::Adapter, apps::AppRegistry, config::Config, core::ip_limit::IpLimiter,
+    metrics::Metrics, webhooks::WebhookReceiver,
+};
 
 pub struct State {
     pub activity_timeout: Duration,
@@ -28,7 +31,8 @@ pub struct State {
 impl State {
     /// The shared state, and the webhook senders the caller must spawn.
     pub fn new(config: &Config, adapter: Arc<dyn Adapter>) -> (Self, Vec<WebhookReceiver>) {
-        let (apps, receivers) = AppRegistry::new(&config.apps, &config.webhooks, config.app_store.is_some());
+        let (apps, receivers) =
+            AppRegistry::new(&config.apps, &config.webhooks, config.app_store.is_some());
         let state = Self {
             activity_timeout: Duration::from_secs(config.activity_timeout),
             pong_timeout: Duration::from_secs(config.pong_timeout),
@@ -68,6 +72,10 @@ impl State {
 
     /// Open connections over every app on this node.
     pub fn connection_count(&self) -> usize {
-        self.apps.all().iter().map(|a| a.hub.connection_count()).sum()
+        self.apps
+            .all()
+            .iter()
+            .map(|a| a.hub.connection_count())
+            .sum()
     }
 }

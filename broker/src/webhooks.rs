@@ -31,10 +31,20 @@ use tokio::sync::{mpsc, watch};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "name", rename_all = "snake_case")]
 pub enum WebhookEvent {
-    ChannelOccupied { channel: String },
-    ChannelVacated { channel: String },
-    MemberAdded { channel: String, user_id: String },
-    MemberRemoved { channel: String, user_id: String },
+    ChannelOccupied {
+        channel: String,
+    },
+    ChannelVacated {
+        channel: String,
+    },
+    MemberAdded {
+        channel: String,
+        user_id: String,
+    },
+    MemberRemoved {
+        channel: String,
+        user_id: String,
+    },
     ClientEvent {
         channel: String,
         event: String,
@@ -43,8 +53,13 @@ pub enum WebhookEvent {
         #[serde(skip_serializing_if = "Option::is_none")]
         user_id: Option<String>,
     },
-    CacheMiss { channel: String },
-    SubscriptionCount { channel: String, subscription_count: u64 },
+    CacheMiss {
+        channel: String,
+    },
+    SubscriptionCount {
+        channel: String,
+        subscription_count: u64,
+    },
 }
 
 impl WebhookEvent {
@@ -63,10 +78,20 @@ impl WebhookEvent {
     /// For the four lifecycle events: what they are about, and whether they leave or come back.
     fn lifecycle(&self) -> Option<(Subject, Direction)> {
         match self {
-            Self::ChannelOccupied { channel } => Some((Subject::Channel(channel.clone()), Direction::Back)),
-            Self::ChannelVacated { channel } => Some((Subject::Channel(channel.clone()), Direction::Left)),
-            Self::MemberAdded { channel, user_id } => Some((Subject::Member(channel.clone(), user_id.clone()), Direction::Back)),
-            Self::MemberRemoved { channel, user_id } => Some((Subject::Member(channel.clone(), user_id.clone()), Direction::Left)),
+            Self::ChannelOccupied { channel } => {
+                Some((Subject::Channel(channel.clone()), Direction::Back))
+            }
+            Self::ChannelVacated { channel } => {
+                Some((Subject::Channel(channel.clone()), Direction::Left))
+            }
+            Self::MemberAdded { channel, user_id } => Some((
+                Subject::Member(channel.clone(), user_id.clone()),
+                Direction::Back,
+            )),
+            Self::MemberRemoved { channel, user_id } => Some((
+                Subject::Member(channel.clone(), user_id.clone()),
+                Direction::Left,
+            )),
             _ => None,
         }
     }
@@ -99,14 +124,23 @@ pub struct Debounce {
 
 impl Debounce {
     pub fn new(window: Duration) -> Self {
-        Self { window, pending: Mutex::new(HashMap::new()), next: std::sync::atomic::AtomicU64::new(0) }
+        Self {
+            window,
+            pending: Mutex::new(HashMap::new()),
+            next: std::sync::atomic::AtomicU64::new(0),
+        }
     }
 
     /// Runs `op` and sorts the lifecycle `events` it caused into those to send now,
     /// holding the lock across both so that transitions are matched in the order they
     /// happened. Leaves wait; a return cancels its pending leave (and is not sent
     /// either); other events pass through.
-    fn transition<T>(&self, op: impl FnOnce() -> T, events: impl FnOnce(&T) -> Vec<WebhookEvent>, now: Instant) -> (T, Vec<WebhookEvent>) {
+    fn transition<T>(
+        &self,
+        op: impl FnOnce() -> T,
+        events: impl FnOnce(&T) -> Vec<WebhookEvent>,
+        now: Instant,
+    ) -> (T, Vec<WebhookEvent>) {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         let result = op();
         let events = events(&result);
@@ -125,8 +159,13 @@ impl Debounce {
     }
 
     #[cfg(test)]
-    fn admit(&self, events: impl IntoIterator<Item = WebhookEvent>, now: Instant) -> Vec<WebhookEvent> {
-        self.transition(|| (), |_| events.into_iter().collect(), now).1
+    fn admit(
+        &self,
+        events: impl IntoIterator<Item = WebhookEvent>,
+        now: Instant,
+    ) -> Vec<WebhookEvent> {
+        self.transition(|| (), |_| events.into_iter().collect(), now)
+            .1
     }
 
     /// Takes the held-back leaves whose window has passed (all of them with `now = None`),
@@ -136,9 +175,16 @@ impl Debounce {
         if pending.is_empty() {
             return Vec::new();
         }
-        let due: Vec<Subject> =
-            pending.iter().filter(|(_, (at, _, _))| now.is_none_or(|now| *at <= now)).map(|(s, _)| s.clone()).collect();
-        let mut out: Vec<(u64, WebhookEvent)> = due.into_iter().filter_map(|s| pending.remove(&s)).map(|(_, seq, e)| (seq, e)).collect();
+        let due: Vec<Subject> = pending
+            .iter()
+            .filter(|(_, (at, _, _))| now.is_none_or(|now| *at <= now))
+            .map(|(s, _)| s.clone())
+            .collect();
+        let mut out: Vec<(u64, WebhookEvent)> = due
+            .into_iter()
+            .filter_map(|s| pending.remove(&s))
+            .map(|(_, seq, e)| (seq, e))
+            .collect();
         out.sort_by_key(|(seq, _)| *seq);
         out.into_iter().map(|(_, e)| e).collect()
     }
@@ -175,7 +221,11 @@ impl WebhookQueue {
 
     /// Runs a transition and queues the lifecycle events it caused (occupied,
     /// vacated, member added or removed) through the debounce window.
-    pub fn transition<T>(&self, op: impl FnOnce() -> T, events: impl FnOnce(&T) -> Vec<WebhookEvent>) -> T {
+    pub fn transition<T>(
+        &self,
+        op: impl FnOnce() -> T,
+        events: impl FnOnce(&T) -> Vec<WebhookEvent>,
+    ) -> T {
         let (result, now) = self.debounce.transition(op, events, Instant::now());
         for e in now {
             self.emit(e);
@@ -204,11 +254,30 @@ pub struct WebhookReceiver {
     pub hooks: Vec<WebhookConfig>,
 }
 
-pub fn queue(settings: &WebhookSettings, key: AppKey, secret: AppSecret, hooks: Vec<WebhookConfig>) -> (WebhookQueue, WebhookReceiver) {
+pub fn queue(
+    settings: &WebhookSettings,
+    key: AppKey,
+    secret: AppSecret,
+    hooks: Vec<WebhookConfig>,
+) -> (WebhookQueue, WebhookReceiver) {
     let (tx, rx) = mpsc::channel(settings.queue.max(1));
     let stats = Arc::new(WebhookStats::default());
     let debounce = Arc::new(Debounce::new(settings.debounce()));
-    (WebhookQueue { tx, stats: stats.clone(), debounce: debounce.clone() }, WebhookReceiver { rx, stats, debounce, key, secret, hooks })
+    (
+        WebhookQueue {
+            tx,
+            stats: stats.clone(),
+            debounce: debounce.clone(),
+        },
+        WebhookReceiver {
+            rx,
+            stats,
+            debounce,
+            key,
+            secret,
+            hooks,
+        },
+    )
 }
 
 #[derive(Serialize)]
@@ -219,8 +288,14 @@ struct Body<'a> {
 
 /// Sends one app's webhooks until `flush` turns true; then sends what is still
 /// queued or held back and returns. Needs an actix runtime (awc).
-pub async fn run_sender(mut r: WebhookReceiver, settings: WebhookSettings, mut flush: watch::Receiver<bool>) {
-    let client = awc::Client::builder().timeout(Duration::from_millis(settings.timeout_ms)).finish();
+pub async fn run_sender(
+    mut r: WebhookReceiver,
+    settings: WebhookSettings,
+    mut flush: watch::Receiver<bool>,
+) {
+    let client = awc::Client::builder()
+        .timeout(Duration::from_millis(settings.timeout_ms))
+        .finish();
     let mut batch = Vec::with_capacity(settings.batch_max);
     // Held-back leaves are looked at this often; their delay is the window plus at most this.
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -263,17 +338,27 @@ pub async fn run_sender(mut r: WebhookReceiver, settings: WebhookSettings, mut f
 }
 
 /// Sends a batch to every hook that wants some of its events.
-async fn send_batch(client: &awc::Client, r: &WebhookReceiver, batch: &[WebhookEvent], settings: &WebhookSettings) {
+async fn send_batch(
+    client: &awc::Client,
+    r: &WebhookReceiver,
+    batch: &[WebhookEvent],
+    settings: &WebhookSettings,
+) {
     for hook in &r.hooks {
         let events: Vec<&WebhookEvent> = batch
             .iter()
-            .filter(|e| hook.event_types.is_empty() || hook.event_types.iter().any(|t| t == e.name()))
+            .filter(|e| {
+                hook.event_types.is_empty() || hook.event_types.iter().any(|t| t == e.name())
+            })
             .collect();
         if events.is_empty() {
             continue;
         }
         let events_len = events.len();
-        let time_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        let time_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
         let body = serde_json::to_vec(&Body { time_ms, events }).expect("webhook body serializes");
         let signature = sign::sign_webhook(&r.secret, &body);
         let sent = deliver(client, hook, &r.key, &signature, body, settings).await;
@@ -282,7 +367,9 @@ async fn send_batch(client: &awc::Client, r: &WebhookReceiver, batch: &[WebhookE
             r.stats.sent_batches.fetch_add(1, Ordering::Relaxed);
         } else {
             r.stats.failed_batches.fetch_add(1, Ordering::Relaxed);
-            r.stats.dropped.fetch_add(events_len as u64, Ordering::Relaxed);
+            r.stats
+                .dropped
+                .fetch_add(events_len as u64, Ordering::Relaxed);
             tracing::warn!(url = %hook.url, events = events_len, "webhook batch given up after retrying for {} s", settings.retry_for_secs);
         }
     }
@@ -290,7 +377,14 @@ async fn send_batch(client: &awc::Client, r: &WebhookReceiver, batch: &[WebhookE
 
 /// Posts one batch, retrying with exponential back-off until the endpoint accepts
 /// it, `retry_for_secs` have passed, or `attempts` (when not 0) are used up.
-async fn deliver(client: &awc::Client, hook: &WebhookConfig, key: &AppKey, signature: &str, body: Vec<u8>, s: &WebhookSettings) -> bool {
+async fn deliver(
+    client: &awc::Client,
+    hook: &WebhookConfig,
+    key: &AppKey,
+    signature: &str,
+    body: Vec<u8>,
+    s: &WebhookSettings,
+) -> bool {
     let body = bytes_of(body);
     let give_up_at = Instant::now() + Duration::from_secs(s.retry_for_secs);
     let mut delay = Duration::from_millis(s.backoff_ms.max(1));
@@ -307,7 +401,9 @@ async fn deliver(client: &awc::Client, hook: &WebhookConfig, key: &AppKey, signa
             .await;
         match result {
             Ok(res) if res.status().is_success() => return true,
-            Ok(res) => tracing::debug!(url = %hook.url, status = res.status().as_u16(), attempt, "webhook refused"),
+            Ok(res) => {
+                tracing::debug!(url = %hook.url, status = res.status().as_u16(), attempt, "webhook refused")
+            }
             Err(e) => tracing::debug!(url = %hook.url, error = %e, attempt, "webhook failed"),
         }
         if (s.attempts != 0 && attempt >= s.attempts) || Instant::now() + delay > give_up_at {
@@ -328,9 +424,21 @@ mod tests {
 
     #[test]
     fn events_serialize_as_documented() {
-        let e = WebhookEvent::MemberAdded { channel: "presence-a".into(), user_id: "7".into() };
-        assert_eq!(serde_json::to_string(&e).unwrap(), r#"{"name":"member_added","channel":"presence-a","user_id":"7"}"#);
-        let c = WebhookEvent::ClientEvent { channel: "private-a".into(), event: "client-x".into(), data: "{}".into(), socket_id: "1.2".into(), user_id: None };
+        let e = WebhookEvent::MemberAdded {
+            channel: "presence-a".into(),
+            user_id: "7".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"name":"member_added","channel":"presence-a","user_id":"7"}"#
+        );
+        let c = WebhookEvent::ClientEvent {
+            channel: "private-a".into(),
+            event: "client-x".into(),
+            data: "{}".into(),
+            socket_id: "1.2".into(),
+            user_id: None,
+        };
         assert_eq!(
             serde_json::to_string(&c).unwrap(),
             r#"{"name":"client_event","channel":"private-a","event":"client-x","data":"{}","socket_id":"1.2"}"#
@@ -340,30 +448,68 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_and_counts() {
-        let s = WebhookSettings { queue: 2, ..Default::default() };
-        let (q, _r) = queue(&s, AppKey::new("k").unwrap(), AppSecret::new("s").unwrap(), vec![]);
+        let s = WebhookSettings {
+            queue: 2,
+            ..Default::default()
+        };
+        let (q, _r) = queue(
+            &s,
+            AppKey::new("k").unwrap(),
+            AppSecret::new("s").unwrap(),
+            vec![],
+        );
         for _ in 0..5 {
-            q.emit(WebhookEvent::CacheMiss { channel: "cache-a".into() });
+            q.emit(WebhookEvent::CacheMiss {
+                channel: "cache-a".into(),
+            });
         }
         assert_eq!(q.depth(), 2);
         assert_eq!(q.stats.dropped.load(Ordering::Relaxed), 3);
     }
 
     fn removed(user: &str) -> WebhookEvent {
-        WebhookEvent::MemberRemoved { channel: "presence-a".into(), user_id: user.into() }
+        WebhookEvent::MemberRemoved {
+            channel: "presence-a".into(),
+            user_id: user.into(),
+        }
     }
     fn added(user: &str) -> WebhookEvent {
-        WebhookEvent::MemberAdded { channel: "presence-a".into(), user_id: user.into() }
+        WebhookEvent::MemberAdded {
+            channel: "presence-a".into(),
+            user_id: user.into(),
+        }
     }
 
     #[test]
     fn a_return_within_the_window_cancels_both_webhooks() {
         let d = Debounce::new(Duration::from_secs(3));
         let t0 = Instant::now();
-        assert_eq!(d.admit([added("u")], t0), [added("u")], "a first join is sent at once");
-        assert!(d.admit([removed("u"), WebhookEvent::ChannelVacated { channel: "presence-a".into() }], t0).is_empty());
+        assert_eq!(
+            d.admit([added("u")], t0),
+            [added("u")],
+            "a first join is sent at once"
+        );
+        assert!(d
+            .admit(
+                [
+                    removed("u"),
+                    WebhookEvent::ChannelVacated {
+                        channel: "presence-a".into()
+                    }
+                ],
+                t0
+            )
+            .is_empty());
         assert_eq!(d.pending(), 2);
-        let back = d.admit([WebhookEvent::ChannelOccupied { channel: "presence-a".into() }, added("u")], t0 + Duration::from_millis(500));
+        let back = d.admit(
+            [
+                WebhookEvent::ChannelOccupied {
+                    channel: "presence-a".into(),
+                },
+                added("u"),
+            ],
+            t0 + Duration::from_millis(500),
+        );
         assert!(back.is_empty(), "the reload sends nothing: {back:?}");
         assert_eq!(d.pending(), 0);
         assert!(d.take_due(Some(t0 + Duration::from_secs(10))).is_empty());
@@ -374,12 +520,32 @@ mod tests {
         let d = Debounce::new(Duration::from_secs(3));
         let t0 = Instant::now();
         assert!(d.admit([removed("u"), removed("v")], t0).is_empty());
-        assert!(d.take_due(Some(t0 + Duration::from_secs(2))).is_empty(), "not before the window");
-        assert_eq!(d.admit([added("v")], t0 + Duration::from_secs(2)), Vec::<WebhookEvent>::new(), "v came back");
-        assert_eq!(d.take_due(Some(t0 + Duration::from_secs(3))), [removed("u")]);
-        assert_eq!(d.admit([added("u")], t0 + Duration::from_secs(4)), [added("u")], "after the leave was sent, a join is news");
-        let other = WebhookEvent::CacheMiss { channel: "cache-a".into() };
-        assert_eq!(d.admit([other.clone()], t0), [other], "other events pass through");
+        assert!(
+            d.take_due(Some(t0 + Duration::from_secs(2))).is_empty(),
+            "not before the window"
+        );
+        assert_eq!(
+            d.admit([added("v")], t0 + Duration::from_secs(2)),
+            Vec::<WebhookEvent>::new(),
+            "v came back"
+        );
+        assert_eq!(
+            d.take_due(Some(t0 + Duration::from_secs(3))),
+            [removed("u")]
+        );
+        assert_eq!(
+            d.admit([added("u")], t0 + Duration::from_secs(4)),
+            [added("u")],
+            "after the leave was sent, a join is news"
+        );
+        let other = WebhookEvent::CacheMiss {
+            channel: "cache-a".into(),
+        };
+        assert_eq!(
+            d.admit([other.clone()], t0),
+            [other],
+            "other events pass through"
+        );
     }
 
     #[test]

@@ -10,7 +10,11 @@ use serde_json::json;
 
 #[actix_rt::test]
 async fn unauthorized_connections_are_closed_after_the_timeout() {
-    let b = start("", "authorized_connections = true\nauthorized_connection_timeout_secs = 1").await;
+    let b = start(
+        "",
+        "authorized_connections = true\nauthorized_connection_timeout_secs = 1",
+    )
+    .await;
     let mut public_only = Ws::connect(&b).await;
     let mut private = Ws::connect(&b).await;
     let mut presence = Ws::connect(&b).await;
@@ -19,8 +23,15 @@ async fn unauthorized_connections_are_closed_after_the_timeout() {
     private.subscribe_signed("private-room", None).await;
     presence.join("presence-room", "carol").await;
     let user_data = json!({"id": "dave"}).to_string();
-    let auth = sign::sign_user(&AppKey::new(KEY).unwrap(), &AppSecret::new(SECRET).unwrap(), &signed_in.socket_id, &user_data);
-    signed_in.send(json!({"event": "pusher:signin", "data": {"auth": auth, "user_data": user_data}})).await;
+    let auth = sign::sign_user(
+        &AppKey::new(KEY).unwrap(),
+        &AppSecret::new(SECRET).unwrap(),
+        &signed_in.socket_id,
+        &user_data,
+    );
+    signed_in
+        .send(json!({"event": "pusher:signin", "data": {"auth": auth, "user_data": user_data}}))
+        .await;
     signed_in.expect("pusher:signin_success").await;
 
     let err = public_only.expect("pusher:error").await;
@@ -36,7 +47,11 @@ async fn unauthorized_connections_are_closed_after_the_timeout() {
 
 #[actix_rt::test]
 async fn a_failed_private_subscription_does_not_authorize() {
-    let b = start("", "authorized_connections = true\nauthorized_connection_timeout_secs = 1").await;
+    let b = start(
+        "",
+        "authorized_connections = true\nauthorized_connection_timeout_secs = 1",
+    )
+    .await;
     let mut ws = Ws::connect(&b).await;
     ws.send(json!({"event": "pusher:subscribe", "data": {"channel": "private-room", "auth": "app-key:00"}})).await;
     ws.expect("pusher:subscription_error").await;
@@ -47,6 +62,11 @@ async fn a_failed_private_subscription_does_not_authorize() {
 #[actix_rt::test]
 async fn the_setting_is_off_by_default() {
     let b = start("", "").await;
-    assert!(b.state.apps.all().iter().all(|a| a.authorize_within.is_none()));
+    assert!(b
+        .state
+        .apps
+        .all()
+        .iter()
+        .all(|a| a.authorize_within.is_none()));
     b.stop().await;
 }

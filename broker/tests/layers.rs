@@ -40,7 +40,10 @@ fn layer_of(module: &str) -> Option<usize> {
 
 /// The code of a Rust file without its comments (line comments and doc comments).
 fn code(text: &str) -> String {
-    text.lines().map(|l| l.split("//").next().unwrap_or("")).collect::<Vec<_>>().join("\n")
+    text.lines()
+        .map(|l| l.split("//").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Top-level modules named through `crate::…` paths, including `use crate::{a::…, b}` groups.
@@ -48,7 +51,10 @@ fn crate_refs(code: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let bytes = code.as_bytes();
     let ident = |from: usize| -> String {
-        code[from..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect()
+        code[from..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect()
     };
     let mut at = 0;
     while let Some(i) = code[at..].find("crate::") {
@@ -106,12 +112,22 @@ fn modules_only_point_down() {
     let mut wrong = Vec::new();
     for path in all {
         let rel = path.strip_prefix(&src).unwrap();
-        let first = rel.components().next().unwrap().as_os_str().to_string_lossy().trim_end_matches(".rs").to_owned();
+        let first = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy()
+            .trim_end_matches(".rs")
+            .to_owned();
         if first == "lib" || first == "main" {
             continue;
         }
         let Some(own) = layer_of(&first) else {
-            wrong.push(format!("{}: module `{first}` has no layer in tests/layers.rs", rel.display()));
+            wrong.push(format!(
+                "{}: module `{first}` has no layer in tests/layers.rs",
+                rel.display()
+            ));
             continue;
         };
         for used in crate_refs(&code(&fs::read_to_string(&path).unwrap())) {
@@ -120,17 +136,30 @@ fn modules_only_point_down() {
             }
             match layer_of(&used) {
                 Some(l) if l < own => {}
-                Some(_) => wrong.push(format!("{}: `{first}` uses `{used}`, which is not below it", rel.display())),
-                None => wrong.push(format!("{}: uses `crate::{used}`, a module with no layer", rel.display())),
+                Some(_) => wrong.push(format!(
+                    "{}: `{first}` uses `{used}`, which is not below it",
+                    rel.display()
+                )),
+                None => wrong.push(format!(
+                    "{}: uses `crate::{used}`, a module with no layer",
+                    rel.display()
+                )),
             }
         }
     }
-    assert!(wrong.is_empty(), "layering violations:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "layering violations:\n{}",
+        wrong.join("\n")
+    );
 }
 
 #[test]
 fn the_reference_finder_sees_groups_and_paths() {
     let refs = crate_refs("use crate::{\n    apps::{App, X},\n    core::hub::Hub,\n    state::State,\n};\nlet m = crate::metrics::Metrics::new();");
-    assert_eq!(refs.into_iter().collect::<Vec<_>>(), ["apps", "core", "metrics", "state"]);
+    assert_eq!(
+        refs.into_iter().collect::<Vec<_>>(),
+        ["apps", "core", "metrics", "state"]
+    );
     assert!(crate_refs(&code("// see crate::server for why")).is_empty());
 }

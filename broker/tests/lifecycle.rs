@@ -24,7 +24,9 @@ async fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
                 let sink = sink.clone();
                 async move {
                     for e in body["events"].as_array().unwrap() {
-                        sink.lock().unwrap().push(e["name"].as_str().unwrap().to_owned());
+                        sink.lock()
+                            .unwrap()
+                            .push(e["name"].as_str().unwrap().to_owned());
                     }
                     HttpResponse::Ok().finish()
                 }
@@ -46,7 +48,11 @@ fn names(got: &Arc<Mutex<Vec<String>>>) -> Vec<String> {
 #[actix_rt::test]
 async fn presence_webhooks_are_debounced_and_a_reload_sends_none() {
     let (url, got) = receiver().await;
-    let b = start("[webhooks]\nbatch_wait_ms = 5\ndebounce_ms = 400", &format!("webhooks = [{{ url = \"{url}\" }}]")).await;
+    let b = start(
+        "[webhooks]\nbatch_wait_ms = 5\ndebounce_ms = 400",
+        &format!("webhooks = [{{ url = \"{url}\" }}]"),
+    )
+    .await;
     let mut a = Ws::connect(&b).await;
     a.join("presence-x", "ann").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -57,13 +63,25 @@ async fn presence_webhooks_are_debounced_and_a_reload_sends_none() {
     let mut again = Ws::connect(&b).await;
     again.join("presence-x", "ann").await;
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(names(&got), ["channel_occupied", "member_added"], "a reload sends nothing");
+    assert_eq!(
+        names(&got),
+        ["channel_occupied", "member_added"],
+        "a reload sends nothing"
+    );
     // A real leave: both after the window, member first.
     drop(again);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(names(&got).len(), 2, "nothing before the window");
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(names(&got), ["channel_occupied", "member_added", "member_removed", "channel_vacated"]);
+    assert_eq!(
+        names(&got),
+        [
+            "channel_occupied",
+            "member_added",
+            "member_removed",
+            "channel_vacated"
+        ]
+    );
     b.stop().await;
 }
 
@@ -75,7 +93,9 @@ async fn a_users_last_connection_leaving_tells_members_and_watchers() {
     let key = protocol::AppKey::new(common::KEY).unwrap();
     let secret = protocol::AppSecret::new(common::SECRET).unwrap();
     let auth = protocol::sign::sign_user(&key, &secret, &watcher.socket_id, &user_data);
-    watcher.send(json!({"event": "pusher:signin", "data": {"auth": auth, "user_data": user_data}})).await;
+    watcher
+        .send(json!({"event": "pusher:signin", "data": {"auth": auth, "user_data": user_data}}))
+        .await;
     watcher.expect("pusher:signin_success").await;
     watcher.join("presence-y", "w").await;
 
@@ -84,7 +104,8 @@ async fn a_users_last_connection_leaving_tells_members_and_watchers() {
     for ws in [&mut ann1, &mut ann2] {
         let ud = json!({"id": "ann"}).to_string();
         let auth = protocol::sign::sign_user(&key, &secret, &ws.socket_id, &ud);
-        ws.send(json!({"event": "pusher:signin", "data": {"auth": auth, "user_data": ud}})).await;
+        ws.send(json!({"event": "pusher:signin", "data": {"auth": auth, "user_data": ud}}))
+            .await;
         ws.expect("pusher:signin_success").await;
         ws.join("presence-y", "ann").await;
     }
@@ -99,7 +120,8 @@ async fn a_users_last_connection_leaving_tells_members_and_watchers() {
     while !(removed && offline) {
         let m = watcher.next().await.expect("open");
         removed |= m["event"] == "pusher_internal:member_removed" && m.to_string().contains("ann");
-        offline |= m["event"] == "pusher_internal:watchlist_events" && m.to_string().contains("offline");
+        offline |=
+            m["event"] == "pusher_internal:watchlist_events" && m.to_string().contains("offline");
     }
     b.stop().await;
 }

@@ -8,7 +8,10 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 fn trigger(channel: &str, event: &str, except: Option<&str>) -> TriggerRequest {
-    serde_json::from_value(json!({"name": event, "channel": channel, "data": "{\"n\":1}", "socket_id": except})).unwrap()
+    serde_json::from_value(
+        json!({"name": event, "channel": channel, "data": "{\"n\":1}", "socket_id": except}),
+    )
+    .unwrap()
 }
 
 #[actix_rt::test]
@@ -34,7 +37,8 @@ async fn bad_input_gets_an_error_and_the_connection_stays() {
     assert_eq!(ws.expect("pusher:error").await["event"], "pusher:error");
     ws.send_raw(WsMessage::Binary(vec![1, 2, 3].into())).await;
     ws.expect("pusher:error").await;
-    ws.send(json!({"event": "pusher:subscribe", "data": {"channel": "bad name!"}})).await;
+    ws.send(json!({"event": "pusher:subscribe", "data": {"channel": "bad name!"}}))
+        .await;
     ws.expect("pusher:error").await;
     ws.send(json!({"event": "pusher:ping", "data": {}})).await;
     ws.expect("pusher:pong").await;
@@ -46,15 +50,31 @@ async fn public_channels_deliver_triggers_with_socket_exclusion() {
     let b = start("", "").await;
     let mut a = Ws::connect(&b).await;
     let mut c = Ws::connect(&b).await;
-    assert_eq!(a.subscribe("news").await["event"], "pusher_internal:subscription_succeeded");
+    assert_eq!(
+        a.subscribe("news").await["event"],
+        "pusher_internal:subscription_succeeded"
+    );
     c.subscribe("news").await;
-    b.rest().trigger(&trigger("news", "story", Some(&a.socket_id))).await.unwrap();
+    b.rest()
+        .trigger(&trigger("news", "story", Some(&a.socket_id)))
+        .await
+        .unwrap();
     let got = c.expect("story").await;
     assert_eq!(data(&got), json!({"n": 1}));
     a.quiet_for(200).await;
-    a.send(json!({"event": "pusher:unsubscribe", "data": {"channel": "news"}})).await;
-    c.send(json!({"event": "pusher:unsubscribe", "data": {"channel": "news"}})).await;
-    common_eventually(|| async { b.rest().channels(None, None).await.unwrap().channels.is_empty() }).await;
+    a.send(json!({"event": "pusher:unsubscribe", "data": {"channel": "news"}}))
+        .await;
+    c.send(json!({"event": "pusher:unsubscribe", "data": {"channel": "news"}}))
+        .await;
+    common_eventually(|| async {
+        b.rest()
+            .channels(None, None)
+            .await
+            .unwrap()
+            .channels
+            .is_empty()
+    })
+    .await;
     b.stop().await;
 }
 
@@ -63,18 +83,27 @@ async fn private_channels_check_the_signature_and_relay_client_events() {
     let b = start("", "").await;
     let mut a = Ws::connect(&b).await;
     let mut c = Ws::connect(&b).await;
-    a.send(json!({"event": "pusher:subscribe", "data": {"channel": "private-room"}})).await;
+    a.send(json!({"event": "pusher:subscribe", "data": {"channel": "private-room"}}))
+        .await;
     let refused = a.expect("pusher:subscription_error").await;
     assert_eq!(refused["data"]["status"], 401);
     a.send(json!({"event": "pusher:subscribe", "data": {"channel": "private-room", "auth": "app-key:00"}})).await;
-    assert_eq!(a.expect("pusher:subscription_error").await["data"]["status"], 401);
-    assert_eq!(a.subscribe_signed("private-room", None).await["event"], "pusher_internal:subscription_succeeded");
+    assert_eq!(
+        a.expect("pusher:subscription_error").await["data"]["status"],
+        401
+    );
+    assert_eq!(
+        a.subscribe_signed("private-room", None).await["event"],
+        "pusher_internal:subscription_succeeded"
+    );
     c.subscribe_signed("private-room", None).await;
-    a.send(json!({"event": "client-typing", "channel": "private-room", "data": {"who": "a"}})).await;
+    a.send(json!({"event": "client-typing", "channel": "private-room", "data": {"who": "a"}}))
+        .await;
     assert_eq!(data(&c.expect("client-typing").await), json!({"who": "a"}));
     a.quiet_for(200).await; // never echoed
     c.subscribe("public").await;
-    c.send(json!({"event": "client-x", "channel": "public", "data": {}})).await;
+    c.send(json!({"event": "client-x", "channel": "public", "data": {}}))
+        .await;
     c.expect("pusher:error").await;
     b.stop().await;
 }
@@ -108,7 +137,10 @@ where
 {
     let deadline = tokio::time::Instant::now() + common::WAIT;
     while !f().await {
-        assert!(tokio::time::Instant::now() < deadline, "condition still false after the wait");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition still false after the wait"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }

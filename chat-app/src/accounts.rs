@@ -17,11 +17,18 @@ pub struct NewAccount {
 pub fn prepare(username: &str, password: &str) -> Result<NewAccount, AppError> {
     let username = validate::username(username)?.to_owned();
     validate::password(password)?;
-    Ok(NewAccount { username, password_hash: passwords::hash(password)? })
+    Ok(NewAccount {
+        username,
+        password_hash: passwords::hash(password)?,
+    })
 }
 
 pub fn store(conn: &mut PgConnection, account: &NewAccount) -> Result<User, AppError> {
-    Ok(store::create_user(conn, &account.username, &account.password_hash)?)
+    Ok(store::create_user(
+        conn,
+        &account.username,
+        &account.password_hash,
+    )?)
 }
 
 /// Validates, hashes and stores a new account (command line and start-up use).
@@ -31,7 +38,10 @@ pub fn create(conn: &mut PgConnection, username: &str, password: &str) -> Result
 
 /// On an empty database, creates the demo account if one was configured
 /// (`CHAT_DEMO_PASSWORD`). Returns its name when one was created.
-pub fn ensure_demo_user(conn: &mut PgConnection, config: &Config) -> Result<Option<String>, AppError> {
+pub fn ensure_demo_user(
+    conn: &mut PgConnection,
+    config: &Config,
+) -> Result<Option<String>, AppError> {
     let Some(demo) = config.demo.as_ref() else {
         return Ok(None);
     };

@@ -20,12 +20,20 @@ impl<T: DeserializeOwned + 'static> FromRequest for FormOrJson<T> {
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
             .unwrap_or_default();
         // Bytes honours the app's PayloadConfig, so oversized bodies are refused early.
         let bytes = Bytes::from_request(req, payload);
         Box::pin(async move {
-            let bytes = bytes.await.map_err(|e| AppError::bad_request(format!("cannot read request body: {e}")))?;
+            let bytes = bytes
+                .await
+                .map_err(|e| AppError::bad_request(format!("cannot read request body: {e}")))?;
             let value = match content_type.as_str() {
                 // No body at all (a DELETE, a POST with only a header token): every field absent.
                 _ if bytes.is_empty() => serde_urlencoded::from_bytes(&bytes).map_err(|e| AppError::bad_request(format!("invalid form body: {e}")))?,

@@ -47,8 +47,16 @@ impl Broadcaster {
     /// Returns whether the broker accepted it; a failure is logged, never
     /// returned, because the data is already stored and clients catch up from
     /// history after they reconnect.
-    pub async fn publish<T: Serialize>(&self, channel: &str, event: &str, data: &T, exclude: Option<SocketId>) -> bool {
-        let Some(data) = encode(event, data) else { return false };
+    pub async fn publish<T: Serialize>(
+        &self,
+        channel: &str,
+        event: &str,
+        data: &T,
+        exclude: Option<SocketId>,
+    ) -> bool {
+        let Some(data) = encode(event, data) else {
+            return false;
+        };
         let req = TriggerRequest {
             name: event.to_owned(),
             data,
@@ -60,14 +68,26 @@ impl Broadcaster {
     }
 
     /// `sendToUser` for many users: one trigger per hundred of them.
-    pub async fn send_to_users<T: Serialize>(&self, user_ids: &[i32], event: &str, data: &T) -> bool {
-        let Some(data) = encode(event, data) else { return false };
+    pub async fn send_to_users<T: Serialize>(
+        &self,
+        user_ids: &[i32],
+        event: &str,
+        data: &T,
+    ) -> bool {
+        let Some(data) = encode(event, data) else {
+            return false;
+        };
         let mut all = true;
         for chunk in user_ids.chunks(MAX_CHANNELS_PER_TRIGGER) {
             let req = TriggerRequest {
                 name: event.to_owned(),
                 data: data.clone(),
-                channels: Some(chunk.iter().map(|id| format!("#server-to-user-{id}")).collect()),
+                channels: Some(
+                    chunk
+                        .iter()
+                        .map(|id| format!("#server-to-user-{id}"))
+                        .collect(),
+                ),
                 ..Default::default()
             };
             all &= self.send(&req).await;
@@ -87,5 +107,7 @@ impl Broadcaster {
 }
 
 fn encode<T: Serialize>(event: &str, data: &T) -> Option<String> {
-    serde_json::to_string(data).map_err(|e| tracing::error!(event, error = %e, "cannot encode event")).ok()
+    serde_json::to_string(data)
+        .map_err(|e| tracing::error!(event, error = %e, "cannot encode event"))
+        .ok()
 }

@@ -71,7 +71,10 @@ impl Default for AbuseLimits {
             login_per_account_per_min: 10,
             login_per_ip_per_min: 30,
             signup_per_ip_per_min: 10,
-            hash_concurrency: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8),
+            hash_concurrency: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+                .clamp(1, 8),
             hash_wait_secs: 10,
         }
     }
@@ -114,15 +117,26 @@ fn var(name: &str) -> Option<String> {
 fn parse_port(name: &str, default: u16) -> Result<u16, ConfigError> {
     match var(name) {
         None => Ok(default),
-        Some(v) => v.trim().parse().map_err(|_| ConfigError(format!("{name} must be a port number, got {v:?}"))),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError(format!("{name} must be a port number, got {v:?}"))),
     }
 }
 
 /// A positive integer setting.
-fn parse_positive<T: std::str::FromStr + PartialOrd + Default>(name: &str, default: T) -> Result<T, ConfigError> {
+fn parse_positive<T: std::str::FromStr + PartialOrd + Default>(
+    name: &str,
+    default: T,
+) -> Result<T, ConfigError> {
     match var(name) {
         None => Ok(default),
-        Some(v) => v.trim().parse::<T>().ok().filter(|n| *n > T::default()).ok_or_else(|| ConfigError(format!("{name} must be a positive integer, got {v:?}"))),
+        Some(v) => v
+            .trim()
+            .parse::<T>()
+            .ok()
+            .filter(|n| *n > T::default())
+            .ok_or_else(|| ConfigError(format!("{name} must be a positive integer, got {v:?}"))),
     }
 }
 
@@ -131,7 +145,9 @@ fn parse_bool(name: &str) -> Result<Option<bool>, ConfigError> {
         None => Ok(None),
         Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => Ok(Some(true)),
         Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => Ok(Some(false)),
-        Some(v) => Err(ConfigError(format!("{name} must be true or false, got {v:?}"))),
+        Some(v) => Err(ConfigError(format!(
+            "{name} must be true or false, got {v:?}"
+        ))),
     }
 }
 
@@ -139,17 +155,28 @@ fn parse_bool(name: &str) -> Result<Option<bool>, ConfigError> {
 /// http, so cookies are secure unless the app is only reachable on loopback
 /// (local development and tests), where nothing travels over a network.
 pub fn is_loopback_host(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
 }
 
 /// `host` and `port` of an `http://host:port` origin.
 fn split_origin(url: &str) -> Option<(String, u16)> {
     let (scheme, rest) = url.split_once("://")?;
     let authority = rest.split('/').next()?;
-    let default_port = if scheme.eq_ignore_ascii_case("https") { 443 } else { 80 };
+    let default_port = if scheme.eq_ignore_ascii_case("https") {
+        443
+    } else {
+        80
+    };
     if let Some(v6) = authority.strip_prefix('[') {
         let (h, after) = v6.split_once(']')?;
-        let port = after.strip_prefix(':').map(|p| p.parse().ok()).unwrap_or(Some(default_port))?;
+        let port = after
+            .strip_prefix(':')
+            .map(|p| p.parse().ok())
+            .unwrap_or(Some(default_port))?;
         return Some((h.to_owned(), port));
     }
     match authority.rsplit_once(':') {
@@ -169,7 +196,9 @@ fn locate_dir(name: &str, relative: &str) -> PathBuf {
     }
     // Falls back to the source checkout, so `cargo run -p chat-app` and the
     // binary under target/ both work from any directory of the workspace.
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(relative)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(relative)
 }
 
 /// A random key: sessions then end when the process restarts.
@@ -184,12 +213,18 @@ impl Config {
         let host = var("CHAT_HOST").unwrap_or_else(|| "127.0.0.1".into());
         let port = parse_port("CHAT_PORT", 8000)?;
         let pusher_url = var("PUSHER_URL").unwrap_or_else(|| DEFAULT_PUSHER_URL.into());
-        let (broker_host, broker_port) =
-            split_origin(&pusher_url).ok_or_else(|| ConfigError(format!("PUSHER_URL must look like http://host:port, got {pusher_url:?}")))?;
-        let app_id = AppId::new(var("PUSHER_APP_ID").unwrap_or_else(|| "1".into())).map_err(|e| ConfigError(format!("PUSHER_APP_ID: {e}")))?;
-        let app_key = AppKey::new(var("PUSHER_APP_KEY").unwrap_or_else(|| "app-key".into())).map_err(|e| ConfigError(format!("PUSHER_APP_KEY: {e}")))?;
+        let (broker_host, broker_port) = split_origin(&pusher_url).ok_or_else(|| {
+            ConfigError(format!(
+                "PUSHER_URL must look like http://host:port, got {pusher_url:?}"
+            ))
+        })?;
+        let app_id = AppId::new(var("PUSHER_APP_ID").unwrap_or_else(|| "1".into()))
+            .map_err(|e| ConfigError(format!("PUSHER_APP_ID: {e}")))?;
+        let app_key = AppKey::new(var("PUSHER_APP_KEY").unwrap_or_else(|| "app-key".into()))
+            .map_err(|e| ConfigError(format!("PUSHER_APP_KEY: {e}")))?;
         let app_secret =
-            AppSecret::new(var("PUSHER_APP_SECRET").unwrap_or_else(|| "app-secret".into())).map_err(|e| ConfigError(format!("PUSHER_APP_SECRET: {e}")))?;
+            AppSecret::new(var("PUSHER_APP_SECRET").unwrap_or_else(|| "app-secret".into()))
+                .map_err(|e| ConfigError(format!("PUSHER_APP_SECRET: {e}")))?;
         let ws_host = var("PUSHER_WS_HOST").unwrap_or(broker_host);
         let ws_port = parse_port("PUSHER_WS_PORT", broker_port)?;
 
@@ -201,13 +236,22 @@ impl Config {
                 random_session_key()
             }
         };
-        let cookie_secure = parse_bool("COOKIE_SECURE")?.unwrap_or_else(|| !is_loopback_host(&host));
+        let cookie_secure =
+            parse_bool("COOKIE_SECURE")?.unwrap_or_else(|| !is_loopback_host(&host));
 
         // No default password: the demo login exists only where someone asked for it.
         let demo = match (var("CHAT_DEMO_PASSWORD"), var("CHAT_DEMO_USER")) {
-            (Some(password), user) => Some(DemoLogin { user: user.unwrap_or_else(|| DEFAULT_DEMO_USER.into()).trim().to_owned(), password }),
+            (Some(password), user) => Some(DemoLogin {
+                user: user
+                    .unwrap_or_else(|| DEFAULT_DEMO_USER.into())
+                    .trim()
+                    .to_owned(),
+                password,
+            }),
             (None, Some(_)) => {
-                tracing::warn!("CHAT_DEMO_USER is set without CHAT_DEMO_PASSWORD: no demo login is created");
+                tracing::warn!(
+                    "CHAT_DEMO_USER is set without CHAT_DEMO_PASSWORD: no demo login is created"
+                );
                 None
             }
             (None, None) => None,
@@ -215,9 +259,18 @@ impl Config {
         let broker_timeout_secs = parse_positive("PUSHER_TIMEOUT_SECS", 3)?;
         let d = AbuseLimits::default();
         let abuse = AbuseLimits {
-            login_per_account_per_min: parse_positive("CHAT_LOGIN_PER_ACCOUNT_PER_MIN", d.login_per_account_per_min)?,
-            login_per_ip_per_min: parse_positive("CHAT_LOGIN_PER_IP_PER_MIN", d.login_per_ip_per_min)?,
-            signup_per_ip_per_min: parse_positive("CHAT_SIGNUP_PER_IP_PER_MIN", d.signup_per_ip_per_min)?,
+            login_per_account_per_min: parse_positive(
+                "CHAT_LOGIN_PER_ACCOUNT_PER_MIN",
+                d.login_per_account_per_min,
+            )?,
+            login_per_ip_per_min: parse_positive(
+                "CHAT_LOGIN_PER_IP_PER_MIN",
+                d.login_per_ip_per_min,
+            )?,
+            signup_per_ip_per_min: parse_positive(
+                "CHAT_SIGNUP_PER_IP_PER_MIN",
+                d.signup_per_ip_per_min,
+            )?,
             hash_concurrency: parse_positive("CHAT_HASH_CONCURRENCY", d.hash_concurrency)?,
             hash_wait_secs: parse_positive("CHAT_HASH_WAIT_SECS", d.hash_wait_secs)?,
         };
@@ -238,7 +291,10 @@ impl Config {
             node_modules: locate_dir("CHAT_NODE_MODULES", "node_modules"),
             demo,
             broker_timeout_secs,
-            session_max_age_secs: parse_positive("CHAT_SESSION_MAX_AGE_SECS", DEFAULT_SESSION_MAX_AGE_SECS)?,
+            session_max_age_secs: parse_positive(
+                "CHAT_SESSION_MAX_AGE_SECS",
+                DEFAULT_SESSION_MAX_AGE_SECS,
+            )?,
             abuse,
             group_max_members: parse_positive("CHAT_GROUP_MAX_MEMBERS", DEFAULT_GROUP_MAX_MEMBERS)?,
         })
@@ -276,9 +332,18 @@ mod tests {
 
     #[test]
     fn origins() {
-        assert_eq!(split_origin("http://127.0.0.1:6001"), Some(("127.0.0.1".into(), 6001)));
-        assert_eq!(split_origin("https://broker.example/"), Some(("broker.example".into(), 443)));
-        assert_eq!(split_origin("http://[::1]:7000/x"), Some(("::1".into(), 7000)));
+        assert_eq!(
+            split_origin("http://127.0.0.1:6001"),
+            Some(("127.0.0.1".into(), 6001))
+        );
+        assert_eq!(
+            split_origin("https://broker.example/"),
+            Some(("broker.example".into(), 443))
+        );
+        assert_eq!(
+            split_origin("http://[::1]:7000/x"),
+            Some(("::1".into(), 7000))
+        );
         assert_eq!(split_origin("nonsense"), None);
     }
 

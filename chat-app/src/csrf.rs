@@ -33,17 +33,28 @@ pub fn token(session: &Session) -> Result<String, AppError> {
 /// seen before login is useless after it.
 pub fn rotate(session: &Session) -> Result<String, AppError> {
     let t = new_token();
-    session.insert(SESSION_KEY, &t).map_err(|e| AppError::Internal(e.to_string()))?;
+    session
+        .insert(SESSION_KEY, &t)
+        .map_err(|e| AppError::Internal(e.to_string()))?;
     Ok(t)
 }
 
 /// Accepts the request if the header, or else the form field, matches the session's token.
-pub fn verify(session: &Session, req: &HttpRequest, form_token: Option<&str>) -> Result<(), AppError> {
+pub fn verify(
+    session: &Session,
+    req: &HttpRequest,
+    form_token: Option<&str>,
+) -> Result<(), AppError> {
     let expected = match session.get::<String>(SESSION_KEY) {
         Ok(Some(t)) => t,
         _ => return Err(AppError::csrf()),
     };
-    let given = req.headers().get(HEADER).and_then(|v| v.to_str().ok()).or(form_token).unwrap_or("");
+    let given = req
+        .headers()
+        .get(HEADER)
+        .and_then(|v| v.to_str().ok())
+        .or(form_token)
+        .unwrap_or("");
     if !given.is_empty() && bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
         Ok(())
     } else {

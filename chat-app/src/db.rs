@@ -22,8 +22,11 @@ pub enum SetupError {
 
 /// Connects once, applies pending migrations, then builds the pool.
 pub fn connect_and_migrate(database_url: &str, max_size: u32) -> Result<DbPool, SetupError> {
-    let mut conn = PgConnection::establish(database_url).map_err(|e| SetupError::Connect(e.to_string()))?;
-    let applied = conn.run_pending_migrations(MIGRATIONS).map_err(|e| SetupError::Migrate(e.to_string()))?;
+    let mut conn =
+        PgConnection::establish(database_url).map_err(|e| SetupError::Connect(e.to_string()))?;
+    let applied = conn
+        .run_pending_migrations(MIGRATIONS)
+        .map_err(|e| SetupError::Migrate(e.to_string()))?;
     for m in &applied {
         tracing::info!(migration = %m, "applied migration");
     }

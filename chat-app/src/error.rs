@@ -71,7 +71,8 @@ impl AppError {
     /// Seconds for `Retry-After`, for the errors that clear by waiting.
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
-            AppError::TooManyRequests { retry_after_secs } | AppError::Busy { retry_after_secs } => Some(*retry_after_secs),
+            AppError::TooManyRequests { retry_after_secs }
+            | AppError::Busy { retry_after_secs } => Some(*retry_after_secs),
             _ => None,
         }
     }
@@ -79,7 +80,9 @@ impl AppError {
 
 impl From<crate::throttle::TooMany> for AppError {
     fn from(t: crate::throttle::TooMany) -> Self {
-        AppError::TooManyRequests { retry_after_secs: t.retry_after_secs }
+        AppError::TooManyRequests {
+            retry_after_secs: t.retry_after_secs,
+        }
     }
 }
 

@@ -69,7 +69,10 @@ fn layout(title: &str, body_class: &str, head_extra: &str, body: &str) -> String
 
 fn error_block(error: Option<&str>) -> String {
     match error {
-        Some(e) => format!(r#"<p class="form-error" role="alert" id="form-error">{}</p>"#, escape(e)),
+        Some(e) => format!(
+            r#"<p class="form-error" role="alert" id="form-error">{}</p>"#,
+            escape(e)
+        ),
         None => String::new(),
     }
 }
@@ -83,15 +86,39 @@ pub struct AuthForm<'a> {
 }
 
 pub fn login_page(f: &AuthForm) -> String {
-    auth_page("Log in", "/login", "Log in", "current-password", f, r#"No account? <a href="/signup">Sign up</a>"#)
+    auth_page(
+        "Log in",
+        "/login",
+        "Log in",
+        "current-password",
+        f,
+        r#"No account? <a href="/signup">Sign up</a>"#,
+    )
 }
 
 pub fn signup_page(f: &AuthForm) -> String {
-    auth_page("Sign up", "/signup", "Create account", "new-password", f, r#"Have an account? <a href="/login">Log in</a>"#)
+    auth_page(
+        "Sign up",
+        "/signup",
+        "Create account",
+        "new-password",
+        f,
+        r#"Have an account? <a href="/login">Log in</a>"#,
+    )
 }
 
-fn auth_page(title: &str, action: &str, button: &str, pw_autocomplete: &str, f: &AuthForm, footer: &str) -> String {
-    let notice = f.notice.map(|n| format!(r#"<p class="form-notice" role="status">{}</p>"#, escape(n))).unwrap_or_default();
+fn auth_page(
+    title: &str,
+    action: &str,
+    button: &str,
+    pw_autocomplete: &str,
+    f: &AuthForm,
+    footer: &str,
+) -> String {
+    let notice = f
+        .notice
+        .map(|n| format!(r#"<p class="form-notice" role="status">{}</p>"#, escape(n)))
+        .unwrap_or_default();
     let body = format!(
         r#"<main class="auth-card">
 <h1>{title}</h1>
@@ -145,12 +172,21 @@ pub struct ChatPage<'a> {
 
 pub fn chat_page(p: &ChatPage) -> String {
     // Settings reach the script through escaped meta tags: no inline script, so the CSP can forbid them.
-    let meta = |name: &str, value: &str| format!("<meta name=\"{}\" content=\"{}\">\n", escape(name), escape(value));
+    let meta = |name: &str, value: &str| {
+        format!(
+            "<meta name=\"{}\" content=\"{}\">\n",
+            escape(name),
+            escape(value)
+        )
+    };
     let head = [
         meta("csrf-token", p.csrf_token),
         meta("chat-user", p.username),
         meta("chat-user-id", &p.user_id.to_string()),
-        meta("chat-max-chars", &crate::validate::MESSAGE_MAX_CHARS.to_string()),
+        meta(
+            "chat-max-chars",
+            &crate::validate::MESSAGE_MAX_CHARS.to_string(),
+        ),
         meta("pusher-key", p.config.app_key.as_str()),
         meta("pusher-ws-host", &p.config.ws_host),
         meta("pusher-ws-port", &p.config.ws_port.to_string()),
@@ -233,6 +269,9 @@ mod tests {
 
     #[test]
     fn escapes_markup() {
-        assert_eq!(escape(r#"<img src=x onerror="alert('1')">&"#), "&lt;img src=x onerror=&quot;alert(&#39;1&#39;)&quot;&gt;&amp;");
+        assert_eq!(
+            escape(r#"<img src=x onerror="alert('1')">&"#),
+            "&lt;img src=x onerror=&quot;alert(&#39;1&#39;)&quot;&gt;&amp;"
+        );
     }
 }

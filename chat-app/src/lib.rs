@@ -44,13 +44,22 @@ pub fn build_app(
     config: Arc<Config>,
     pool: DbPool,
     throttle: Arc<throttle::Throttle>,
-) -> App<impl ServiceFactory<ServiceRequest, Config = (), Response = ServiceResponse<impl MessageBody>, Error = actix_web::Error, InitError = ()>> {
-    let sessions = SessionMiddleware::builder(CookieSessionStore::default(), config.session_key.clone())
-        .cookie_name(SESSION_COOKIE.to_owned())
-        .cookie_secure(config.cookie_secure)
-        .cookie_http_only(true)
-        .cookie_same_site(SameSite::Lax)
-        .build();
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let sessions =
+        SessionMiddleware::builder(CookieSessionStore::default(), config.session_key.clone())
+            .cookie_name(SESSION_COOKIE.to_owned())
+            .cookie_secure(config.cookie_secure)
+            .cookie_http_only(true)
+            .cookie_same_site(SameSite::Lax)
+            .build();
     App::new()
         .app_data(web::Data::new(AppState::new(config, pool, throttle)))
         .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
@@ -79,7 +88,8 @@ pub async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!(?config, "starting chat-app");
     let (host, port) = (config.host.clone(), config.port);
     let throttle = Arc::new(throttle::Throttle::new(&config.abuse));
-    let server = HttpServer::new(move || build_app(config.clone(), pool.clone(), throttle.clone())).bind((host.as_str(), port))?;
+    let server = HttpServer::new(move || build_app(config.clone(), pool.clone(), throttle.clone()))
+        .bind((host.as_str(), port))?;
     for addr in server.addrs() {
         tracing::info!("chat listening on http://{addr}");
     }

@@ -43,7 +43,9 @@ impl Kind {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Kind::Everyone, Kind::Direct, Kind::Group].into_iter().find(|k| k.as_str() == s)
+        [Kind::Everyone, Kind::Direct, Kind::Group]
+            .into_iter()
+            .find(|k| k.as_str() == s)
     }
 }
 
@@ -169,7 +171,13 @@ pub struct ReceiptUpdate {
 
 impl From<&MessageView> for ReceiptUpdate {
     fn from(v: &MessageView) -> Self {
-        Self { id: v.id, status: v.status.clone(), recipients: v.recipients, delivered: v.delivered, seen: v.seen }
+        Self {
+            id: v.id,
+            status: v.status.clone(),
+            recipients: v.recipients,
+            delivered: v.delivered,
+            seen: v.seen,
+        }
     }
 }
 
@@ -197,7 +205,13 @@ mod tests {
         assert_eq!(channel_name(1, Kind::Everyone, 0), "private-a_channel");
         assert_eq!(channel_name(7, Kind::Group, 3), "private-conversation-7-3");
         assert_eq!(parse_channel("private-conversation-7-3"), Some((7, 3)));
-        for bad in ["private-conversation-7", "private-conversation--3", "private-conversation-7-x", "private-conversation-+7-1", "presence-conversation-7-1"] {
+        for bad in [
+            "private-conversation-7",
+            "private-conversation--3",
+            "private-conversation-7-x",
+            "private-conversation-+7-1",
+            "presence-conversation-7-1",
+        ] {
             assert_eq!(parse_channel(bad), None, "{bad}");
         }
     }

@@ -69,4 +69,11 @@ diesel::joinable!(members -> conversations (conversation_id));
 diesel::joinable!(messages -> users (sender_id));
 diesel::joinable!(messages -> conversations (conversation_id));
 diesel::joinable!(receipts -> messages (message_id));
-diesel::allow_tables_to_appear_in_same_query!(users, sessions, conversations, members, messages, receipts);
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    sessions,
+    conversations,
+    members,
+    messages,
+    receipts
+);

@@ -32,7 +32,9 @@ pub async fn current_user(session: &Session, state: &AppState) -> Result<Option<
     };
     let hash = token_hash(&token);
     let max_age = state.config.session_max_age_secs;
-    let user = state.db(move |c| Ok(store::session_user(c, &hash, max_age)?)).await?;
+    let user = state
+        .db(move |c| Ok(store::session_user(c, &hash, max_age)?))
+        .await?;
     if user.is_none() {
         // Ended elsewhere, expired, or the account is gone: forget the token.
         session.remove(TOKEN);
@@ -44,10 +46,18 @@ pub async fn current_user(session: &Session, state: &AppState) -> Result<Option<
 /// so nothing planted before login (session fixation) carries over.
 pub async fn log_in(session: &Session, state: &AppState, user: &User) -> Result<(), AppError> {
     let token = new_token();
-    let (hash, user_id, max_age) = (token_hash(&token), user.id, state.config.session_max_age_secs);
-    state.db(move |c| Ok(store::create_session(c, &hash, user_id, max_age)?)).await?;
+    let (hash, user_id, max_age) = (
+        token_hash(&token),
+        user.id,
+        state.config.session_max_age_secs,
+    );
+    state
+        .db(move |c| Ok(store::create_session(c, &hash, user_id, max_age)?))
+        .await?;
     session.renew();
-    session.insert(TOKEN, token).map_err(|e| AppError::Internal(e.to_string()))?;
+    session
+        .insert(TOKEN, token)
+        .map_err(|e| AppError::Internal(e.to_string()))?;
     csrf::rotate(session)?;
     Ok(())
 }
@@ -56,15 +66,23 @@ pub async fn log_in(session: &Session, state: &AppState, user: &User) -> Result<
 pub async fn log_out(session: &Session, state: &AppState) -> Result<(), AppError> {
     if let Ok(Some(token)) = session.get::<String>(TOKEN) {
         let hash = token_hash(&token);
-        state.db(move |c| Ok(store::delete_session(c, &hash)?)).await?;
+        state
+            .db(move |c| Ok(store::delete_session(c, &hash)?))
+            .await?;
     }
     session.purge();
     Ok(())
 }
 
 /// Ends every session of `user_id` (all browsers and devices), then clears this cookie.
-pub async fn log_out_everywhere(session: &Session, state: &AppState, user_id: i32) -> Result<usize, AppError> {
-    let ended = state.db(move |c| Ok(store::delete_user_sessions(c, user_id)?)).await?;
+pub async fn log_out_everywhere(
+    session: &Session,
+    state: &AppState,
+    user_id: i32,
+) -> Result<usize, AppError> {
+    let ended = state
+        .db(move |c| Ok(store::delete_user_sessions(c, user_id)?))
+        .await?;
     session.purge();
     Ok(ended)
 }
@@ -79,7 +97,9 @@ impl FromRequest for CurrentUser {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
         Box::pin(async move {
-            let state = req.app_data::<web::Data<AppState>>().ok_or_else(|| AppError::Internal("app state missing".into()))?;
+            let state = req
+                .app_data::<web::Data<AppState>>()
+                .ok_or_else(|| AppError::Internal("app state missing".into()))?;
             match current_user(&req.get_session(), state).await? {
                 Some(u) => Ok(CurrentUser(u)),
                 None => Err(AppError::Unauthorized),

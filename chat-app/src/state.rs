@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use actix_web::web;
 
-use crate::{broadcast::Broadcaster, config::Config, db::DbPool, error::AppError, throttle::Throttle};
+use crate::{
+    broadcast::Broadcaster, config::Config, db::DbPool, error::AppError, throttle::Throttle,
+};
 
 /// Built per worker thread, because the broker client (awc) is not `Send`.
 pub struct AppState {
@@ -18,7 +20,12 @@ pub struct AppState {
 impl AppState {
     pub fn new(config: Arc<Config>, pool: DbPool, throttle: Arc<Throttle>) -> Self {
         let broadcaster = Broadcaster::new(&config);
-        Self { config, pool, broadcaster, throttle }
+        Self {
+            config,
+            pool,
+            broadcaster,
+            throttle,
+        }
     }
 
     /// Runs blocking database work off the async threads.
@@ -29,7 +36,9 @@ impl AppState {
     {
         let pool = self.pool.clone();
         web::block(move || {
-            let mut conn = pool.get().map_err(|e| AppError::Unavailable(e.to_string()))?;
+            let mut conn = pool
+                .get()
+                .map_err(|e| AppError::Unavailable(e.to_string()))?;
             f(&mut conn)
         })
         .await?

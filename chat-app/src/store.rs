@@ -32,14 +32,23 @@ pub fn count_users(conn: &mut PgConnection) -> Result<i64, StoreError> {
 }
 
 /// A new account, already a member of the conversation everyone belongs to.
-pub fn create_user(conn: &mut PgConnection, username: &str, password_hash: &str) -> Result<User, StoreError> {
+pub fn create_user(
+    conn: &mut PgConnection,
+    username: &str,
+    password_hash: &str,
+) -> Result<User, StoreError> {
     conn.transaction(|c| {
         let user = diesel::insert_into(users::table)
-            .values(NewUser { username, password_hash })
+            .values(NewUser {
+                username,
+                password_hash,
+            })
             .returning(User::as_returning())
             .get_result(c)
             .map_err(|e| match e {
-                DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => StoreError::UsernameTaken,
+                DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
+                    StoreError::UsernameTaken
+                }
                 other => StoreError::Db(other),
             })?;
         conversations::join_everyone(c, user.id)?;
@@ -47,17 +56,32 @@ pub fn create_user(conn: &mut PgConnection, username: &str, password_hash: &str)
     })
 }
 
-pub fn find_user_by_name(conn: &mut PgConnection, username: &str) -> Result<Option<User>, StoreError> {
-    Ok(users::table.filter(users::username.eq(username)).select(User::as_select()).first(conn).optional()?)
+pub fn find_user_by_name(
+    conn: &mut PgConnection,
+    username: &str,
+) -> Result<Option<User>, StoreError> {
+    Ok(users::table
+        .filter(users::username.eq(username))
+        .select(User::as_select())
+        .first(conn)
+        .optional()?)
 }
 
 pub fn find_user(conn: &mut PgConnection, id: i32) -> Result<Option<User>, StoreError> {
-    Ok(users::table.find(id).select(User::as_select()).first(conn).optional()?)
+    Ok(users::table
+        .find(id)
+        .select(User::as_select())
+        .first(conn)
+        .optional()?)
 }
 
 /// The user a live session token belongs to; `None` when the session was ended
 /// or is older than `max_age_secs`.
-pub fn session_user(conn: &mut PgConnection, token_hash: &str, max_age_secs: u64) -> Result<Option<User>, StoreError> {
+pub fn session_user(
+    conn: &mut PgConnection,
+    token_hash: &str,
+    max_age_secs: u64,
+) -> Result<Option<User>, StoreError> {
     let cutoff = session_cutoff(max_age_secs);
     Ok(sessions::table
         .inner_join(users::table)
@@ -69,25 +93,47 @@ pub fn session_user(conn: &mut PgConnection, token_hash: &str, max_age_secs: u64
 }
 
 fn session_cutoff(max_age_secs: u64) -> chrono::DateTime<chrono::Utc> {
-    let age = chrono::Duration::seconds(i64::try_from(max_age_secs).unwrap_or(i64::MAX / 1000).min(i64::MAX / 1000));
+    let age = chrono::Duration::seconds(
+        i64::try_from(max_age_secs)
+            .unwrap_or(i64::MAX / 1000)
+            .min(i64::MAX / 1000),
+    );
     chrono::Utc::now() - age
 }
 
 /// Records a new session, and drops this user's expired ones so the table does not grow without end.
-pub fn create_session(conn: &mut PgConnection, token_hash: &str, user_id: i32, max_age_secs: u64) -> Result<(), StoreError> {
-    diesel::delete(sessions::table.filter(sessions::user_id.eq(user_id)).filter(sessions::created_at.le(session_cutoff(max_age_secs)))).execute(conn)?;
+pub fn create_session(
+    conn: &mut PgConnection,
+    token_hash: &str,
+    user_id: i32,
+    max_age_secs: u64,
+) -> Result<(), StoreError> {
+    diesel::delete(
+        sessions::table
+            .filter(sessions::user_id.eq(user_id))
+            .filter(sessions::created_at.le(session_cutoff(max_age_secs))),
+    )
+    .execute(conn)?;
     diesel::insert_into(sessions::table)
-        .values((sessions::token_hash.eq(token_hash), sessions::user_id.eq(user_id)))
+        .values((
+            sessions::token_hash.eq(token_hash),
+            sessions::user_id.eq(user_id),
+        ))
         .execute(conn)
         .map_err(|e| match e {
-            DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _) => StoreError::NoSuchUser,
+            DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _) => {
+                StoreError::NoSuchUser
+            }
             other => StoreError::Db(other),
         })?;
     Ok(())
 }
 
 pub fn delete_session(conn: &mut PgConnection, token_hash: &str) -> Result<usize, StoreError> {
-    Ok(diesel::delete(sessions::table.filter(sessions::token_hash.eq(token_hash))).execute(conn)?)
+    Ok(
+        diesel::delete(sessions::table.filter(sessions::token_hash.eq(token_hash)))
+            .execute(conn)?,
+    )
 }
 
 pub fn delete_user_sessions(conn: &mut PgConnection, user_id: i32) -> Result<usize, StoreError> {

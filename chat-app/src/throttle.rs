@@ -26,8 +26,12 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
     /// `n` attempts at once, then one more every `refill`.
     fn burst(n: u32, refill: Duration) -> Self {
         let n = NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
-        let quota = Quota::with_period(refill).expect("refill period is not zero").allow_burst(n);
-        Self { inner: RateLimiter::keyed(quota) }
+        let quota = Quota::with_period(refill)
+            .expect("refill period is not zero")
+            .allow_burst(n);
+        Self {
+            inner: RateLimiter::keyed(quota),
+        }
     }
 
     /// Takes one attempt from `key`'s bucket, or says how long until one is free.
@@ -35,7 +39,9 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
         if self.inner.len() > PRUNE_ABOVE {
             self.inner.retain_recent();
         }
-        self.inner.check_key(key).map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+        self.inner
+            .check_key(key)
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
 }
 
@@ -56,7 +62,9 @@ pub struct TooMany {
 impl From<Duration> for TooMany {
     fn from(wait: Duration) -> Self {
         // Rounded up: retrying after the advertised time must succeed.
-        Self { retry_after_secs: (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1) }
+        Self {
+            retry_after_secs: (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1),
+        }
     }
 }
 
@@ -72,7 +80,10 @@ impl Throttle {
             // they come, the attempt after the burst within a minute is refused.
             login_account: Limiter::burst(limits.login_per_account_per_min, MINUTE),
             // An address (maybe shared by many people) refills at the full rate.
-            login_ip: Limiter::burst(limits.login_per_ip_per_min, MINUTE / limits.login_per_ip_per_min.max(1)),
+            login_ip: Limiter::burst(
+                limits.login_per_ip_per_min,
+                MINUTE / limits.login_per_ip_per_min.max(1),
+            ),
             signup_ip: Limiter::burst(limits.signup_per_ip_per_min, MINUTE),
             hashing: Arc::new(Semaphore::new(limits.hash_concurrency.max(1))),
             hash_wait: Duration::from_secs(limits.hash_wait_secs),
@@ -100,7 +111,9 @@ impl Throttle {
         match tokio::time::timeout(self.hash_wait, self.hashing.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
             Ok(Err(_)) => Err(AppError::Internal("hashing semaphore closed".into())),
-            Err(_) => Err(AppError::Busy { retry_after_secs: 1 }),
+            Err(_) => Err(AppError::Busy {
+                retry_after_secs: 1,
+            }),
         }
     }
 
@@ -115,7 +128,13 @@ mod tests {
     use super::*;
 
     fn limits(per_min: u32) -> AbuseLimits {
-        AbuseLimits { login_per_account_per_min: per_min, login_per_ip_per_min: 1000, signup_per_ip_per_min: 2, hash_concurrency: 1, hash_wait_secs: 1 }
+        AbuseLimits {
+            login_per_account_per_min: per_min,
+            login_per_ip_per_min: 1000,
+            signup_per_ip_per_min: 2,
+            hash_concurrency: 1,
+            hash_wait_secs: 1,
+        }
     }
 
     #[test]
@@ -127,7 +146,11 @@ mod tests {
         }
         let refused = t.login_attempt(ip, " ALICE ").unwrap_err();
         assert!((1..=60).contains(&refused.retry_after_secs), "{refused:?}");
-        assert_eq!(t.login_attempt(ip, "bob"), Ok(()), "other accounts are unaffected");
+        assert_eq!(
+            t.login_attempt(ip, "bob"),
+            Ok(()),
+            "other accounts are unaffected"
+        );
     }
 
     #[test]
@@ -143,8 +166,14 @@ mod tests {
     #[test]
     fn waits_round_up() {
         assert_eq!(TooMany::from(Duration::from_millis(1)).retry_after_secs, 1);
-        assert_eq!(TooMany::from(Duration::from_millis(6000)).retry_after_secs, 6);
-        assert_eq!(TooMany::from(Duration::from_millis(6001)).retry_after_secs, 7);
+        assert_eq!(
+            TooMany::from(Duration::from_millis(6000)).retry_after_secs,
+            6
+        );
+        assert_eq!(
+            TooMany::from(Duration::from_millis(6001)).retry_after_secs,
+            7
+        );
         assert_eq!(TooMany::from(Duration::ZERO).retry_after_secs, 1);
     }
 

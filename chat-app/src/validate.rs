@@ -18,10 +18,17 @@ pub fn message(raw: Option<&str>) -> Result<String, AppError> {
     }
     let chars = text.chars().count();
     if chars > MESSAGE_MAX_CHARS {
-        return Err(AppError::bad_request(format!("message must be at most {MESSAGE_MAX_CHARS} characters (it has {chars})")));
+        return Err(AppError::bad_request(format!(
+            "message must be at most {MESSAGE_MAX_CHARS} characters (it has {chars})"
+        )));
     }
-    if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-        return Err(AppError::bad_request("message must not contain control characters"));
+    if text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(AppError::bad_request(
+            "message must not contain control characters",
+        ));
     }
     Ok(text.to_owned())
 }
@@ -33,14 +40,18 @@ pub fn title(raw: Option<&str>) -> Result<String, AppError> {
     let t = raw.unwrap_or("").trim();
     let n = t.chars().count();
     if n == 0 || n > TITLE_MAX_CHARS || t.chars().any(char::is_control) {
-        return Err(AppError::bad_request(format!("a group's name must be 1 to {TITLE_MAX_CHARS} characters, without control characters")));
+        return Err(AppError::bad_request(format!(
+            "a group's name must be 1 to {TITLE_MAX_CHARS} characters, without control characters"
+        )));
     }
     Ok(t.to_owned())
 }
 
 pub fn username(raw: &str) -> Result<&str, AppError> {
     let name = raw.trim();
-    let ok_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
     if name.is_empty() || name.chars().count() > USERNAME_MAX_CHARS || !ok_chars {
         return Err(AppError::bad_request(format!(
             "username must be 1 to {USERNAME_MAX_CHARS} characters: letters, digits, '_', '.' or '-'"
@@ -52,10 +63,14 @@ pub fn username(raw: &str) -> Result<&str, AppError> {
 pub fn password(raw: &str) -> Result<&str, AppError> {
     let n = raw.chars().count();
     if n < PASSWORD_MIN_CHARS {
-        return Err(AppError::bad_request(format!("password must be at least {PASSWORD_MIN_CHARS} characters")));
+        return Err(AppError::bad_request(format!(
+            "password must be at least {PASSWORD_MIN_CHARS} characters"
+        )));
     }
     if n > PASSWORD_MAX_CHARS {
-        return Err(AppError::bad_request(format!("password must be at most {PASSWORD_MAX_CHARS} characters")));
+        return Err(AppError::bad_request(format!(
+            "password must be at most {PASSWORD_MAX_CHARS} characters"
+        )));
     }
     Ok(raw)
 }
@@ -72,7 +87,10 @@ mod tests {
         assert!(message(Some(&"é".repeat(225))).is_ok());
         assert!(message(Some(&"é".repeat(226))).is_err());
         assert!(message(Some("a\u{0}b")).is_err());
-        assert_eq!(message(Some("<img src=x onerror=alert(1)>")).unwrap(), "<img src=x onerror=alert(1)>");
+        assert_eq!(
+            message(Some("<img src=x onerror=alert(1)>")).unwrap(),
+            "<img src=x onerror=alert(1)>"
+        );
     }
 
     #[test]

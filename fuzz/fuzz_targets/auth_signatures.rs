@@ -11,10 +11,13 @@ use protocol::{sign, AppSecret, SocketId};
 use protocol_fuzz::{app, SOCKET_ID};
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let mut lines = text.splitn(6, '\n');
     let mut field = || lines.next().unwrap_or_default();
-    let (secret, socket, channel, channel_data, user_data, client_auth) = (field(), field(), field(), field(), field(), field());
+    let (secret, socket, channel, channel_data, user_data, client_auth) =
+        (field(), field(), field(), field(), field(), field());
     let (key, fixed) = app();
     let secret = AppSecret::new(secret).unwrap_or(fixed);
     let socket: SocketId = socket.parse().unwrap_or(SOCKET_ID);
@@ -23,11 +26,15 @@ fuzz_target!(|data: &[u8]| {
     let (at, with) = (data.len(), data.first().copied().unwrap_or(0));
 
     let auth = sign::sign_channel(&key, &secret, &sid, channel, channel_data);
-    let verify_channel = |auth: &str| sign::verify_channel(&key, &secret, socket, channel, channel_data, auth);
+    let verify_channel =
+        |auth: &str| sign::verify_channel(&key, &secret, socket, channel, channel_data, auth);
     assert_eq!(verify_channel(&auth), Ok(()));
     assert!(verify_channel(&tamper(&auth, at, with)).is_err());
     if verify_channel(client_auth).is_ok() {
-        assert!(client_auth.eq_ignore_ascii_case(&auth), "{client_auth:?} verified in place of {auth:?}");
+        assert!(
+            client_auth.eq_ignore_ascii_case(&auth),
+            "{client_auth:?} verified in place of {auth:?}"
+        );
     }
 
     let auth = sign::sign_user(&key, &secret, &sid, user_data);
@@ -41,7 +48,11 @@ fuzz_target!(|data: &[u8]| {
     let body = user_data.as_bytes();
     let signature = sign::sign_webhook(&secret, body);
     assert!(sign::verify_webhook(&secret, body, &signature));
-    assert!(!sign::verify_webhook(&secret, body, &tamper(&signature, at, with)));
+    assert!(!sign::verify_webhook(
+        &secret,
+        body,
+        &tamper(&signature, at, with)
+    ));
     let _ = sign::verify_webhook(&secret, body, client_auth);
 });
 

@@ -14,14 +14,21 @@ use protocol_fuzz::{app, assert_json_object, SOCKET_ID};
 
 fuzz_target!(|data: &[u8]| {
     // The session answers non-UTF-8 text with an error before parsing.
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     match ClientFrame::parse(text) {
         Ok(f) => {
             // Only a JSON object with a string `event` is a frame. (Read as raw values:
             // `serde_json::Value` refuses lone surrogate escapes, which relayed data may hold.)
             let fields: std::collections::BTreeMap<String, &serde_json::value::RawValue> =
                 serde_json::from_str(text).expect("a parsed frame is a JSON object");
-            assert!(fields.get("event").is_some_and(|e| e.get().starts_with('"')), "{text}");
+            assert!(
+                fields
+                    .get("event")
+                    .is_some_and(|e| e.get().starts_with('"')),
+                "{text}"
+            );
             handle(f)
         }
         Err(e) => {
@@ -46,23 +53,47 @@ fn handle(f: ClientFrame) {
             let name = match ChannelName::parse_with_max(&s.channel, limits.max_channel_name_len) {
                 Ok(n) => n,
                 Err(e) => {
-                    assert_json_object(&frame::error(None, &format!("invalid channel name {:?}: {e}", s.channel)));
+                    assert_json_object(&frame::error(
+                        None,
+                        &format!("invalid channel name {:?}: {e}", s.channel),
+                    ));
                     return;
                 }
             };
             assert_eq!(name.as_str(), s.channel);
             if let Some(auth) = s.auth.as_deref() {
-                let checked = sign::verify_channel(&key, &secret, SOCKET_ID, name.as_str(), s.channel_data.as_deref(), auth);
+                let checked = sign::verify_channel(
+                    &key,
+                    &secret,
+                    SOCKET_ID,
+                    name.as_str(),
+                    s.channel_data.as_deref(),
+                    auth,
+                );
                 if let Err(e) = checked {
-                    assert_json_object(&frame::subscription_error(name.as_str(), "AuthError", &e.to_string(), 401));
+                    assert_json_object(&frame::subscription_error(
+                        name.as_str(),
+                        "AuthError",
+                        &e.to_string(),
+                        401,
+                    ));
                 }
             }
             if name.kind() == ChannelKind::Presence {
-                if let Some(Ok(d)) = s.channel_data.as_deref().map(serde_json::from_str::<ChannelData>) {
+                if let Some(Ok(d)) = s
+                    .channel_data
+                    .as_deref()
+                    .map(serde_json::from_str::<ChannelData>)
+                {
                     assert!(!d.user_id.is_empty());
-                    let info = d.user_info.unwrap_or_else(|| serde_json::value::RawValue::from_string("null".into()).unwrap());
+                    let info = d.user_info.unwrap_or_else(|| {
+                        serde_json::value::RawValue::from_string("null".into()).unwrap()
+                    });
                     assert_json_object(&frame::member_added(name.as_str(), &d.user_id, &info));
-                    assert_json_object(&frame::presence_subscription_succeeded(name.as_str(), &[(&d.user_id, &info)]));
+                    assert_json_object(&frame::presence_subscription_succeeded(
+                        name.as_str(),
+                        &[(&d.user_id, &info)],
+                    ));
                 }
             }
             assert_json_object(&frame::subscription_succeeded(name.as_str()));
@@ -77,10 +108,19 @@ fn handle(f: ClientFrame) {
                 assert_json_object(&frame::signin_success(&s.user_data));
             }
         }
-        ClientFrame::ClientEvent { event, channel, data } => {
+        ClientFrame::ClientEvent {
+            event,
+            channel,
+            data,
+        } => {
             assert!(event.starts_with("client-"));
-            let Ok(name) = ChannelName::parse_with_max(&channel, limits.max_channel_name_len) else { return };
-            let Ok(event) = EventName::parse_with_max(&event, limits.max_event_name_len) else { return };
+            let Ok(name) = ChannelName::parse_with_max(&channel, limits.max_channel_name_len)
+            else {
+                return;
+            };
+            let Ok(event) = EventName::parse_with_max(&event, limits.max_event_name_len) else {
+                return;
+            };
             assert!(event.is_client_event());
             // The relayed frame carries the client's data untouched.
             #[derive(serde::Deserialize)]

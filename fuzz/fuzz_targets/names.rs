@@ -11,16 +11,29 @@ use protocol::{
 };
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&max, rest)) = data.split_first() else { return };
+    let Some((&max, rest)) = data.split_first() else {
+        return;
+    };
     let max = usize::from(max);
-    let Ok(s) = std::str::from_utf8(rest) else { return };
+    let Ok(s) = std::str::from_utf8(rest) else {
+        return;
+    };
 
-    for (parsed, limit) in [(ChannelName::parse(s), protocol::limits::MAX_CHANNEL_NAME_LEN), (ChannelName::parse_with_max(s, max), max)] {
+    for (parsed, limit) in [
+        (
+            ChannelName::parse(s),
+            protocol::limits::MAX_CHANNEL_NAME_LEN,
+        ),
+        (ChannelName::parse_with_max(s, max), max),
+    ] {
         match parsed {
             Ok(name) => {
                 assert_eq!(name.as_str(), s);
                 assert!(!s.is_empty() && s.len() <= limit);
-                assert_eq!(ChannelName::parse_with_max(name.as_str(), s.len()).as_ref(), Ok(&name));
+                assert_eq!(
+                    ChannelName::parse_with_max(name.as_str(), s.len()).as_ref(),
+                    Ok(&name)
+                );
                 let to_user = name.server_to_user_id();
                 assert_eq!(to_user.is_some(), name.kind() == ChannelKind::ServerToUser);
                 if let Some(id) = to_user {
@@ -39,7 +52,10 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(c.as_str().strip_prefix(SERVER_TO_USER_PREFIX), Some(s));
     }
 
-    for (parsed, limit) in [(EventName::parse(s), protocol::limits::MAX_EVENT_NAME_LEN), (EventName::parse_with_max(s, max), max)] {
+    for (parsed, limit) in [
+        (EventName::parse(s), protocol::limits::MAX_EVENT_NAME_LEN),
+        (EventName::parse_with_max(s, max), max),
+    ] {
         match parsed {
             Ok(e) => {
                 assert_eq!(e.as_str(), s);

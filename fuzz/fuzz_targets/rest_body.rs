@@ -45,8 +45,14 @@ fn check(t: &Trigger, limits: &Limits) {
     assert!(!t.channels.is_empty() && t.channels.len() <= limits.max_channels_per_trigger);
     assert!(t.data.len() <= limits.max_event_data_bytes);
     assert!(t.name.as_str().len() <= limits.max_event_name_len);
-    assert!(t.channels.iter().all(|c| c.as_str().len() <= limits.max_channel_name_len));
-    if t.channels.iter().any(|c| c.kind() == ChannelKind::PrivateEncrypted) {
+    assert!(t
+        .channels
+        .iter()
+        .all(|c| c.as_str().len() <= limits.max_channel_name_len));
+    if t.channels
+        .iter()
+        .any(|c| c.kind() == ChannelKind::PrivateEncrypted)
+    {
         assert_eq!(t.channels.len(), 1);
     }
     assert!(!t.info.cache);
@@ -56,6 +62,9 @@ fn refusal(e: &BodyError) {
     let message = e.to_string();
     assert!(!message.is_empty());
     if let BodyError::BatchItem { error, .. } = e {
-        assert!(!matches!(**error, BodyError::BatchItem { .. } | BodyError::Json(_) | BodyError::TooManyEvents { .. }));
+        assert!(!matches!(
+            **error,
+            BodyError::BatchItem { .. } | BodyError::Json(_) | BodyError::TooManyEvents { .. }
+        ));
     }
 }

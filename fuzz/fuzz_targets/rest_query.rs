@@ -11,13 +11,21 @@ use protocol_fuzz::{app, NOW};
 
 fuzz_target!(|data: &[u8]| {
     let mut parts = data.splitn(4, |b| *b == b'\n');
-    let (Some(method), Some(path), Some(query)) = (parts.next(), parts.next(), parts.next()) else { return };
+    let (Some(method), Some(path), Some(query)) = (parts.next(), parts.next(), parts.next()) else {
+        return;
+    };
     let body = parts.next().unwrap_or_default();
-    let (Ok(method), Ok(path), Ok(query)) = (std::str::from_utf8(method), std::str::from_utf8(path), std::str::from_utf8(query)) else {
+    let (Ok(method), Ok(path), Ok(query)) = (
+        std::str::from_utf8(method),
+        std::str::from_utf8(path),
+        std::str::from_utf8(query),
+    ) else {
         return;
     };
     // A query that does not decode is refused with 400 before any signature check.
-    let Ok(params) = serde_urlencoded::from_str::<Vec<(String, String)>>(query) else { return };
+    let Ok(params) = serde_urlencoded::from_str::<Vec<(String, String)>>(query) else {
+        return;
+    };
 
     // Canonicalisation does not depend on the order parameters arrive in.
     let pairs = || params.iter().map(|(k, v)| (k.as_str(), v.as_str()));
@@ -28,7 +36,15 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(rest_string_to_sign(method, path, unsigned), canonical);
 
     let (key, secret) = app();
-    let verify = |query: &[(String, String)], body: &[u8]| RestRequest { method, path, query, body }.verify(&key, &secret, NOW);
+    let verify = |query: &[(String, String)], body: &[u8]| {
+        RestRequest {
+            method,
+            path,
+            query,
+            body,
+        }
+        .verify(&key, &secret, NOW)
+    };
     match verify(&params, body) {
         Ok(()) => {
             // A request that passes stops passing when any signed value changes.
@@ -38,7 +54,11 @@ fuzz_target!(|data: &[u8]| {
                 }
                 let mut changed = params.clone();
                 changed[i].1.push('x');
-                assert!(verify(&changed, body).is_err(), "changing {:?} kept the signature valid", params[i].0);
+                assert!(
+                    verify(&changed, body).is_err(),
+                    "changing {:?} kept the signature valid",
+                    params[i].0
+                );
             }
             let mut other_body = body.to_vec();
             other_body.push(b' ');

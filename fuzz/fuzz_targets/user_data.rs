@@ -13,16 +13,24 @@ use protocol_fuzz::assert_json_object;
 use serde_json::value::RawValue;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
 
     if let Ok(d) = serde_json::from_str::<ChannelData>(text) {
         assert!(!d.user_id.is_empty());
-        let info = d.user_info.unwrap_or_else(|| RawValue::from_string("null".into()).unwrap());
+        let info = d
+            .user_info
+            .unwrap_or_else(|| RawValue::from_string("null".into()).unwrap());
         let added = assert_json_object(&frame::member_added("presence-a", &d.user_id, &info));
         let inner: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(added["data"].as_str().expect("data is a string")).expect("data is JSON");
+            serde_json::from_str(added["data"].as_str().expect("data is a string"))
+                .expect("data is JSON");
         assert_eq!(inner["user_id"], d.user_id.as_str());
-        assert_json_object(&frame::presence_subscription_succeeded("presence-a", &[(&d.user_id, &info)]));
+        assert_json_object(&frame::presence_subscription_succeeded(
+            "presence-a",
+            &[(&d.user_id, &info)],
+        ));
     }
 
     if let Ok(u) = serde_json::from_str::<UserData>(text) {
@@ -41,12 +49,15 @@ fuzz_target!(|data: &[u8]| {
     // The same text as it arrives inside a subscribe and a sign-in frame, in
     // string form: it must come out unchanged, since the signature covers it.
     let quoted = serde_json::to_string(text).unwrap();
-    let subscribe = format!(r#"{{"event":"pusher:subscribe","data":{{"channel":"presence-a","auth":"k:s","channel_data":{quoted}}}}}"#);
+    let subscribe = format!(
+        r#"{{"event":"pusher:subscribe","data":{{"channel":"presence-a","auth":"k:s","channel_data":{quoted}}}}}"#
+    );
     match ClientFrame::parse(&subscribe) {
         Ok(ClientFrame::Subscribe(s)) => assert_eq!(s.channel_data.as_deref(), Some(text)),
         other => panic!("{other:?}"),
     }
-    let signin = format!(r#"{{"event":"pusher:signin","data":{{"auth":"k:s","user_data":{quoted}}}}}"#);
+    let signin =
+        format!(r#"{{"event":"pusher:signin","data":{{"auth":"k:s","user_data":{quoted}}}}}"#);
     match ClientFrame::parse(&signin) {
         Ok(ClientFrame::Signin(s)) => assert_eq!(s.user_data, text),
         other => panic!("{other:?}"),

@@ -6,7 +6,10 @@ use protocol::{AppKey, AppSecret, SocketId};
 /// The key and secret of Pusher's published signing examples; the seeds in
 /// `corpus/` are signed with them.
 pub fn app() -> (AppKey, AppSecret) {
-    (AppKey::new("278d425bdf160c739803").unwrap(), AppSecret::new("7ad3773142a6692b25b8").unwrap())
+    (
+        AppKey::new("278d425bdf160c739803").unwrap(),
+        AppSecret::new("7ad3773142a6692b25b8").unwrap(),
+    )
 }
 
 /// The socket id the seeds' subscription and sign-in signatures are made for.

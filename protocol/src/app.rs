@@ -29,7 +29,8 @@ pub struct InvalidIdentifier(&'static str);
 fn simple_token(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 impl AppId {
@@ -38,7 +39,9 @@ impl AppId {
         if simple_token(&s) {
             Ok(Self(s))
         } else {
-            Err(InvalidIdentifier("app id must be 1-128 characters of A-Z a-z 0-9 _ -"))
+            Err(InvalidIdentifier(
+                "app id must be 1-128 characters of A-Z a-z 0-9 _ -",
+            ))
         }
     }
     pub fn as_str(&self) -> &str {
@@ -52,7 +55,9 @@ impl AppKey {
         if simple_token(&s) {
             Ok(Self(s))
         } else {
-            Err(InvalidIdentifier("app key must be 1-128 characters of A-Z a-z 0-9 _ -"))
+            Err(InvalidIdentifier(
+                "app key must be 1-128 characters of A-Z a-z 0-9 _ -",
+            ))
         }
     }
     pub fn as_str(&self) -> &str {

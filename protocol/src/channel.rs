@@ -83,9 +83,14 @@ impl ChannelName {
     /// Cache channels keep their last event and replay it to new subscribers.
     pub fn is_cache(&self) -> bool {
         let s = self.as_str();
-        ["cache-", "private-cache-", "private-encrypted-cache-", "presence-cache-"]
-            .iter()
-            .any(|p| s.starts_with(p))
+        [
+            "cache-",
+            "private-cache-",
+            "private-encrypted-cache-",
+            "presence-cache-",
+        ]
+        .iter()
+        .any(|p| s.starts_with(p))
     }
 
     /// The user id of a `#server-to-user-{id}` channel.
@@ -105,7 +110,10 @@ fn allowed_byte(b: u8) -> bool {
 impl ChannelKind {
     /// Whether subscribing needs an `auth` signature.
     pub fn needs_auth(self) -> bool {
-        matches!(self, Self::Private | Self::PrivateEncrypted | Self::Presence)
+        matches!(
+            self,
+            Self::Private | Self::PrivateEncrypted | Self::Presence
+        )
     }
 
     /// Client events are allowed on private and presence channels only; on
@@ -204,7 +212,10 @@ mod tests {
         assert_eq!(ChannelName::parse(""), Err(InvalidName::Empty));
         assert_eq!(ChannelName::parse("a b"), Err(InvalidName::BadCharacter));
         assert_eq!(ChannelName::parse("a#b"), Err(InvalidName::BadCharacter));
-        assert_eq!(ChannelName::parse("#server-to-user-"), Err(InvalidName::BadCharacter));
+        assert_eq!(
+            ChannelName::parse("#server-to-user-"),
+            Err(InvalidName::BadCharacter)
+        );
         assert_eq!(ChannelName::parse("é"), Err(InvalidName::BadCharacter));
         let long = "a".repeat(165);
         assert_eq!(ChannelName::parse(&long), Err(InvalidName::TooLong(164)));
@@ -220,7 +231,10 @@ mod tests {
         assert_eq!(k("private-a"), ChannelKind::Private);
         assert_eq!(k("private-cache-a"), ChannelKind::Private);
         assert_eq!(k("private-encrypted-a"), ChannelKind::PrivateEncrypted);
-        assert_eq!(k("private-encrypted-cache-a"), ChannelKind::PrivateEncrypted);
+        assert_eq!(
+            k("private-encrypted-cache-a"),
+            ChannelKind::PrivateEncrypted
+        );
         assert_eq!(k("presence-a"), ChannelKind::Presence);
         assert_eq!(k("presence-cache-a"), ChannelKind::Presence);
         assert_eq!(k("#server-to-user-42"), ChannelKind::ServerToUser);

@@ -11,7 +11,10 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::{
     app::{AppId, AppKey, AppSecret},
-    rest::{BatchRequest, BatchResponse, ChannelResponse, ChannelsResponse, TriggerRequest, TriggerResponse, UsersResponse},
+    rest::{
+        BatchRequest, BatchResponse, ChannelResponse, ChannelsResponse, TriggerRequest,
+        TriggerResponse, UsersResponse,
+    },
     sign::sign_rest,
 };
 
@@ -44,9 +47,21 @@ impl RestClient {
         Self::with_timeout(base_url, app_id, key, secret, Duration::from_secs(5))
     }
 
-    pub fn with_timeout(base_url: &str, app_id: AppId, key: AppKey, secret: AppSecret, timeout: Duration) -> Self {
+    pub fn with_timeout(
+        base_url: &str,
+        app_id: AppId,
+        key: AppKey,
+        secret: AppSecret,
+        timeout: Duration,
+    ) -> Self {
         let http = awc::Client::builder().timeout(timeout).finish();
-        Self { base_url: base_url.trim_end_matches('/').to_owned(), app_id, key, secret, http }
+        Self {
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            app_id,
+            key,
+            secret,
+            http,
+        }
     }
 
     /// `POST /apps/{id}/events`.
@@ -60,7 +75,11 @@ impl RestClient {
     }
 
     /// `GET /apps/{id}/channels`.
-    pub async fn channels(&self, filter_by_prefix: Option<&str>, info: Option<&str>) -> Result<ChannelsResponse, ClientError> {
+    pub async fn channels(
+        &self,
+        filter_by_prefix: Option<&str>,
+        info: Option<&str>,
+    ) -> Result<ChannelsResponse, ClientError> {
         let mut params = Vec::new();
         if let Some(p) = filter_by_prefix {
             params.push(("filter_by_prefix", p));
@@ -72,14 +91,20 @@ impl RestClient {
     }
 
     /// `GET /apps/{id}/channels/{name}`.
-    pub async fn channel(&self, name: &str, info: Option<&str>) -> Result<ChannelResponse, ClientError> {
+    pub async fn channel(
+        &self,
+        name: &str,
+        info: Option<&str>,
+    ) -> Result<ChannelResponse, ClientError> {
         let params: Vec<_> = info.map(|i| ("info", i)).into_iter().collect();
-        self.send::<(), _>("GET", &format!("channels/{name}"), &params, None).await
+        self.send::<(), _>("GET", &format!("channels/{name}"), &params, None)
+            .await
     }
 
     /// `GET /apps/{id}/channels/{name}/users` (presence channels only).
     pub async fn users(&self, name: &str) -> Result<UsersResponse, ClientError> {
-        self.send::<(), _>("GET", &format!("channels/{name}/users"), &[], None).await
+        self.send::<(), _>("GET", &format!("channels/{name}/users"), &[], None)
+            .await
     }
 
     async fn send<B: Serialize, R: DeserializeOwned>(
@@ -94,7 +119,10 @@ impl RestClient {
             None => Vec::new(),
         };
         let path = format!("/apps/{}/{}", self.app_id.as_str(), resource);
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let query = sign_rest(&self.key, &self.secret, method, &path, params, &body, now);
         let url = format!("{}{}", self.base_url, path);
         let request = match method {
@@ -106,13 +134,22 @@ impl RestClient {
         let mut response = if body.is_empty() {
             request.send().await
         } else {
-            request.content_type("application/json").send_body(body).await
+            request
+                .content_type("application/json")
+                .send_body(body)
+                .await
         }
         .map_err(|e| ClientError::Transport(e.to_string()))?;
-        let bytes = response.body().await.map_err(|e| ClientError::Transport(e.to_string()))?;
+        let bytes = response
+            .body()
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
         let status = response.status();
         if !status.is_success() {
-            return Err(ClientError::Status { status: status.as_u16(), body: String::from_utf8_lossy(&bytes).into_owned() });
+            return Err(ClientError::Status {
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&bytes).into_owned(),
+            });
         }
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
     }
@@ -126,11 +163,23 @@ mod tests {
 
     /// A stand-in server that checks the signature exactly as the broker does.
     async fn check(req: HttpRequest, body: web::Bytes) -> HttpResponse {
-        let query: Vec<(String, String)> = web::Query::<Vec<(String, String)>>::from_query(req.query_string()).unwrap().into_inner();
-        let verified = RestRequest { method: req.method().as_str(), path: req.path(), query: &query, body: &body }.verify(
+        let query: Vec<(String, String)> =
+            web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+                .unwrap()
+                .into_inner();
+        let verified = RestRequest {
+            method: req.method().as_str(),
+            path: req.path(),
+            query: &query,
+            body: &body,
+        }
+        .verify(
             &AppKey::new("k").unwrap(),
             &AppSecret::new("s").unwrap(),
-            SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs(),
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
         );
         match verified {
             Ok(()) if req.path().ends_with("/events") => HttpResponse::Ok().body("{}"),
@@ -141,23 +190,44 @@ mod tests {
 
     #[actix_rt::test]
     async fn signs_requests_the_server_accepts() {
-        let server = HttpServer::new(|| App::new().default_service(web::to(check))).workers(1).bind(("127.0.0.1", 0)).unwrap();
+        let server = HttpServer::new(|| App::new().default_service(web::to(check)))
+            .workers(1)
+            .bind(("127.0.0.1", 0))
+            .unwrap();
         let addr = server.addrs()[0];
         let handle = server.run();
         let srv = handle.handle();
         actix_rt::spawn(handle);
         let base = format!("http://{addr}");
-        let client = |secret: &str| RestClient::new(&base, AppId::new("7").unwrap(), AppKey::new("k").unwrap(), AppSecret::new(secret).unwrap());
+        let client = |secret: &str| {
+            RestClient::new(
+                &base,
+                AppId::new("7").unwrap(),
+                AppKey::new("k").unwrap(),
+                AppSecret::new(secret).unwrap(),
+            )
+        };
 
-        let req = TriggerRequest { name: "e".into(), data: "{\"x\":\"a b&c\"}".into(), channel: Some("c".into()), ..Default::default() };
+        let req = TriggerRequest {
+            name: "e".into(),
+            data: "{\"x\":\"a b&c\"}".into(),
+            channel: Some("c".into()),
+            ..Default::default()
+        };
         client("s").trigger(&req).await.unwrap();
-        let ch = client("s").channel("presence-x", Some("user_count,subscription_count")).await.unwrap();
+        let ch = client("s")
+            .channel("presence-x", Some("user_count,subscription_count"))
+            .await
+            .unwrap();
         assert_eq!(ch.user_count, Some(2));
         match client("wrong").trigger(&req).await {
             Err(ClientError::Status { status: 401, .. }) => {}
             other => panic!("expected 401, got {other:?}"),
         }
         srv.stop(false).await;
-        assert!(matches!(client("s").trigger(&req).await, Err(ClientError::Transport(_))));
+        assert!(matches!(
+            client("s").trigger(&req).await,
+            Err(ClientError::Transport(_))
+        ));
     }
 }

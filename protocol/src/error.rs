@@ -112,7 +112,12 @@ mod tests {
 
     #[test]
     fn ranges_match_pusher_js_reconnect_rules() {
-        for c in [ErrorCode::AppNotFound, ErrorCode::AppDisabled, ErrorCode::NoProtocolVersion, ErrorCode::Unauthorized] {
+        for c in [
+            ErrorCode::AppNotFound,
+            ErrorCode::AppDisabled,
+            ErrorCode::NoProtocolVersion,
+            ErrorCode::Unauthorized,
+        ] {
             assert!((4000..4100).contains(&c.code()));
         }
         assert!((4100..4200).contains(&ErrorCode::OverCapacity.code()));

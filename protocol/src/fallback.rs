@@ -36,7 +36,9 @@ impl Op {
 /// Whether a `server` or `session` path segment is an id pusher-js could have made:
 /// 1 to 32 letters, digits, `_` or `-` (anything like a path is refused).
 pub fn valid_segment(s: &str) -> bool {
-    (1..=32).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    (1..=32).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// The largest send body for messages of at most `max_message` bytes: a message
@@ -80,23 +82,40 @@ mod tests {
         assert_eq!(Op::parse("xhr_send"), Some(Op::Send));
         assert_eq!(Op::parse("websocket"), None);
         assert!(valid_segment("123") && valid_segment("a1b2c3d4"));
-        assert!(!valid_segment("") && !valid_segment("..") && !valid_segment("a/b") && !valid_segment(&"a".repeat(33)));
+        assert!(
+            !valid_segment("")
+                && !valid_segment("..")
+                && !valid_segment("a/b")
+                && !valid_segment(&"a".repeat(33))
+        );
     }
 
     #[test]
     fn send_bodies() {
         assert_eq!(parse_send(b"[]", 10), Ok(vec![]));
         let ping = r#"["{\"event\":\"pusher:ping\",\"data\":{}}"]"#;
-        assert_eq!(parse_send(ping.as_bytes(), 100).unwrap(), [r#"{"event":"pusher:ping","data":{}}"#]);
+        assert_eq!(
+            parse_send(ping.as_bytes(), 100).unwrap(),
+            [r#"{"event":"pusher:ping","data":{}}"#]
+        );
         assert_eq!(parse_send(b"{}", 10), Err(SendError::NotStrings));
         assert_eq!(parse_send(b"[1]", 10), Err(SendError::NotStrings));
         assert_eq!(parse_send(b"[\"a\"", 10), Err(SendError::NotStrings));
         // One message over the limit refuses the whole body.
-        assert_eq!(parse_send(br#"["ok","far too long"]"#, 5), Err(SendError::TooLarge { max: 5 }));
+        assert_eq!(
+            parse_send(br#"["ok","far too long"]"#, 5),
+            Err(SendError::TooLarge { max: 5 })
+        );
         // A body past the limit is refused before it is read.
-        assert_eq!(parse_send(&vec![b' '; 100], 10), Err(SendError::TooLarge { max: 10 }));
+        assert_eq!(
+            parse_send(&vec![b' '; 100], 10),
+            Err(SendError::TooLarge { max: 10 })
+        );
         // A message of quotes may take twice its length in the body, and is accepted.
         let quotes = serde_json::to_string(&vec!["\"".repeat(10)]).unwrap();
-        assert_eq!(parse_send(quotes.as_bytes(), 10).unwrap(), ["\"".repeat(10)]);
+        assert_eq!(
+            parse_send(quotes.as_bytes(), 10).unwrap(),
+            ["\"".repeat(10)]
+        );
     }
 }

@@ -18,12 +18,20 @@ pub enum ClientFrame {
     Ping,
     Pong,
     Subscribe(Subscribe),
-    Unsubscribe { channel: String },
+    Unsubscribe {
+        channel: String,
+    },
     Signin(Signin),
     /// A `client-*` event to relay to the channel's other subscribers.
-    ClientEvent { event: String, channel: String, data: Box<RawValue> },
+    ClientEvent {
+        event: String,
+        channel: String,
+        data: Box<RawValue>,
+    },
     /// Any other event name; the broker answers with an error.
-    Unknown { event: String },
+    Unknown {
+        event: String,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -67,7 +75,8 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValu
 /// Whether JSON text is an object. Derived structs also accept a JSON array of
 /// their fields in order; the protocol's messages are objects, so that is refused.
 fn is_object(json: &str) -> bool {
-    json.trim_start_matches([' ', '\t', '\n', '\r']).starts_with('{')
+    json.trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{')
 }
 
 /// Why a client frame could not be understood.
@@ -88,11 +97,18 @@ impl ClientFrame {
         }
         let env: Envelope<'_> =
             serde_json::from_str(text).map_err(|e| FrameError::Malformed(e.to_string()))?;
-        let bad = |event: &'static str| move |e: serde_json::Error| FrameError::BadData { event, reason: e.to_string() };
+        let bad = |event: &'static str| {
+            move |e: serde_json::Error| FrameError::BadData {
+                event,
+                reason: e.to_string(),
+            }
+        };
         Ok(match env.event.as_ref() {
             "pusher:ping" => Self::Ping,
             "pusher:pong" => Self::Pong,
-            "pusher:subscribe" => Self::Subscribe(decode_data(env.data).map_err(bad("pusher:subscribe"))?),
+            "pusher:subscribe" => {
+                Self::Subscribe(decode_data(env.data).map_err(bad("pusher:subscribe"))?)
+            }
             "pusher:unsubscribe" => {
                 let c: ChannelOnly = decode_data(env.data).map_err(bad("pusher:unsubscribe"))?;
                 Self::Unsubscribe { channel: c.channel }
@@ -101,9 +117,14 @@ impl ClientFrame {
             e if e.starts_with("client-") => Self::ClientEvent {
                 event: e.to_owned(),
                 channel: env.channel.ok_or(FrameError::MissingChannel)?.into_owned(),
-                data: env.data.map(RawValue::to_owned).unwrap_or_else(empty_object),
+                data: env
+                    .data
+                    .map(RawValue::to_owned)
+                    .unwrap_or_else(empty_object),
             },
-            e => Self::Unknown { event: e.to_owned() },
+            e => Self::Unknown {
+                event: e.to_owned(),
+            },
         })
     }
 }
@@ -182,18 +203,37 @@ impl ServerFrame<'_> {
 
 /// An ordinary event on a channel, from a REST trigger.
 pub fn channel_event(channel: &str, event: &str, data: &str) -> String {
-    ServerFrame { event, channel: Some(channel), data: Data::Text(data), user_id: None }.to_json()
+    ServerFrame {
+        event,
+        channel: Some(channel),
+        data: Data::Text(data),
+        user_id: None,
+    }
+    .to_json()
 }
 
 /// A client event relayed to the channel's other subscribers.
 pub fn client_event(channel: &str, event: &str, data: &RawValue, user_id: Option<&str>) -> String {
-    ServerFrame { event, channel: Some(channel), data: Data::Json(data), user_id }.to_json()
+    ServerFrame {
+        event,
+        channel: Some(channel),
+        data: Data::Json(data),
+        user_id,
+    }
+    .to_json()
 }
 
 pub fn connection_established(socket_id: SocketId, activity_timeout_secs: u64) -> String {
-    let data = serde_json::json!({ "socket_id": socket_id, "activity_timeout": activity_timeout_secs }).to_string();
-    ServerFrame { event: "pusher:connection_established", channel: None, data: Data::Text(&data), user_id: None }
-        .to_json()
+    let data =
+        serde_json::json!({ "socket_id": socket_id, "activity_timeout": activity_timeout_secs })
+            .to_string();
+    ServerFrame {
+        event: "pusher:connection_established",
+        channel: None,
+        data: Data::Text(&data),
+        user_id: None,
+    }
+    .to_json()
 }
 
 /// `pusher:error`. `code` is `None` for errors the protocol gives no number.
@@ -209,7 +249,11 @@ pub fn error(code: Option<u16>, message: &str) -> String {
         data: E<'a>,
     }
     let message = &*crate::limits::clip(message, crate::limits::MAX_ERROR_MESSAGE_CHARS);
-    serde_json::to_string(&F { event: "pusher:error", data: E { code, message } }).expect("serializes")
+    serde_json::to_string(&F {
+        event: "pusher:error",
+        data: E { code, message },
+    })
+    .expect("serializes")
 }
 
 pub fn error_code(code: ErrorCode) -> String {
@@ -255,7 +299,11 @@ pub fn presence_subscription_succeeded(channel: &str, members: &[(&str, &RawValu
         presence: Presence<'a>,
     }
     let data = serde_json::to_string(&Wrapper {
-        presence: Presence { ids: Ids(members), hash: Hash(members), count: members.len() },
+        presence: Presence {
+            ids: Ids(members),
+            hash: Hash(members),
+            count: members.len(),
+        },
     })
     .expect("serializes");
     ServerFrame {
@@ -284,8 +332,16 @@ pub fn subscription_error(channel: &str, kind: &str, error: &str, status: u16) -
         data: D<'a>,
     }
     let error = &*crate::limits::clip(error, crate::limits::MAX_ERROR_MESSAGE_CHARS);
-    serde_json::to_string(&F { event: "pusher:subscription_error", channel, data: D { kind, error, status } })
-        .expect("serializes")
+    serde_json::to_string(&F {
+        event: "pusher:subscription_error",
+        channel,
+        data: D {
+            kind,
+            error,
+            status,
+        },
+    })
+    .expect("serializes")
 }
 
 pub fn member_added(channel: &str, user_id: &str, user_info: &RawValue) -> String {
@@ -295,8 +351,13 @@ pub fn member_added(channel: &str, user_id: &str, user_info: &RawValue) -> Strin
         user_info: &'a RawValue,
     }
     let data = serde_json::to_string(&D { user_id, user_info }).expect("serializes");
-    ServerFrame { event: "pusher_internal:member_added", channel: Some(channel), data: Data::Text(&data), user_id: None }
-        .to_json()
+    ServerFrame {
+        event: "pusher_internal:member_added",
+        channel: Some(channel),
+        data: Data::Text(&data),
+        user_id: None,
+    }
+    .to_json()
 }
 
 pub fn member_removed(channel: &str, user_id: &str) -> String {
@@ -312,25 +373,49 @@ pub fn member_removed(channel: &str, user_id: &str) -> String {
 
 pub fn signin_success(user_data: &str) -> String {
     let data = serde_json::json!({ "user_data": user_data }).to_string();
-    ServerFrame { event: "pusher:signin_success", channel: None, data: Data::Text(&data), user_id: None }.to_json()
+    ServerFrame {
+        event: "pusher:signin_success",
+        channel: None,
+        data: Data::Text(&data),
+        user_id: None,
+    }
+    .to_json()
 }
 
 /// `pusher_internal:subscription_count`: how many connections subscribe to the channel.
 pub fn subscription_count(channel: &str, count: u64) -> String {
     let data = serde_json::json!({ "subscription_count": count }).to_string();
-    ServerFrame { event: "pusher_internal:subscription_count", channel: Some(channel), data: Data::Text(&data), user_id: None }
-        .to_json()
+    ServerFrame {
+        event: "pusher_internal:subscription_count",
+        channel: Some(channel),
+        data: Data::Text(&data),
+        user_id: None,
+    }
+    .to_json()
 }
 
 /// `pusher:cache_miss`: a cache channel had no event to replay.
 pub fn cache_miss(channel: &str) -> String {
-    ServerFrame { event: "pusher:cache_miss", channel: Some(channel), data: Data::Text("{}"), user_id: None }.to_json()
+    ServerFrame {
+        event: "pusher:cache_miss",
+        channel: Some(channel),
+        data: Data::Text("{}"),
+        user_id: None,
+    }
+    .to_json()
 }
 
 /// `pusher_internal:watchlist_events` with one event (`online` or `offline`) for `user_ids`.
 pub fn watchlist_event(name: &str, user_ids: &[&str]) -> String {
-    let data = serde_json::json!({ "events": [{ "name": name, "user_ids": user_ids }] }).to_string();
-    ServerFrame { event: "pusher_internal:watchlist_events", channel: None, data: Data::Text(&data), user_id: None }.to_json()
+    let data =
+        serde_json::json!({ "events": [{ "name": name, "user_ids": user_ids }] }).to_string();
+    ServerFrame {
+        event: "pusher_internal:watchlist_events",
+        channel: None,
+        data: Data::Text(&data),
+        user_id: None,
+    }
+    .to_json()
 }
 
 /// Presence `channel_data`: who the subscriber is. `user_id` may be a number on the wire.
@@ -368,7 +453,9 @@ fn id_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error>
     match serde_json::Value::deserialize(d)? {
         serde_json::Value::String(s) if !s.is_empty() => Ok(s),
         serde_json::Value::Number(n) => Ok(n.to_string()),
-        _ => Err(serde::de::Error::custom("user id must be a non-empty string or a number")),
+        _ => Err(serde::de::Error::custom(
+            "user id must be a non-empty string or a number",
+        )),
     }
 }
 
@@ -381,11 +468,18 @@ mod tests {
     fn error_replies_do_not_echo_long_input() {
         let huge = "x".repeat(30_000);
         let e = json(&error(None, &format!("invalid channel name {huge:?}")));
-        assert_eq!(e["data"]["message"].as_str().unwrap().chars().count(), crate::limits::MAX_ERROR_MESSAGE_CHARS);
+        assert_eq!(
+            e["data"]["message"].as_str().unwrap().chars().count(),
+            crate::limits::MAX_ERROR_MESSAGE_CHARS
+        );
         let e = json(&subscription_error("c", "AuthError", &huge, 401));
-        assert_eq!(e["data"]["error"].as_str().unwrap().chars().count(), crate::limits::MAX_ERROR_MESSAGE_CHARS);
+        assert_eq!(
+            e["data"]["error"].as_str().unwrap().chars().count(),
+            crate::limits::MAX_ERROR_MESSAGE_CHARS
+        );
         // serde_json quotes the offending value in its message; the reply still stays short.
-        let bad = format!(r#"{{"event":"pusher:subscribe","data":{{"channel":1,"auth":"{huge}"}}}}"#);
+        let bad =
+            format!(r#"{{"event":"pusher:subscribe","data":{{"channel":1,"auth":"{huge}"}}}}"#);
         let parse_error = ClientFrame::parse(&bad).unwrap_err().to_string();
         assert!(json(&error(None, &parse_error)).to_string().len() < 1024);
     }
@@ -405,9 +499,14 @@ mod tests {
 
     #[test]
     fn subscribe_accepts_object_and_string_data() {
-        let a = ClientFrame::parse(r#"{"event":"pusher:subscribe","data":{"channel":"c","auth":"k:s"}}"#).unwrap();
-        let b = ClientFrame::parse(r#"{"event":"pusher:subscribe","data":"{\"channel\":\"c\",\"auth\":\"k:s\"}"}"#)
-            .unwrap();
+        let a = ClientFrame::parse(
+            r#"{"event":"pusher:subscribe","data":{"channel":"c","auth":"k:s"}}"#,
+        )
+        .unwrap();
+        let b = ClientFrame::parse(
+            r#"{"event":"pusher:subscribe","data":"{\"channel\":\"c\",\"auth\":\"k:s\"}"}"#,
+        )
+        .unwrap();
         for f in [a, b] {
             match f {
                 ClientFrame::Subscribe(s) => {
@@ -426,7 +525,9 @@ mod tests {
             r#"{"event":"pusher:subscribe","data":{"channel":"presence-a","auth":"k:s","channel_data":"{\"user_id\":7}"}}"#,
         )
         .unwrap();
-        let ClientFrame::Subscribe(s) = f else { panic!() };
+        let ClientFrame::Subscribe(s) = f else {
+            panic!()
+        };
         assert_eq!(s.channel_data.as_deref(), Some(r#"{"user_id":7}"#));
         let cd: ChannelData = serde_json::from_str(s.channel_data.as_deref().unwrap()).unwrap();
         assert_eq!(cd.user_id, "7");
@@ -434,9 +535,22 @@ mod tests {
 
     #[test]
     fn client_event_keeps_raw_data() {
-        let f = ClientFrame::parse(r#"{"event":"client-typing","channel":"private-a","data":{"x": 1}}"#).unwrap();
-        let ClientFrame::ClientEvent { event, channel, data } = f else { panic!() };
-        assert_eq!((event.as_str(), channel.as_str()), ("client-typing", "private-a"));
+        let f = ClientFrame::parse(
+            r#"{"event":"client-typing","channel":"private-a","data":{"x": 1}}"#,
+        )
+        .unwrap();
+        let ClientFrame::ClientEvent {
+            event,
+            channel,
+            data,
+        } = f
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (event.as_str(), channel.as_str()),
+            ("client-typing", "private-a")
+        );
         let out = json(&client_event(&channel, &event, &data, Some("u1")));
         assert_eq!(out["data"]["x"], 1);
         assert_eq!(out["user_id"], "u1");
@@ -444,11 +558,26 @@ mod tests {
 
     #[test]
     fn malformed_frames_are_errors() {
-        assert!(matches!(ClientFrame::parse("nope"), Err(FrameError::Malformed(_))));
-        assert!(matches!(ClientFrame::parse(r#"{"data":1}"#), Err(FrameError::Malformed(_))));
-        assert!(matches!(ClientFrame::parse(r#"{"event":"pusher:subscribe","data":{}}"#), Err(FrameError::BadData { .. })));
-        assert!(matches!(ClientFrame::parse(r#"{"event":"client-x","data":{}}"#), Err(FrameError::MissingChannel)));
-        assert!(matches!(ClientFrame::parse(r#"{"event":"pusher:foo"}"#), Ok(ClientFrame::Unknown { .. })));
+        assert!(matches!(
+            ClientFrame::parse("nope"),
+            Err(FrameError::Malformed(_))
+        ));
+        assert!(matches!(
+            ClientFrame::parse(r#"{"data":1}"#),
+            Err(FrameError::Malformed(_))
+        ));
+        assert!(matches!(
+            ClientFrame::parse(r#"{"event":"pusher:subscribe","data":{}}"#),
+            Err(FrameError::BadData { .. })
+        ));
+        assert!(matches!(
+            ClientFrame::parse(r#"{"event":"client-x","data":{}}"#),
+            Err(FrameError::MissingChannel)
+        ));
+        assert!(matches!(
+            ClientFrame::parse(r#"{"event":"pusher:foo"}"#),
+            Ok(ClientFrame::Unknown { .. })
+        ));
     }
 
     // Found by the property tests (protocol/tests/prop_frames.rs): a JSON array of
@@ -456,28 +585,52 @@ mod tests {
     // subscribe/unsubscribe/signin object.
     #[test]
     fn arrays_are_not_frames() {
-        assert!(matches!(ClientFrame::parse(r#"["pusher:ping"]"#), Err(FrameError::Malformed(_))));
-        assert!(matches!(ClientFrame::parse(r#" [""]"#), Err(FrameError::Malformed(_))));
+        assert!(matches!(
+            ClientFrame::parse(r#"["pusher:ping"]"#),
+            Err(FrameError::Malformed(_))
+        ));
+        assert!(matches!(
+            ClientFrame::parse(r#" [""]"#),
+            Err(FrameError::Malformed(_))
+        ));
         for data in [r#"["c"]"#, r#""[\"c\"]""#, "null", r#""c""#, "1"] {
             let text = format!(r#"{{"event":"pusher:unsubscribe","data":{data}}}"#);
             assert!(
-                matches!(ClientFrame::parse(&text), Err(FrameError::BadData { event: "pusher:unsubscribe", .. })),
+                matches!(
+                    ClientFrame::parse(&text),
+                    Err(FrameError::BadData {
+                        event: "pusher:unsubscribe",
+                        ..
+                    })
+                ),
                 "{text}"
             );
         }
-        let ok = ClientFrame::parse("\n {\"event\":\"pusher:unsubscribe\",\"data\":\" {\\\"channel\\\":\\\"c\\\"}\"}").unwrap();
+        let ok = ClientFrame::parse(
+            "\n {\"event\":\"pusher:unsubscribe\",\"data\":\" {\\\"channel\\\":\\\"c\\\"}\"}",
+        )
+        .unwrap();
         assert!(matches!(ok, ClientFrame::Unsubscribe { channel } if channel == "c"));
     }
 
     // Found by the property tests: a client event's `"data": null` was relayed as `{}`.
     #[test]
     fn client_event_null_data_is_relayed_as_null() {
-        let f = ClientFrame::parse(r#"{"event":"client-x","channel":"private-a","data":null}"#).unwrap();
-        let ClientFrame::ClientEvent { data, .. } = f else { panic!() };
+        let f = ClientFrame::parse(r#"{"event":"client-x","channel":"private-a","data":null}"#)
+            .unwrap();
+        let ClientFrame::ClientEvent { data, .. } = f else {
+            panic!()
+        };
         assert_eq!(data.get(), "null");
         let f = ClientFrame::parse(r#"{"event":"client-x","channel":"private-a"}"#).unwrap();
-        let ClientFrame::ClientEvent { data, .. } = f else { panic!() };
-        assert_eq!(data.get(), "{}", "absent data is still relayed as an empty object");
+        let ClientFrame::ClientEvent { data, .. } = f else {
+            panic!()
+        };
+        assert_eq!(
+            data.get(),
+            "{}",
+            "absent data is still relayed as an empty object"
+        );
     }
 
     #[test]
@@ -491,7 +644,10 @@ mod tests {
     #[test]
     fn presence_snapshot_shape() {
         let info = RawValue::from_string(r#"{"name":"A"}"#.into()).unwrap();
-        let f = json(&presence_subscription_succeeded("presence-x", &[("1", &*info)]));
+        let f = json(&presence_subscription_succeeded(
+            "presence-x",
+            &[("1", &*info)],
+        ));
         let data = json(f["data"].as_str().unwrap());
         assert_eq!(data["presence"]["ids"], json(r#"["1"]"#));
         assert_eq!(data["presence"]["hash"]["1"]["name"], "A");

@@ -20,7 +20,10 @@ pub fn clip(text: &str, max: usize) -> Cow<'_, str> {
     match text.char_indices().nth(max) {
         None => Cow::Borrowed(text),
         Some((end, _)) => {
-            let keep = text[..end].char_indices().nth(max.saturating_sub(1)).map_or(end, |(i, _)| i);
+            let keep = text[..end]
+                .char_indices()
+                .nth(max.saturating_sub(1))
+                .map_or(end, |(i, _)| i);
             Cow::Owned(format!("{}…", &text[..keep]))
         }
     }

@@ -112,7 +112,12 @@ impl InfoRequest {
     /// Parses `info=user_count,subscription_count`. Unknown attributes are an error.
     pub fn parse(info: Option<&str>) -> Result<Self, String> {
         let mut out = Self::default();
-        for part in info.unwrap_or("").split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        for part in info
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
             match part {
                 "user_count" => out.user_count = true,
                 "subscription_count" => out.subscription_count = true,
@@ -135,16 +140,24 @@ mod tests {
 
     #[test]
     fn trigger_data_may_be_an_object() {
-        let r: TriggerRequest = serde_json::from_str(r#"{"name":"e","channel":"c","data":{"a":1}}"#).unwrap();
+        let r: TriggerRequest =
+            serde_json::from_str(r#"{"name":"e","channel":"c","data":{"a":1}}"#).unwrap();
         assert_eq!(r.data, r#"{"a":1}"#);
-        let r: TriggerRequest = serde_json::from_str(r#"{"name":"e","channels":["c"],"data":"x"}"#).unwrap();
+        let r: TriggerRequest =
+            serde_json::from_str(r#"{"name":"e","channels":["c"],"data":"x"}"#).unwrap();
         assert_eq!(r.data, "x");
     }
 
     #[test]
     fn empty_answers_serialize_as_empty_objects() {
-        assert_eq!(serde_json::to_string(&TriggerResponse::default()).unwrap(), "{}");
-        assert_eq!(serde_json::to_string(&BatchResponse::default()).unwrap(), "{}");
+        assert_eq!(
+            serde_json::to_string(&TriggerResponse::default()).unwrap(),
+            "{}"
+        );
+        assert_eq!(
+            serde_json::to_string(&BatchResponse::default()).unwrap(),
+            "{}"
+        );
     }
 
     #[test]

@@ -30,7 +30,8 @@ impl FromStr for SocketId {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (a, b) = s.split_once('.').ok_or(InvalidSocketId)?;
-        let digits = |p: &str| !p.is_empty() && p.len() <= 20 && p.bytes().all(|c| c.is_ascii_digit());
+        let digits =
+            |p: &str| !p.is_empty() && p.len() <= 20 && p.bytes().all(|c| c.is_ascii_digit());
         if !digits(a) || !digits(b) {
             return Err(InvalidSocketId);
         }
@@ -79,7 +80,10 @@ impl SocketIdGenerator {
         // Kept below 2^53 so JavaScript clients can hold either part as a number.
         let node = rand::random::<u64>() % 1_000_000_000;
         let start = rand::random::<u64>() % 1_000_000_000;
-        Self { node, next: start.into() }
+        Self {
+            node,
+            next: start.into(),
+        }
     }
 
     pub fn next(&self) -> SocketId {
@@ -107,7 +111,18 @@ mod tests {
 
     #[test]
     fn rejects_bad_ids() {
-        for bad in ["", "123", "123.", ".456", "12a.3", "1.2.3", "-1.2", " 1.2", "1.2 ", "99999999999999999999999.1"] {
+        for bad in [
+            "",
+            "123",
+            "123.",
+            ".456",
+            "12a.3",
+            "1.2.3",
+            "-1.2",
+            " 1.2",
+            "1.2 ",
+            "99999999999999999999999.1",
+        ] {
             assert!(bad.parse::<SocketId>().is_err(), "{bad:?} accepted");
         }
     }

@@ -81,14 +81,20 @@ pub fn parse_trigger(body: &[u8], limits: &Limits) -> Result<Trigger, BodyError>
 pub fn parse_batch(body: &[u8], limits: &Limits) -> Result<Vec<Trigger>, BodyError> {
     let batch: BatchRequest = parse_json(body)?;
     if batch.batch.len() > limits.max_batch_events {
-        return Err(BodyError::TooManyEvents { given: batch.batch.len(), max: limits.max_batch_events });
+        return Err(BodyError::TooManyEvents {
+            given: batch.batch.len(),
+            max: limits.max_batch_events,
+        });
     }
     batch
         .batch
         .into_iter()
         .enumerate()
         .map(|(index, item)| {
-            let at = |error| BodyError::BatchItem { index, error: Box::new(error) };
+            let at = |error| BodyError::BatchItem {
+                index,
+                error: Box::new(error),
+            };
             if item.channels.as_ref().is_some_and(|cs| cs.len() != 1) {
                 return Err(at(BodyError::BatchItemChannels));
             }
@@ -103,8 +109,13 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, BodyErro
 
 /// Checks one trigger, cheapest and most basic problems first.
 pub fn validate(req: TriggerRequest, limits: &Limits) -> Result<Trigger, BodyError> {
-    let name = EventName::parse_with_max(&req.name, limits.max_event_name_len)
-        .map_err(|reason| BodyError::EventName { name: req.name.clone(), reason })?;
+    let name =
+        EventName::parse_with_max(&req.name, limits.max_event_name_len).map_err(|reason| {
+            BodyError::EventName {
+                name: req.name.clone(),
+                reason,
+            }
+        })?;
     let raw: Vec<String> = match (req.channel, req.channels) {
         (Some(c), None) => vec![c],
         (None, Some(cs)) => cs,
@@ -115,30 +126,53 @@ pub fn validate(req: TriggerRequest, limits: &Limits) -> Result<Trigger, BodyErr
         return Err(BodyError::EmptyChannels);
     }
     if raw.len() > limits.max_channels_per_trigger {
-        return Err(BodyError::TooManyChannels { given: raw.len(), max: limits.max_channels_per_trigger });
+        return Err(BodyError::TooManyChannels {
+            given: raw.len(),
+            max: limits.max_channels_per_trigger,
+        });
     }
     let channels = raw
         .iter()
         .map(|c| {
-            ChannelName::parse_with_max(c, limits.max_channel_name_len)
-                .map_err(|reason| BodyError::ChannelName { name: c.clone(), reason })
+            ChannelName::parse_with_max(c, limits.max_channel_name_len).map_err(|reason| {
+                BodyError::ChannelName {
+                    name: c.clone(),
+                    reason,
+                }
+            })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    if channels.iter().any(|c| c.kind() == ChannelKind::PrivateEncrypted) && channels.len() > 1 {
+    if channels
+        .iter()
+        .any(|c| c.kind() == ChannelKind::PrivateEncrypted)
+        && channels.len() > 1
+    {
         return Err(BodyError::EncryptedWithOthers);
     }
     if req.data.len() > limits.max_event_data_bytes {
-        return Err(BodyError::DataTooLarge { size: req.data.len(), max: limits.max_event_data_bytes });
+        return Err(BodyError::DataTooLarge {
+            size: req.data.len(),
+            max: limits.max_event_data_bytes,
+        });
     }
     let except = match req.socket_id.as_deref() {
         None | Some("") => None,
-        Some(s) => Some(s.parse::<SocketId>().map_err(|_| BodyError::SocketId(s.to_owned()))?),
+        Some(s) => Some(
+            s.parse::<SocketId>()
+                .map_err(|_| BodyError::SocketId(s.to_owned()))?,
+        ),
     };
     let info = InfoRequest::parse(req.info.as_deref()).map_err(BodyError::Info)?;
     if info.cache {
         return Err(BodyError::InfoCache);
     }
-    Ok(Trigger { name, data: req.data, channels, except, info })
+    Ok(Trigger {
+        name,
+        data: req.data,
+        channels,
+        except,
+        info,
+    })
 }
 
 #[cfg(test)]
@@ -162,15 +196,39 @@ mod tests {
     fn messages_name_the_problem() {
         let cases = [
             ("nope", "invalid JSON body: "),
-            (r#"{"name":"","channel":"c","data":""}"#, "invalid event name \"\": name is empty"),
-            (r#"{"name":"e","channel":"c","channels":["c"],"data":""}"#, "give either channel or channels, not both"),
+            (
+                r#"{"name":"","channel":"c","data":""}"#,
+                "invalid event name \"\": name is empty",
+            ),
+            (
+                r#"{"name":"e","channel":"c","channels":["c"],"data":""}"#,
+                "give either channel or channels, not both",
+            ),
             (r#"{"name":"e","data":""}"#, "missing channel or channels"),
-            (r#"{"name":"e","channels":[],"data":""}"#, "channels must name at least one channel"),
-            (r#"{"name":"e","channel":"a b","data":""}"#, "invalid channel name \"a b\": "),
-            (r#"{"name":"e","channels":["private-encrypted-a","b"],"data":""}"#, "an event on an encrypted channel"),
-            (r#"{"name":"e","channel":"c","data":"","socket_id":"x"}"#, "invalid socket_id \"x\""),
-            (r#"{"name":"e","channel":"c","data":"","info":"bogus"}"#, "unknown info attribute \"bogus\""),
-            (r#"{"name":"e","channel":"c","data":"","info":"cache"}"#, "info=cache is only available from GET /channels/{name}"),
+            (
+                r#"{"name":"e","channels":[],"data":""}"#,
+                "channels must name at least one channel",
+            ),
+            (
+                r#"{"name":"e","channel":"a b","data":""}"#,
+                "invalid channel name \"a b\": ",
+            ),
+            (
+                r#"{"name":"e","channels":["private-encrypted-a","b"],"data":""}"#,
+                "an event on an encrypted channel",
+            ),
+            (
+                r#"{"name":"e","channel":"c","data":"","socket_id":"x"}"#,
+                "invalid socket_id \"x\"",
+            ),
+            (
+                r#"{"name":"e","channel":"c","data":"","info":"bogus"}"#,
+                "unknown info attribute \"bogus\"",
+            ),
+            (
+                r#"{"name":"e","channel":"c","data":"","info":"cache"}"#,
+                "info=cache is only available from GET /channels/{name}",
+            ),
         ];
         for (body, start) in cases {
             let e = trigger(body).unwrap_err();
@@ -181,26 +239,55 @@ mod tests {
 
     #[test]
     fn limits_are_enforced() {
-        let limits = Limits { max_event_data_bytes: 3, max_channels_per_trigger: 2, max_batch_events: 1, ..Limits::default() };
+        let limits = Limits {
+            max_event_data_bytes: 3,
+            max_channels_per_trigger: 2,
+            max_batch_events: 1,
+            ..Limits::default()
+        };
         let e = parse_trigger(br#"{"name":"e","channel":"c","data":"abcd"}"#, &limits).unwrap_err();
         assert_eq!(e, BodyError::DataTooLarge { size: 4, max: 3 });
         assert!(e.is_too_large());
-        let e = parse_trigger(br#"{"name":"e","channels":["a","b","c"],"data":""}"#, &limits).unwrap_err();
+        let e = parse_trigger(
+            br#"{"name":"e","channels":["a","b","c"],"data":""}"#,
+            &limits,
+        )
+        .unwrap_err();
         assert_eq!(e.to_string(), "too many channels: 3 (at most 2)");
         let two = br#"{"batch":[{"name":"e","channel":"a","data":""},{"name":"e","channel":"b","data":""}]}"#;
-        assert_eq!(parse_batch(two, &limits).unwrap_err().to_string(), "too many events in batch: 2 (at most 1)");
+        assert_eq!(
+            parse_batch(two, &limits).unwrap_err().to_string(),
+            "too many events in batch: 2 (at most 1)"
+        );
     }
 
     #[test]
     fn batch_items_are_numbered_and_keep_their_status() {
         let body = br#"{"batch":[{"name":"e","channel":"a","data":""},{"name":"e","channels":["a","b"],"data":""}]}"#;
         let e = parse_batch(body, &Limits::default()).unwrap_err();
-        assert_eq!(e.to_string(), "batch[1]: each batch event names one channel");
-        let limits = Limits { max_event_data_bytes: 1, ..Limits::default() };
-        let e = parse_batch(br#"{"batch":[{"name":"e","channel":"a","data":"xy"}]}"#, &limits).unwrap_err();
-        assert_eq!(e.to_string(), "batch[0]: event data is 2 bytes, more than the limit of 1");
+        assert_eq!(
+            e.to_string(),
+            "batch[1]: each batch event names one channel"
+        );
+        let limits = Limits {
+            max_event_data_bytes: 1,
+            ..Limits::default()
+        };
+        let e = parse_batch(
+            br#"{"batch":[{"name":"e","channel":"a","data":"xy"}]}"#,
+            &limits,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "batch[0]: event data is 2 bytes, more than the limit of 1"
+        );
         assert!(e.is_too_large());
-        let ok = parse_batch(br#"{"batch":[{"name":"e","channels":["a"],"data":{"k":1}}]}"#, &Limits::default()).unwrap();
+        let ok = parse_batch(
+            br#"{"batch":[{"name":"e","channels":["a"],"data":{"k":1}}]}"#,
+            &Limits::default(),
+        )
+        .unwrap();
         assert_eq!(ok[0].data, r#"{"k":1}"#);
     }
 }

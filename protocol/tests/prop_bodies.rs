@@ -11,7 +11,8 @@ use serde_json::json;
 
 fn channel() -> impl Strategy<Value = String> {
     // Encrypted channels are left out: they may not share a trigger (tested in the unit tests).
-    "(private-|presence-|cache-)?[A-Za-z0-9_\\-=@,.;]{1,60}".prop_filter("not encrypted", |c| !c.starts_with("private-encrypted-"))
+    "(private-|presence-|cache-)?[A-Za-z0-9_\\-=@,.;]{1,60}"
+        .prop_filter("not encrypted", |c| !c.starts_with("private-encrypted-"))
 }
 
 /// A trigger every default limit accepts.
@@ -22,17 +23,35 @@ fn valid_trigger() -> impl Strategy<Value = TriggerRequest> {
         prop::collection::vec(channel(), 1..5),
         any::<bool>(),
         proptest::option::of((any::<u32>(), any::<u32>()).prop_map(|(a, b)| format!("{a}.{b}"))),
-        proptest::option::of(prop_oneof![Just("user_count"), Just("subscription_count"), Just("user_count,subscription_count")]),
+        proptest::option::of(prop_oneof![
+            Just("user_count"),
+            Just("subscription_count"),
+            Just("user_count,subscription_count")
+        ]),
     )
         .prop_map(|(name, data, channels, single, socket_id, info)| {
             // A single channel may be given as `channel` or as a one-element `channels`.
-            let (channel, channels) = if single { (Some(channels[0].clone()), None) } else { (None, Some(channels)) };
-            TriggerRequest { name, data, channel, channels, socket_id, info: info.map(str::to_owned) }
+            let (channel, channels) = if single {
+                (Some(channels[0].clone()), None)
+            } else {
+                (None, Some(channels))
+            };
+            TriggerRequest {
+                name,
+                data,
+                channel,
+                channels,
+                socket_id,
+                info: info.map(str::to_owned),
+            }
         })
 }
 
 fn config() -> ProptestConfig {
-    ProptestConfig { cases: 256, ..ProptestConfig::default() }
+    ProptestConfig {
+        cases: 256,
+        ..ProptestConfig::default()
+    }
 }
 
 proptest! {

@@ -5,7 +5,10 @@ use proptest::prelude::*;
 use protocol::fallback::{parse_send, send_body_limit, valid_segment, SendError};
 
 fn config() -> ProptestConfig {
-    ProptestConfig { cases: 256, ..ProptestConfig::default() }
+    ProptestConfig {
+        cases: 256,
+        ..ProptestConfig::default()
+    }
 }
 
 proptest! {

@@ -59,7 +59,12 @@ pub trait Adapter: Send + Sync + 'static {
 
     /// Subscribes a local connection to a non-presence channel. `None` if it already was.
     /// Sends `channel_occupied` (debounced) when the channel becomes occupied.
-    fn subscribe<'a>(&'a self, app: &'a App, channel: &'a ChannelName, conn: &'a ConnHandle) -> BoxFuture<'a, Option<Subscribed>>;
+    fn subscribe<'a>(
+        &'a self,
+        app: &'a App,
+        channel: &'a ChannelName,
+        conn: &'a ConnHandle,
+    ) -> BoxFuture<'a, Option<Subscribed>>;
 
     /// Subscribes a local connection to a presence channel as `user_id`. On success the
     /// joiner's `subscription_succeeded` with its member list is already queued, the
@@ -77,25 +82,45 @@ pub trait Adapter: Send + Sync + 'static {
     /// Removes a subscription; `None` if there was none. On a presence user's last
     /// connection the others are told `member_removed`; `member_removed` and
     /// `channel_vacated` webhooks wait for the debounce window.
-    fn unsubscribe<'a>(&'a self, app: &'a App, channel: &'a ChannelName, socket: SocketId) -> BoxFuture<'a, Option<Unsubscribed>>;
+    fn unsubscribe<'a>(
+        &'a self,
+        app: &'a App,
+        channel: &'a ChannelName,
+        socket: SocketId,
+    ) -> BoxFuture<'a, Option<Unsubscribed>>;
 
     /// Delivers a serialized frame to every subscriber of the channel but `except`, on
     /// every node. Local subscribers have it on return; the result says whether every
     /// other node holding the channel heard it (REST triggers answer 503 when not).
-    fn broadcast(&self, app: &App, channel: &ChannelName, frame: ByteString, except: Option<SocketId>) -> Published;
+    fn broadcast(
+        &self,
+        app: &App,
+        channel: &ChannelName,
+        frame: ByteString,
+        except: Option<SocketId>,
+    ) -> Published;
 
     /// Keeps a cache channel's last server-triggered event.
     fn cache_put(&self, app: &App, channel: &ChannelName, event: CachedEvent);
 
     /// A cache channel's last event, if one is still kept.
-    fn cached<'a>(&'a self, app: &'a App, channel: &'a ChannelName) -> BoxFuture<'a, Option<CachedEvent>>;
+    fn cached<'a>(
+        &'a self,
+        app: &'a App,
+        channel: &'a ChannelName,
+    ) -> BoxFuture<'a, Option<CachedEvent>>;
 
     /// Closes every connection subscribed to `channel`, on every node.
     fn close_subscribers(&self, app: &App, channel: &ChannelName, code: ErrorCode);
 
     /// Makes `conn` hear "online"/"offline" of these users, from every node; resolves
     /// once it will.
-    fn watch<'a>(&'a self, app: &'a App, conn: &'a ConnHandle, user_ids: &'a [String]) -> BoxFuture<'a, ()>;
+    fn watch<'a>(
+        &'a self,
+        app: &'a App,
+        conn: &'a ConnHandle,
+        user_ids: &'a [String],
+    ) -> BoxFuture<'a, ()>;
 
     /// Undoes [`Adapter::watch`] for these users.
     fn unwatch(&self, app: &App, socket: SocketId, user_ids: &[String]);
@@ -104,10 +129,18 @@ pub trait Adapter: Send + Sync + 'static {
     fn notify_watchers(&self, app: &App, user_id: &str, frame: ByteString);
 
     /// Counts for one channel, cluster-wide.
-    fn channel_counts<'a>(&'a self, app: &'a App, channel: &'a ChannelName) -> BoxFuture<'a, ChannelCounts>;
+    fn channel_counts<'a>(
+        &'a self,
+        app: &'a App,
+        channel: &'a ChannelName,
+    ) -> BoxFuture<'a, ChannelCounts>;
 
     /// Occupied channels whose names start with `prefix`, cluster-wide.
-    fn channels<'a>(&'a self, app: &'a App, prefix: &'a str) -> BoxFuture<'a, Vec<(ChannelName, ChannelCounts)>>;
+    fn channels<'a>(
+        &'a self,
+        app: &'a App,
+        prefix: &'a str,
+    ) -> BoxFuture<'a, Vec<(ChannelName, ChannelCounts)>>;
 
     /// User ids present on a presence channel, cluster-wide.
     fn users<'a>(&'a self, app: &'a App, channel: &'a ChannelName) -> BoxFuture<'a, Vec<String>>;
@@ -116,9 +149,15 @@ pub trait Adapter: Send + Sync + 'static {
 /// A user is online while their `#server-to-user-` channel is occupied anywhere in
 /// the cluster: its becoming occupied or vacated (a sign-in, a last connection
 /// closing, a dead node's clean-up) tells the user's watchers. The one place that rule lives.
-pub fn user_channel_changed(adapter: &dyn Adapter, app: &App, channel: &ChannelName, occupied: bool) {
+pub fn user_channel_changed(
+    adapter: &dyn Adapter,
+    app: &App,
+    channel: &ChannelName,
+    occupied: bool,
+) {
     if let Some(user) = channel.server_to_user_id() {
-        let notice = protocol::frame::watchlist_event(if occupied { "online" } else { "offline" }, &[user]);
+        let notice =
+            protocol::frame::watchlist_event(if occupied { "online" } else { "offline" }, &[user]);
         adapter.notify_watchers(app, user, notice.into());
     }
 }
@@ -128,7 +167,12 @@ pub fn user_channel_changed(adapter: &dyn Adapter, app: &App, channel: &ChannelN
 pub struct LocalAdapter;
 
 impl Adapter for LocalAdapter {
-    fn subscribe<'a>(&'a self, app: &'a App, channel: &'a ChannelName, conn: &'a ConnHandle) -> BoxFuture<'a, Option<Subscribed>> {
+    fn subscribe<'a>(
+        &'a self,
+        app: &'a App,
+        channel: &'a ChannelName,
+        conn: &'a ConnHandle,
+    ) -> BoxFuture<'a, Option<Subscribed>> {
         future::ready(local::subscribe(app, channel, conn)).boxed()
     }
 
@@ -143,16 +187,32 @@ impl Adapter for LocalAdapter {
         future::ready(local::join(app, channel, conn, user_id, info)).boxed()
     }
 
-    fn unsubscribe<'a>(&'a self, app: &'a App, channel: &'a ChannelName, socket: SocketId) -> BoxFuture<'a, Option<Unsubscribed>> {
+    fn unsubscribe<'a>(
+        &'a self,
+        app: &'a App,
+        channel: &'a ChannelName,
+        socket: SocketId,
+    ) -> BoxFuture<'a, Option<Unsubscribed>> {
         future::ready(local::unsubscribe(app, channel, socket)).boxed()
     }
 
-    fn broadcast(&self, app: &App, channel: &ChannelName, frame: ByteString, except: Option<SocketId>) -> Published {
+    fn broadcast(
+        &self,
+        app: &App,
+        channel: &ChannelName,
+        frame: ByteString,
+        except: Option<SocketId>,
+    ) -> Published {
         app.hub.deliver(channel, except, || Message::new(frame));
         future::ready(Ok(())).boxed()
     }
 
-    fn watch<'a>(&'a self, app: &'a App, conn: &'a ConnHandle, user_ids: &'a [String]) -> BoxFuture<'a, ()> {
+    fn watch<'a>(
+        &'a self,
+        app: &'a App,
+        conn: &'a ConnHandle,
+        user_ids: &'a [String],
+    ) -> BoxFuture<'a, ()> {
         app.hub.watch(conn, user_ids);
         future::ready(()).boxed()
     }
@@ -165,7 +225,11 @@ impl Adapter for LocalAdapter {
         app.hub.cache_put(channel, event);
     }
 
-    fn cached<'a>(&'a self, app: &'a App, channel: &'a ChannelName) -> BoxFuture<'a, Option<CachedEvent>> {
+    fn cached<'a>(
+        &'a self,
+        app: &'a App,
+        channel: &'a ChannelName,
+    ) -> BoxFuture<'a, Option<CachedEvent>> {
         future::ready(app.hub.cache_get(channel, Instant::now())).boxed()
     }
 
@@ -177,11 +241,19 @@ impl Adapter for LocalAdapter {
         app.hub.notify_watchers(user_id, &Message::new(frame));
     }
 
-    fn channel_counts<'a>(&'a self, app: &'a App, channel: &'a ChannelName) -> BoxFuture<'a, ChannelCounts> {
+    fn channel_counts<'a>(
+        &'a self,
+        app: &'a App,
+        channel: &'a ChannelName,
+    ) -> BoxFuture<'a, ChannelCounts> {
         future::ready(app.hub.counts(channel)).boxed()
     }
 
-    fn channels<'a>(&'a self, app: &'a App, prefix: &'a str) -> BoxFuture<'a, Vec<(ChannelName, ChannelCounts)>> {
+    fn channels<'a>(
+        &'a self,
+        app: &'a App,
+        prefix: &'a str,
+    ) -> BoxFuture<'a, Vec<(ChannelName, ChannelCounts)>> {
         future::ready(app.hub.channels(prefix)).boxed()
     }
 
@@ -201,23 +273,44 @@ pub(crate) mod local {
         app.transition(
             || app.hub.subscribe(channel, conn),
             |sub| match sub {
-                Some(s) if s.occupied => vec![WebhookEvent::ChannelOccupied { channel: channel.to_string() }],
+                Some(s) if s.occupied => vec![WebhookEvent::ChannelOccupied {
+                    channel: channel.to_string(),
+                }],
                 _ => Vec::new(),
             },
         )
     }
 
-    pub fn join(app: &App, channel: &ChannelName, conn: &ConnHandle, user_id: &str, info: Box<RawValue>) -> Result<Option<Joined>, ChannelFull> {
+    pub fn join(
+        app: &App,
+        channel: &ChannelName,
+        conn: &ConnHandle,
+        user_id: &str,
+        info: Box<RawValue>,
+    ) -> Result<Option<Joined>, ChannelFull> {
         app.transition(
-            || app.hub.join(channel, conn, user_id, info, app.limits.max_presence_members),
+            || {
+                app.hub.join(
+                    channel,
+                    conn,
+                    user_id,
+                    info,
+                    app.limits.max_presence_members,
+                )
+            },
             |joined| {
                 let mut events = Vec::new();
                 if let Ok(Some(j)) = joined {
                     if j.subscribed.occupied {
-                        events.push(WebhookEvent::ChannelOccupied { channel: channel.to_string() });
+                        events.push(WebhookEvent::ChannelOccupied {
+                            channel: channel.to_string(),
+                        });
                     }
                     if j.first {
-                        events.push(WebhookEvent::MemberAdded { channel: channel.to_string(), user_id: user_id.to_owned() });
+                        events.push(WebhookEvent::MemberAdded {
+                            channel: channel.to_string(),
+                            user_id: user_id.to_owned(),
+                        });
                     }
                 }
                 events
@@ -226,14 +319,23 @@ pub(crate) mod local {
     }
 
     pub fn unsubscribe(app: &App, channel: &ChannelName, socket: SocketId) -> Option<Unsubscribed> {
-        app.transition(|| app.hub.unsubscribe(channel, socket, Announce::Members), |left| left_webhooks(channel, left.as_ref()))
+        app.transition(
+            || app.hub.unsubscribe(channel, socket, Announce::Members),
+            |left| left_webhooks(channel, left.as_ref()),
+        )
     }
 
     /// For a subscription already taken out of the hub without announcing it (a
     /// cluster adapter that then could not reach the cluster): announces it locally.
-    pub fn announce_unsubscribed(app: &App, channel: &ChannelName, left: Unsubscribed) -> Unsubscribed {
+    pub fn announce_unsubscribed(
+        app: &App,
+        channel: &ChannelName,
+        left: Unsubscribed,
+    ) -> Unsubscribed {
         if let Some(user) = &left.user_left {
-            app.hub.deliver(channel, None, || Message::new(protocol::frame::member_removed(channel.as_str(), user)));
+            app.hub.deliver(channel, None, || {
+                Message::new(protocol::frame::member_removed(channel.as_str(), user))
+            });
         }
         app.lifecycle_webhooks(left_webhooks(channel, Some(&left)));
         left
@@ -243,10 +345,15 @@ pub(crate) mod local {
         let mut events = Vec::new();
         if let Some(left) = left {
             if let Some(user) = &left.user_left {
-                events.push(WebhookEvent::MemberRemoved { channel: channel.to_string(), user_id: user.to_string() });
+                events.push(WebhookEvent::MemberRemoved {
+                    channel: channel.to_string(),
+                    user_id: user.to_string(),
+                });
             }
             if left.vacated {
-                events.push(WebhookEvent::ChannelVacated { channel: channel.to_string() });
+                events.push(WebhookEvent::ChannelVacated {
+                    channel: channel.to_string(),
+                });
             }
         }
         events

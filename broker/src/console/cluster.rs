@@ -86,7 +86,9 @@ impl Relay {
             while let Some(push) = pushed.recv().await {
                 if push.kind == PushKind::Disconnection {
                     receiver.resubscribe.store(true, Ordering::Release);
-                } else if let Some((app, json)) = bus_message(&push).and_then(|p| decode(p, &receiver.node)) {
+                } else if let Some((app, json)) =
+                    bus_message(&push).and_then(|p| decode(p, &receiver.node))
+                {
                     receiver.feed.relayed(app, json);
                 }
             }
@@ -100,16 +102,29 @@ impl Relay {
         loop {
             tick.tick().await;
             if self.resubscribe.swap(false, Ordering::AcqRel) {
-                if let Some(Err(e)) = bus.subscribe(std::slice::from_ref(&self.events)).await.pop() {
+                if let Some(Err(e)) = bus
+                    .subscribe(std::slice::from_ref(&self.events))
+                    .await
+                    .pop()
+                {
                     tracing::debug!(error = %e, "console: cannot listen to the other nodes");
                     self.resubscribe.store(true, Ordering::Release);
                 }
             }
             let watched: redis::RedisResult<bool> = async {
                 if self.feed.viewers() > 0 {
-                    redis::cmd("SET").arg(&self.watching).arg(&*self.node).arg("EX").arg(WATCH_TTL_SECS).query_async::<()>(&mut bus).await?;
+                    redis::cmd("SET")
+                        .arg(&self.watching)
+                        .arg(&*self.node)
+                        .arg("EX")
+                        .arg(WATCH_TTL_SECS)
+                        .query_async::<()>(&mut bus)
+                        .await?;
                 }
-                redis::cmd("EXISTS").arg(&self.watching).query_async(&mut bus).await
+                redis::cmd("EXISTS")
+                    .arg(&self.watching)
+                    .query_async(&mut bus)
+                    .await
             }
             .await;
             let watched = watched.unwrap_or_else(|e| {
@@ -117,7 +132,9 @@ impl Relay {
                 false
             });
             match (watched, &relay) {
-                (true, None) => relay = Some(actix_web::rt::spawn(self.clone().relay_events(bus.clone()))),
+                (true, None) => {
+                    relay = Some(actix_web::rt::spawn(self.clone().relay_events(bus.clone())))
+                }
                 (false, Some(task)) => {
                     // Dropping the task's receiver is what stops this node's hooks from building events.
                     task.abort();
@@ -132,10 +149,28 @@ impl Relay {
     async fn relay_events(self: Arc<Self>, mut bus: Bus) {
         let mut events = self.feed.relay();
         while let Some(message) = events.next().await {
-            let Message::Event { app, json, relayed: false } = message else { continue };
-            let Ok(event) = serde_json::from_str::<&RawValue>(&json) else { continue };
-            let payload = serde_json::to_string(&Relayed { node: &self.node, app: app.as_str(), event }).expect("serializes");
-            let published = redis::cmd(self.target.publish_command()).arg(&self.events).arg(payload).query_async::<()>(&mut bus).await;
+            let Message::Event {
+                app,
+                json,
+                relayed: false,
+            } = message
+            else {
+                continue;
+            };
+            let Ok(event) = serde_json::from_str::<&RawValue>(&json) else {
+                continue;
+            };
+            let payload = serde_json::to_string(&Relayed {
+                node: &self.node,
+                app: app.as_str(),
+                event,
+            })
+            .expect("serializes");
+            let published = redis::cmd(self.target.publish_command())
+                .arg(&self.events)
+                .arg(payload)
+                .query_async::<()>(&mut bus)
+                .await;
             if let Err(e) = published {
                 tracing::debug!(error = %e, "console: could not relay an event");
                 return;
@@ -151,7 +186,10 @@ fn decode(payload: &[u8], own: &str) -> Option<(AppKey, String)> {
         return None;
     }
     let fields = relayed.event.get().trim_start().strip_prefix('{')?;
-    let json = format!("{{\"node\":{},{fields}", serde_json::to_string(relayed.node).ok()?);
+    let json = format!(
+        "{{\"node\":{},{fields}",
+        serde_json::to_string(relayed.node).ok()?
+    );
     Some((AppKey::new(relayed.app).ok()?, json))
 }
 
@@ -161,8 +199,14 @@ mod tests {
 
     #[test]
     fn relayed_events_carry_their_node_and_own_ones_are_ignored() {
-        let event = RawValue::from_string(r#"{"time":1,"kind":"subscribed","channel":"a"}"#.into()).unwrap();
-        let payload = serde_json::to_vec(&Relayed { node: "n2", app: "app-key", event: &event }).unwrap();
+        let event = RawValue::from_string(r#"{"time":1,"kind":"subscribed","channel":"a"}"#.into())
+            .unwrap();
+        let payload = serde_json::to_vec(&Relayed {
+            node: "n2",
+            app: "app-key",
+            event: &event,
+        })
+        .unwrap();
         let (app, json) = decode(&payload, "n1").unwrap();
         assert_eq!(app.as_str(), "app-key");
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();

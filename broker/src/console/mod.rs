@@ -98,12 +98,21 @@ pub fn routes(cfg: &mut web::ServiceConfig, console: Option<web::Data<Console>>)
             .route("", web::get().to(page))
             .route("/login", web::post().to(login))
             .route("/logout", web::post().to(logout))
-            .route("/assets/console.js", web::get().to(|| async { asset(CONSOLE_JS, "text/javascript; charset=utf-8") }))
-            .route("/assets/console.css", web::get().to(|| async { asset(CONSOLE_CSS, "text/css; charset=utf-8") }))
+            .route(
+                "/assets/console.js",
+                web::get().to(|| async { asset(CONSOLE_JS, "text/javascript; charset=utf-8") }),
+            )
+            .route(
+                "/assets/console.css",
+                web::get().to(|| async { asset(CONSOLE_CSS, "text/css; charset=utf-8") }),
+            )
             .route("/api/apps", web::get().to(apps))
             .route("/api/apps/{app_id}/stats", web::get().to(stats))
             .route("/api/apps/{app_id}/channels", web::get().to(channels))
-            .route("/api/apps/{app_id}/channels/{channel}/members", web::get().to(members))
+            .route(
+                "/api/apps/{app_id}/channels/{channel}/members",
+                web::get().to(members),
+            )
             .route("/api/apps/{app_id}/events", web::post().to(trigger))
             .route("/api/apps/{app_id}/feed", web::get().to(live_feed)),
     );
@@ -143,7 +152,9 @@ impl ResponseError for ConsoleError {
         if matches!(self, Self::Unauthorized) {
             res.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"broker console\""));
         }
-        res.insert_header((header::CACHE_CONTROL, "no-store")).content_type("text/plain; charset=utf-8").body(format!("{self}\n"))
+        res.insert_header((header::CACHE_CONTROL, "no-store"))
+            .content_type("text/plain; charset=utf-8")
+            .body(format!("{self}\n"))
     }
 }
 
@@ -194,7 +205,10 @@ fn html(status: StatusCode, body: &'static str) -> HttpResponse {
 
 /// The page's script and style: code only, no data, so served without the token.
 fn asset(body: &'static str, content_type: &'static str) -> HttpResponse {
-    HttpResponse::Ok().content_type(content_type).insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff")).body(body)
+    HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .body(body)
 }
 
 /// `GET /console`: the console, or (401) a form asking for the token.
@@ -222,18 +236,27 @@ async fn login(form: web::Form<LoginForm>, console: web::Data<Console>) -> HttpR
         .same_site(SameSite::Strict)
         .secure(console.tls)
         .finish();
-    HttpResponse::SeeOther().insert_header((header::LOCATION, "/console")).cookie(cookie).finish()
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, "/console"))
+        .cookie(cookie)
+        .finish()
 }
 
 /// `POST /console/logout`: forgets the cookie.
 async fn logout() -> HttpResponse {
     let mut cookie = Cookie::build(COOKIE, "").path("/console").finish();
     cookie.make_removal();
-    HttpResponse::SeeOther().insert_header((header::LOCATION, "/console")).cookie(cookie).finish()
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, "/console"))
+        .cookie(cookie)
+        .finish()
 }
 
 fn app_by_id(state: &State, id: &str) -> Result<Arc<App>, ConsoleError> {
-    state.apps.by_id(id).ok_or_else(|| ConsoleError::AppNotFound(id.to_owned()))
+    state
+        .apps
+        .by_id(id)
+        .ok_or_else(|| ConsoleError::AppNotFound(id.to_owned()))
 }
 
 #[derive(Serialize)]
@@ -249,7 +272,11 @@ async fn apps(_: Admin, state: web::Data<State>) -> HttpResponse {
         .apps
         .all()
         .iter()
-        .map(|a| AppSummary { id: a.id.as_str().to_owned(), key: a.key.as_str().to_owned(), enabled: a.enabled })
+        .map(|a| AppSummary {
+            id: a.id.as_str().to_owned(),
+            key: a.key.as_str().to_owned(),
+            enabled: a.enabled,
+        })
         .collect();
     list.sort_by(|a, b| a.id.cmp(&b.id));
     HttpResponse::Ok().json(list)
@@ -270,7 +297,11 @@ struct Stats {
 }
 
 /// `GET /console/api/apps/{app_id}/stats`: the graphs and the feed's state.
-async fn stats(admin: Admin, state: web::Data<State>, app_id: web::Path<String>) -> Result<HttpResponse, ConsoleError> {
+async fn stats(
+    admin: Admin,
+    state: web::Data<State>,
+    app_id: web::Path<String>,
+) -> Result<HttpResponse, ConsoleError> {
     let console = &admin.0;
     let app = app_by_id(&state, &app_id)?;
     Ok(HttpResponse::Ok().json(Stats {
@@ -313,7 +344,10 @@ async fn channels(
 ) -> Result<HttpResponse, ConsoleError> {
     let app = app_by_id(&state, &app_id)?;
     if query.prefix.len() > app.limits.max_channel_name_len {
-        return Err(ConsoleError::BadRequest(format!("prefix is longer than {} characters", app.limits.max_channel_name_len)));
+        return Err(ConsoleError::BadRequest(format!(
+            "prefix is longer than {} characters",
+            app.limits.max_channel_name_len
+        )));
     }
     let mut found = state.adapter.channels(&app, &query.prefix).await;
     found.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
@@ -331,13 +365,19 @@ async fn channels(
 }
 
 /// `GET /console/api/apps/{app_id}/channels/{channel}/members`: a presence channel's user ids (via the adapter).
-async fn members(_: Admin, state: web::Data<State>, path: web::Path<(String, String)>) -> Result<HttpResponse, ConsoleError> {
+async fn members(
+    _: Admin,
+    state: web::Data<State>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ConsoleError> {
     let (app_id, channel) = path.into_inner();
     let app = app_by_id(&state, &app_id)?;
     let name = ChannelName::parse_with_max(&channel, app.limits.max_channel_name_len)
         .map_err(|e| ConsoleError::BadRequest(format!("invalid channel name {channel:?}: {e}")))?;
     if name.kind() != ChannelKind::Presence {
-        return Err(ConsoleError::BadRequest(format!("{channel:?} is not a presence channel")));
+        return Err(ConsoleError::BadRequest(format!(
+            "{channel:?} is not a presence channel"
+        )));
     }
     let mut users = state.adapter.users(&app, &name).await;
     users.sort_unstable();
@@ -368,11 +408,21 @@ type Chunk = Result<Bytes, Infallible>;
 
 /// `GET /console/api/apps/{app_id}/feed`: the app's live events as server-sent events.
 /// `data:` lines hold one event each; `event: dropped` says how many this page lost by falling behind.
-async fn live_feed(admin: Admin, state: web::Data<State>, app_id: web::Path<String>) -> Result<HttpResponse, ConsoleError> {
+async fn live_feed(
+    admin: Admin,
+    state: web::Data<State>,
+    app_id: web::Path<String>,
+) -> Result<HttpResponse, ConsoleError> {
     let app = app_by_id(&state, &app_id)?;
-    let viewer = admin.0.feed.watch().map_err(|_| ConsoleError::TooManyViewers(admin.0.settings.max_viewers))?;
+    let viewer = admin
+        .0
+        .feed
+        .watch()
+        .map_err(|_| ConsoleError::TooManyViewers(admin.0.settings.max_viewers))?;
     let key = app.key.clone();
-    let hello = futures_util::stream::once(async { Ok::<_, Infallible>(Bytes::from_static(b": connected\n\n")) });
+    let hello = futures_util::stream::once(async {
+        Ok::<_, Infallible>(Bytes::from_static(b": connected\n\n"))
+    });
     let events = futures_util::stream::unfold((viewer, key), |(mut viewer, key)| async move {
         loop {
             let next = tokio::select! {
@@ -380,7 +430,9 @@ async fn live_feed(admin: Admin, state: web::Data<State>, app_id: web::Path<Stri
                 _ = tokio::time::sleep(KEEP_ALIVE) => return Some((Ok(Bytes::from_static(b": still here\n\n")), (viewer, key))),
             };
             let chunk: Chunk = match next {
-                Message::Event { app, json, .. } if app == key => Ok(Bytes::from(format!("data: {json}\n\n"))),
+                Message::Event { app, json, .. } if app == key => {
+                    Ok(Bytes::from(format!("data: {json}\n\n")))
+                }
                 Message::Event { .. } => continue,
                 Message::Dropped(n) => Ok(Bytes::from(format!("event: dropped\ndata: {n}\n\n"))),
             };

@@ -31,7 +31,10 @@ pub struct Series {
 
 impl Series {
     pub fn new(keep: usize) -> Self {
-        Self { keep: keep.max(1), apps: Mutex::new(HashMap::new()) }
+        Self {
+            keep: keep.max(1),
+            apps: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Adds one sample per app in `now`; apps not in it are forgotten.
@@ -51,7 +54,12 @@ impl Series {
 
     /// An app's samples, oldest first.
     pub fn of(&self, app: &AppKey) -> Vec<Sample> {
-        self.apps.lock().unwrap_or_else(|p| p.into_inner()).get(app).map(|h| h.iter().copied().collect()).unwrap_or_default()
+        self.apps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(app)
+            .map(|h| h.iter().copied().collect())
+            .unwrap_or_default()
     }
 }
 
@@ -62,12 +70,16 @@ pub async fn run(state: Arc<State>, feed: Arc<Feed>, series: Arc<Series>) {
     loop {
         tick.tick().await;
         let messages = feed.tick();
-        let time = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let time = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         series.record(state.apps.all().iter().map(|app| {
             let sample = Sample {
                 time,
                 connections: app.hub.connection_count() as u64,
-                messages: messages.as_ref().map(|m| m.get(&app.key).copied().unwrap_or(0)),
+                messages: messages
+                    .as_ref()
+                    .map(|m| m.get(&app.key).copied().unwrap_or(0)),
             };
             (app.key.clone(), sample)
         }));
@@ -79,7 +91,11 @@ mod tests {
     use super::*;
 
     fn sample(time: u64) -> Sample {
-        Sample { time, connections: time, messages: Some(time) }
+        Sample {
+            time,
+            connections: time,
+            messages: Some(time),
+        }
     }
 
     #[test]
@@ -89,7 +105,10 @@ mod tests {
         for t in 0..5 {
             s.record([(a.clone(), sample(t)), (b.clone(), sample(t))]);
         }
-        assert_eq!(s.of(&a).iter().map(|x| x.time).collect::<Vec<_>>(), [2, 3, 4]);
+        assert_eq!(
+            s.of(&a).iter().map(|x| x.time).collect::<Vec<_>>(),
+            [2, 3, 4]
+        );
         s.record([(a.clone(), sample(5))]);
         assert!(s.of(&b).is_empty());
         assert_eq!(s.of(&a).len(), 3);

@@ -57,7 +57,10 @@ impl Channel {
     }
 
     pub fn counts(&self) -> ChannelCounts {
-        ChannelCounts { subscriptions: self.subscribers.len() as u64, users: self.members.len() as u64 }
+        ChannelCounts {
+            subscriptions: self.subscribers.len() as u64,
+            users: self.members.len() as u64,
+        }
     }
 
     pub fn is_subscribed(&self, socket: SocketId) -> bool {
@@ -69,7 +72,13 @@ impl Channel {
         if self.subscribers.contains_key(&conn.id) {
             return false;
         }
-        self.subscribers.insert(conn.id, Subscriber { conn: conn.clone(), user_id: None });
+        self.subscribers.insert(
+            conn.id,
+            Subscriber {
+                conn: conn.clone(),
+                user_id: None,
+            },
+        );
         true
     }
 
@@ -83,10 +92,19 @@ impl Channel {
             Some((k, _)) => (k.clone(), false),
             None => (Arc::<str>::from(user_id), true),
         };
-        let member = self.members.entry(key.clone()).or_insert(Member { info: info.clone(), sockets: 0 });
+        let member = self.members.entry(key.clone()).or_insert(Member {
+            info: info.clone(),
+            sockets: 0,
+        });
         member.sockets += 1;
         member.info = info;
-        self.subscribers.insert(conn.id, Subscriber { conn: conn.clone(), user_id: Some(key) });
+        self.subscribers.insert(
+            conn.id,
+            Subscriber {
+                conn: conn.clone(),
+                user_id: Some(key),
+            },
+        );
         Join::Joined { first }
     }
 
@@ -100,8 +118,13 @@ impl Channel {
     /// last connection here.
     pub fn unsubscribe(&mut self, socket: SocketId) -> Option<(Option<Arc<str>>, bool)> {
         let sub = self.subscribers.remove(&socket)?;
-        let Some(user_id) = sub.user_id else { return Some((None, false)) };
-        let member = self.members.get_mut(&user_id).expect("presence subscriber has a member entry");
+        let Some(user_id) = sub.user_id else {
+            return Some((None, false));
+        };
+        let member = self
+            .members
+            .get_mut(&user_id)
+            .expect("presence subscriber has a member entry");
         member.sockets -= 1;
         let last = member.sockets == 0;
         if last {

@@ -49,7 +49,10 @@ pub enum Framing {
 
 impl Message {
     pub fn new(text: impl Into<ByteString>) -> Self {
-        Self(Arc::new(MessageInner { text: text.into(), framed: [OnceLock::new(), OnceLock::new()] }))
+        Self(Arc::new(MessageInner {
+            text: text.into(),
+            framed: [OnceLock::new(), OnceLock::new()],
+        }))
     }
 
     pub fn text(&self) -> &str {
@@ -60,7 +63,9 @@ impl Message {
     /// and framing (not once per connection), so subscribers on different
     /// transports share their framings too.
     pub fn framed(&self, framing: Framing, frame: impl FnOnce(&str) -> Bytes) -> Bytes {
-        self.0.framed[framing as usize].get_or_init(|| frame(&self.0.text)).clone()
+        self.0.framed[framing as usize]
+            .get_or_init(|| frame(&self.0.text))
+            .clone()
     }
 }
 
@@ -122,7 +127,13 @@ pub fn queue(id: SocketId, capacity: usize) -> (ConnHandle, Receiver) {
         close_notify: Notify::new(),
         gone: AtomicBool::new(false),
     });
-    (ConnHandle { id, shared: shared.clone() }, Receiver { shared })
+    (
+        ConnHandle {
+            id,
+            shared: shared.clone(),
+        },
+        Receiver { shared },
+    )
 }
 
 impl ConnHandle {
@@ -172,7 +183,10 @@ impl ConnHandle {
     /// Closes with any WebSocket close code (e.g. 1000, 1009).
     pub fn close_with(&self, code: u16) {
         let s = &self.shared;
-        if s.close.compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+        if s.close
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
             s.waker.wake();
             s.close_notify.notify_one();
         }
@@ -232,9 +246,17 @@ impl Receiver {
     /// took something, `Ready(Err(code))` when the connection is closing (what
     /// was queued is dropped: a slow consumer would never take it), `Pending`
     /// when nothing waits (the task is woken when something arrives).
-    pub fn poll_drain(&mut self, cx: &mut Context<'_>, batch: &mut VecDeque<Outgoing>) -> Poll<Result<(), u16>> {
+    pub fn poll_drain(
+        &mut self,
+        cx: &mut Context<'_>,
+        batch: &mut VecDeque<Outgoing>,
+    ) -> Poll<Result<(), u16>> {
         if let Some(code) = self.close_code() {
-            self.shared.queue.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            self.shared
+                .queue
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
             return Poll::Ready(Err(code));
         }
         self.shared.waker.register(cx.waker());
@@ -262,7 +284,10 @@ impl Drop for Receiver {
     fn drop(&mut self) {
         self.shared.gone.store(true, Ordering::Release);
         // The session may be waiting for a close; the client is gone, so end it.
-        self.shared.close.compare_exchange(0, 1006, Ordering::AcqRel, Ordering::Acquire).ok();
+        self.shared
+            .close
+            .compare_exchange(0, 1006, Ordering::AcqRel, Ordering::Acquire)
+            .ok();
         self.shared.close_notify.notify_one();
     }
 }
@@ -298,12 +323,22 @@ pub(crate) mod tests {
         assert!(h.send_direct("b"));
         let mut batch = VecDeque::new();
         poll_fn(|cx| rx.poll_drain(cx, &mut batch)).await.unwrap();
-        let Outgoing::Message(first) = &batch[0] else { panic!("a message") };
+        let Outgoing::Message(first) = &batch[0] else {
+            panic!("a message")
+        };
         assert!(Arc::ptr_eq(&first.0, &a.0), "the same message, not a copy");
         let framed = first.framed(Framing::WebSocket, |t| Bytes::from(format!("<{t}>")));
         assert_eq!(&framed[..], b"<a>");
-        assert_eq!(a.framed(Framing::WebSocket, |_| unreachable!("framed once")).as_ptr(), framed.as_ptr());
-        assert_eq!(&a.framed(Framing::JsonString, |t| Bytes::from(format!("'{t}'")))[..], b"'a'", "each framing its own");
+        assert_eq!(
+            a.framed(Framing::WebSocket, |_| unreachable!("framed once"))
+                .as_ptr(),
+            framed.as_ptr()
+        );
+        assert_eq!(
+            &a.framed(Framing::JsonString, |t| Bytes::from(format!("'{t}'")))[..],
+            b"'a'",
+            "each framing its own"
+        );
         assert!(matches!(&batch[1], Outgoing::Message(m) if m.text() == "b"));
     }
 

@@ -51,7 +51,9 @@ pub struct CachedEvent {
 impl CachedEvent {
     /// Seconds it will still be kept.
     pub fn ttl_secs(&self, now: Instant) -> u64 {
-        CACHE_TTL.saturating_sub(now.saturating_duration_since(self.stored)).as_secs()
+        CACHE_TTL
+            .saturating_sub(now.saturating_duration_since(self.stored))
+            .as_secs()
     }
 }
 
@@ -106,7 +108,12 @@ impl Hub {
             if max != 0 && current >= max {
                 return false;
             }
-            match self.connections.compare_exchange_weak(current, current + 1, Ordering::AcqRel, Ordering::Relaxed) {
+            match self.connections.compare_exchange_weak(
+                current,
+                current + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return true,
                 Err(now) => current = now,
             }
@@ -125,7 +132,10 @@ impl Hub {
     pub fn subscribe(&self, name: &ChannelName, conn: &ConnHandle) -> Option<Subscribed> {
         let mut channel = self.channels.entry(name.clone()).or_default();
         let occupied = channel.is_empty();
-        channel.subscribe(conn).then(|| Subscribed { occupied, subscriptions: channel.counts().subscriptions })
+        channel.subscribe(conn).then(|| Subscribed {
+            occupied,
+            subscriptions: channel.counts().subscriptions,
+        })
     }
 
     /// Subscribes to a presence channel as `user_id`, unless it would exceed `max_members`.
@@ -156,9 +166,16 @@ impl Hub {
                 if first {
                     channel.deliver(&Message::new(added), Some(conn.id));
                 }
-                let members: Vec<(&str, &RawValue)> = channel.members().map(|(id, m)| (id, &*m.info)).collect();
-                conn.send_direct(frame::presence_subscription_succeeded(name.as_str(), &members));
-                let subscribed = Subscribed { occupied, subscriptions: channel.counts().subscriptions };
+                let members: Vec<(&str, &RawValue)> =
+                    channel.members().map(|(id, m)| (id, &*m.info)).collect();
+                conn.send_direct(frame::presence_subscription_succeeded(
+                    name.as_str(),
+                    &members,
+                ));
+                let subscribed = Subscribed {
+                    occupied,
+                    subscriptions: channel.counts().subscriptions,
+                };
                 Ok(Some(Joined { first, subscribed }))
             }
         }
@@ -167,14 +184,24 @@ impl Hub {
     /// Adds a presence subscription whose member list was decided elsewhere (by the
     /// cluster): queues `succeeded` for the joiner inside the channel's lock, so no
     /// later broadcast can overtake it. `None` if the connection was already subscribed.
-    pub fn join_with_list(&self, name: &ChannelName, conn: &ConnHandle, user_id: &str, info: Box<RawValue>, succeeded: &str) -> Option<Subscribed> {
+    pub fn join_with_list(
+        &self,
+        name: &ChannelName,
+        conn: &ConnHandle,
+        user_id: &str,
+        info: Box<RawValue>,
+        succeeded: &str,
+    ) -> Option<Subscribed> {
         let mut channel = self.channels.entry(name.clone()).or_default();
         let occupied = channel.is_empty();
         match channel.join(conn, user_id, info) {
             Join::AlreadySubscribed => None,
             Join::Joined { .. } => {
                 conn.send_direct(succeeded.to_owned());
-                Some(Subscribed { occupied, subscriptions: channel.counts().subscriptions })
+                Some(Subscribed {
+                    occupied,
+                    subscriptions: channel.counts().subscriptions,
+                })
             }
         }
     }
@@ -183,7 +210,12 @@ impl Hub {
     /// presence user's last connection leaving tells the others `member_removed`,
     /// inside the channel's lock. The channel is dropped in the same step when it
     /// empties, so "vacated" and a concurrent "occupied" cannot both be missed.
-    pub fn unsubscribe(&self, name: &ChannelName, socket: SocketId, announce: Announce) -> Option<Unsubscribed> {
+    pub fn unsubscribe(
+        &self,
+        name: &ChannelName,
+        socket: SocketId,
+        announce: Announce,
+    ) -> Option<Unsubscribed> {
         let mut result = None;
         self.channels.remove_if_mut(name, |_, channel| {
             if let Some((user, last)) = channel.unsubscribe(socket) {
@@ -192,7 +224,12 @@ impl Hub {
                     channel.deliver(&Message::new(frame::member_removed(name.as_str(), u)), None);
                 }
                 let subscriptions = channel.counts().subscriptions;
-                result = Some(Unsubscribed { user, user_left, vacated: subscriptions == 0, subscriptions });
+                result = Some(Unsubscribed {
+                    user,
+                    user_left,
+                    vacated: subscriptions == 0,
+                    subscriptions,
+                });
             }
             channel.is_empty()
         });
@@ -207,8 +244,15 @@ impl Hub {
     /// Queues a message for the channel's local subscribers but `except`. The
     /// message is made once, and only if the channel has local subscribers (most
     /// nodes of a cluster have none for a given event).
-    pub fn deliver(&self, name: &ChannelName, except: Option<SocketId>, message: impl FnOnce() -> Message) -> usize {
-        self.channels.get(name).map_or(0, |c| c.deliver(&message(), except))
+    pub fn deliver(
+        &self,
+        name: &ChannelName,
+        except: Option<SocketId>,
+        message: impl FnOnce() -> Message,
+    ) -> usize {
+        self.channels
+            .get(name)
+            .map_or(0, |c| c.deliver(&message(), except))
     }
 
     /// Closes every local connection subscribed to the channel.
@@ -217,7 +261,10 @@ impl Hub {
     }
 
     pub fn counts(&self, name: &ChannelName) -> ChannelCounts {
-        self.channels.get(name).map(|c| c.counts()).unwrap_or_default()
+        self.channels
+            .get(name)
+            .map(|c| c.counts())
+            .unwrap_or_default()
     }
 
     /// Every occupied channel whose name starts with `prefix`.
@@ -231,14 +278,21 @@ impl Hub {
 
     /// The user ids present on a presence channel.
     pub fn user_ids(&self, name: &ChannelName) -> Vec<String> {
-        self.channels.get(name).map(|c| c.members().map(|(id, _)| id.to_owned()).collect()).unwrap_or_default()
+        self.channels
+            .get(name)
+            .map(|c| c.members().map(|(id, _)| id.to_owned()).collect())
+            .unwrap_or_default()
     }
 
     /// Each present user with how many local connections they have here, and their info.
     pub fn member_sockets(&self, name: &ChannelName) -> Vec<(String, u32, String)> {
         self.channels
             .get(name)
-            .map(|c| c.members().map(|(id, m)| (id.to_owned(), m.sockets(), m.info.get().to_owned())).collect())
+            .map(|c| {
+                c.members()
+                    .map(|(id, m)| (id.to_owned(), m.sockets(), m.info.get().to_owned()))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -248,7 +302,9 @@ impl Hub {
     }
 
     pub fn is_subscribed(&self, name: &ChannelName, socket: SocketId) -> bool {
-        self.channels.get(name).is_some_and(|c| c.is_subscribed(socket))
+        self.channels
+            .get(name)
+            .is_some_and(|c| c.is_subscribed(socket))
     }
 
     /// Keeps `event` as the cache channel's last event.
@@ -264,13 +320,17 @@ impl Hub {
 
     /// Drops expired cache entries; run periodically so unread entries do not pile up.
     pub fn cache_sweep(&self, now: Instant) {
-        self.cache.retain(|_, e| now.saturating_duration_since(e.stored) < CACHE_TTL);
+        self.cache
+            .retain(|_, e| now.saturating_duration_since(e.stored) < CACHE_TTL);
     }
 
     /// Registers `conn` as watching each of `user_ids`.
     pub fn watch(&self, conn: &ConnHandle, user_ids: &[String]) {
         for id in user_ids {
-            self.watchers.entry(Arc::from(id.as_str())).or_default().insert(conn.id, conn.clone());
+            self.watchers
+                .entry(Arc::from(id.as_str()))
+                .or_default()
+                .insert(conn.id, conn.clone());
         }
     }
 
@@ -320,10 +380,19 @@ mod tests {
         assert!(hub.subscribe(&ch("news"), &a).unwrap().occupied);
         assert!(hub.subscribe(&ch("news"), &a).is_none());
         assert!(!hub.subscribe(&ch("news"), &b).unwrap().occupied);
-        assert_eq!(hub.deliver(&ch("news"), Some(b.id), || Message::from("frame")), 1);
-        assert_eq!(hub.deliver(&ch("empty"), None, || unreachable!("nothing to encode for")), 0);
+        assert_eq!(
+            hub.deliver(&ch("news"), Some(b.id), || Message::from("frame")),
+            1
+        );
+        assert_eq!(
+            hub.deliver(&ch("empty"), None, || unreachable!("nothing to encode for")),
+            0
+        );
         assert_eq!(queued(&mut ra), ["frame"]);
-        assert!(queued(&mut rb).is_empty(), "nothing queued for the excluded socket");
+        assert!(
+            queued(&mut rb).is_empty(),
+            "nothing queued for the excluded socket"
+        );
     }
 
     #[test]
@@ -333,7 +402,11 @@ mod tests {
         let (b, _rb) = conn(2);
         assert!(hub.subscribe(&ch("x"), &a).unwrap().occupied);
         assert!(!hub.subscribe(&ch("x"), &b).unwrap().occupied);
-        assert!(!hub.unsubscribe(&ch("x"), a.id, Announce::Members).unwrap().vacated);
+        assert!(
+            !hub.unsubscribe(&ch("x"), a.id, Announce::Members)
+                .unwrap()
+                .vacated
+        );
         let last = hub.unsubscribe(&ch("x"), b.id, Announce::Members).unwrap();
         assert!(last.vacated);
         assert_eq!(last.subscriptions, 0);
@@ -348,17 +421,51 @@ mod tests {
         let (a1, _r1) = conn(1);
         let (a2, _r2) = conn(2);
         let (b, _r3) = conn(3);
-        let j = hub.join(&p, &a1, "alice", info(r#"{"n":1}"#), 100).unwrap().unwrap();
+        let j = hub
+            .join(&p, &a1, "alice", info(r#"{"n":1}"#), 100)
+            .unwrap()
+            .unwrap();
         assert!(j.first && j.subscribed.occupied);
-        assert!(!hub.join(&p, &a2, "alice", info(r#"{"n":2}"#), 100).unwrap().unwrap().first);
-        assert!(hub.join(&p, &a2, "alice", info("{}"), 100).unwrap().is_none());
-        assert!(hub.join(&p, &b, "bob", info("{}"), 100).unwrap().unwrap().first);
-        assert_eq!(hub.counts(&p), ChannelCounts { subscriptions: 3, users: 2 });
+        assert!(
+            !hub.join(&p, &a2, "alice", info(r#"{"n":2}"#), 100)
+                .unwrap()
+                .unwrap()
+                .first
+        );
+        assert!(hub
+            .join(&p, &a2, "alice", info("{}"), 100)
+            .unwrap()
+            .is_none());
+        assert!(
+            hub.join(&p, &b, "bob", info("{}"), 100)
+                .unwrap()
+                .unwrap()
+                .first
+        );
+        assert_eq!(
+            hub.counts(&p),
+            ChannelCounts {
+                subscriptions: 3,
+                users: 2
+            }
+        );
         let mut ids = hub.user_ids(&p);
         ids.sort();
         assert_eq!(ids, ["alice", "bob"]);
-        assert_eq!(hub.unsubscribe(&p, a1.id, Announce::Members).unwrap().user_left, None, "alice still has a2");
-        assert_eq!(hub.unsubscribe(&p, a2.id, Announce::Members).unwrap().user_left.as_deref(), Some("alice"));
+        assert_eq!(
+            hub.unsubscribe(&p, a1.id, Announce::Members)
+                .unwrap()
+                .user_left,
+            None,
+            "alice still has a2"
+        );
+        assert_eq!(
+            hub.unsubscribe(&p, a2.id, Announce::Members)
+                .unwrap()
+                .user_left
+                .as_deref(),
+            Some("alice")
+        );
         assert_eq!(hub.user_of(&p, b.id).as_deref(), Some("bob"));
     }
 
@@ -372,10 +479,21 @@ mod tests {
         hub.join(&p, &b, "bob", info("{}"), 100).unwrap().unwrap();
         let to_a = queued(&mut ra);
         assert_eq!(to_a.len(), 2, "{to_a:?}");
-        assert!(to_a[0].contains("subscription_succeeded") && to_a[1].contains("member_added"), "{to_a:?}");
+        assert!(
+            to_a[0].contains("subscription_succeeded") && to_a[1].contains("member_added"),
+            "{to_a:?}"
+        );
         let to_b = queued(&mut rb);
-        assert_eq!(to_b.len(), 1, "bob hears no member_added of his own: {to_b:?}");
-        assert!(to_b[0].contains("subscription_succeeded") && to_b[0].contains("alice") && to_b[0].contains("bob"));
+        assert_eq!(
+            to_b.len(),
+            1,
+            "bob hears no member_added of his own: {to_b:?}"
+        );
+        assert!(
+            to_b[0].contains("subscription_succeeded")
+                && to_b[0].contains("alice")
+                && to_b[0].contains("bob")
+        );
         hub.unsubscribe(&p, b.id, Announce::Members).unwrap();
         assert!(queued(&mut ra)[0].contains("member_removed"));
         hub.unsubscribe(&p, a.id, Announce::Nothing).unwrap();
@@ -390,11 +508,18 @@ mod tests {
         let (b, mut rb) = conn(2);
         hub.join(&p, &a, "alice", info("{}"), 100).unwrap().unwrap();
         queued(&mut ra);
-        let sub = hub.join_with_list(&p, &b, "bob", info("{}"), "the list").unwrap();
+        let sub = hub
+            .join_with_list(&p, &b, "bob", info("{}"), "the list")
+            .unwrap();
         assert_eq!(sub.subscriptions, 2);
-        assert!(hub.join_with_list(&p, &b, "bob", info("{}"), "again").is_none());
+        assert!(hub
+            .join_with_list(&p, &b, "bob", info("{}"), "again")
+            .is_none());
         assert_eq!(queued(&mut rb), ["the list"]);
-        assert!(queued(&mut ra).is_empty(), "the cluster announces members, not the hub");
+        assert!(
+            queued(&mut ra).is_empty(),
+            "the cluster announces members, not the hub"
+        );
     }
 
     #[test]
@@ -405,8 +530,14 @@ mod tests {
         let (a2, _r2) = conn(2);
         let (b, _r3) = conn(3);
         hub.join(&p, &a, "alice", info("{}"), 1).unwrap();
-        assert!(hub.join(&p, &a2, "alice", info("{}"), 1).is_ok(), "same user does not count twice");
-        assert_eq!(hub.join(&p, &b, "bob", info("{}"), 1).unwrap_err(), ChannelFull);
+        assert!(
+            hub.join(&p, &a2, "alice", info("{}"), 1).is_ok(),
+            "same user does not count twice"
+        );
+        assert_eq!(
+            hub.join(&p, &b, "bob", info("{}"), 1).unwrap_err(),
+            ChannelFull
+        );
     }
 
     #[test]
@@ -424,11 +555,21 @@ mod tests {
     fn cache_expires() {
         let hub = Hub::default();
         let t0 = Instant::now();
-        let e = CachedEvent { frame: ByteString::from_static("f"), event: "e".into(), data: "d".into(), stored: t0 };
+        let e = CachedEvent {
+            frame: ByteString::from_static("f"),
+            event: "e".into(),
+            data: "d".into(),
+            stored: t0,
+        };
         hub.cache_put(&ch("cache-x"), e);
-        let got = hub.cache_get(&ch("cache-x"), t0 + Duration::from_secs(60)).unwrap();
+        let got = hub
+            .cache_get(&ch("cache-x"), t0 + Duration::from_secs(60))
+            .unwrap();
         assert_eq!(&*got.frame, "f");
-        assert_eq!(got.ttl_secs(t0 + Duration::from_secs(60)), CACHE_TTL.as_secs() - 60);
+        assert_eq!(
+            got.ttl_secs(t0 + Duration::from_secs(60)),
+            CACHE_TTL.as_secs() - 60
+        );
         assert!(hub.cache_get(&ch("cache-x"), t0 + CACHE_TTL).is_none());
         hub.cache_sweep(t0 + CACHE_TTL);
         assert!(hub.cache.is_empty());

@@ -31,7 +31,10 @@ pub struct IpSlot {
 impl IpLimiter {
     /// A limiter allowing `max` connections per address, or `None` when `max` is 0 (no limit).
     pub fn new(max: usize) -> Option<Self> {
-        (max > 0).then(|| Self { max, open: Arc::new(DashMap::new()) })
+        (max > 0).then(|| Self {
+            max,
+            open: Arc::new(DashMap::new()),
+        })
     }
 
     /// Takes a place for a connection from `ip`; `None` when the address is at the limit.
@@ -42,7 +45,10 @@ impl IpLimiter {
             return None;
         }
         *count += 1;
-        Some(IpSlot { open: self.open.clone(), key })
+        Some(IpSlot {
+            open: self.open.clone(),
+            key,
+        })
     }
 
     /// Addresses holding at least one connection (for tests and metrics).
@@ -82,16 +88,27 @@ mod tests {
         let ip: IpAddr = "192.0.2.7".parse().unwrap();
         let a = limiter.try_acquire(ip).unwrap();
         let _b = limiter.try_acquire(ip).unwrap();
-        assert!(limiter.try_acquire(ip).is_none(), "the third connection is refused");
-        assert!(limiter.try_acquire("192.0.2.8".parse().unwrap()).is_some(), "other addresses are counted apart");
+        assert!(
+            limiter.try_acquire(ip).is_none(),
+            "the third connection is refused"
+        );
+        assert!(
+            limiter.try_acquire("192.0.2.8".parse().unwrap()).is_some(),
+            "other addresses are counted apart"
+        );
         drop(a);
-        assert!(limiter.try_acquire(ip).is_some(), "a closed connection frees its place");
+        assert!(
+            limiter.try_acquire(ip).is_some(),
+            "a closed connection frees its place"
+        );
     }
 
     #[test]
     fn entries_go_away_with_the_last_connection() {
         let limiter = IpLimiter::new(5).unwrap();
-        let slot = limiter.try_acquire("198.51.100.1".parse().unwrap()).unwrap();
+        let slot = limiter
+            .try_acquire("198.51.100.1".parse().unwrap())
+            .unwrap();
         assert_eq!(limiter.addresses(), 1);
         drop(slot);
         assert_eq!(limiter.addresses(), 0);
@@ -100,11 +117,28 @@ mod tests {
     #[test]
     fn ipv6_counts_per_64_and_mapped_ipv4_as_ipv4() {
         let limiter = IpLimiter::new(1).unwrap();
-        let _a = limiter.try_acquire("2001:db8:1:2::1".parse().unwrap()).unwrap();
-        assert!(limiter.try_acquire("2001:db8:1:2:ffff::9".parse().unwrap()).is_none(), "same /64");
-        assert!(limiter.try_acquire("2001:db8:1:3::1".parse().unwrap()).is_some(), "another /64");
+        let _a = limiter
+            .try_acquire("2001:db8:1:2::1".parse().unwrap())
+            .unwrap();
+        assert!(
+            limiter
+                .try_acquire("2001:db8:1:2:ffff::9".parse().unwrap())
+                .is_none(),
+            "same /64"
+        );
+        assert!(
+            limiter
+                .try_acquire("2001:db8:1:3::1".parse().unwrap())
+                .is_some(),
+            "another /64"
+        );
         let _v4 = limiter.try_acquire("203.0.113.5".parse().unwrap()).unwrap();
-        assert!(limiter.try_acquire("::ffff:203.0.113.5".parse().unwrap()).is_none(), "mapped form of the same IPv4");
+        assert!(
+            limiter
+                .try_acquire("::ffff:203.0.113.5".parse().unwrap())
+                .is_none(),
+            "mapped form of the same IPv4"
+        );
     }
 
     #[test]

@@ -11,7 +11,11 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     pub fn new(rate: u32) -> Self {
-        Self { rate: rate as f32, tokens: rate as f32, last: Instant::now() }
+        Self {
+            rate: rate as f32,
+            tokens: rate as f32,
+            last: Instant::now(),
+        }
     }
 
     /// Takes one token if there is one.
@@ -39,7 +43,10 @@ mod tests {
         let mut b = TokenBucket::new(3);
         assert!((0..3).all(|_| b.take(t0)));
         assert!(!b.take(t0));
-        assert!(b.take(t0 + Duration::from_millis(400)), "0.4 s at 3/s refills one token");
+        assert!(
+            b.take(t0 + Duration::from_millis(400)),
+            "0.4 s at 3/s refills one token"
+        );
         assert!(!b.take(t0 + Duration::from_millis(400)));
     }
 }

@@ -7,9 +7,9 @@
 //! receive request takes the queue over.
 
 use std::{
-    future::Future,
     collections::VecDeque,
     convert::Infallible,
+    future::Future,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -37,7 +37,13 @@ pub struct ReceiveBody {
 }
 
 impl ReceiveBody {
-    pub fn new(attached: Attached, first: Vec<Bytes>, poll: bool, heartbeat: Duration, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        attached: Attached,
+        first: Vec<Bytes>,
+        poll: bool,
+        heartbeat: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             attached,
             first: first.into(),
@@ -53,7 +59,9 @@ impl ReceiveBody {
     /// A line to send; a poll ends with it.
     fn line(&mut self, bytes: Bytes) -> Poll<Option<Result<Bytes, Infallible>>> {
         self.finished = self.poll;
-        self.next_heartbeat.as_mut().reset(Instant::now() + self.heartbeat);
+        self.next_heartbeat
+            .as_mut()
+            .reset(Instant::now() + self.heartbeat);
         Poll::Ready(Some(Ok(bytes)))
     }
 }

@@ -45,7 +45,9 @@ pub fn messages<'a>(batch: impl Iterator<Item = &'a Outgoing>) -> Option<(Bytes,
     let mut count = 0;
     for item in batch {
         let Outgoing::Message(m) = item else { continue };
-        let quoted = m.framed(Framing::JsonString, |text| Bytes::from(serde_json::to_string(text).expect("strings serialize")));
+        let quoted = m.framed(Framing::JsonString, |text| {
+            Bytes::from(serde_json::to_string(text).expect("strings serialize"))
+        });
         out.put_slice(if count == 0 { b"a[" } else { b"," });
         out.put_slice(&quoted);
         count += 1;
@@ -71,10 +73,20 @@ fn closing_with(code: u16, pusher_error: Option<&str>) -> Bytes {
     let mut out = BytesMut::new();
     if let Some(message) = pusher_error {
         out.put_slice(b"a[");
-        out.put_slice(serde_json::to_string(&frame::error(Some(code), message)).expect("strings serialize").as_bytes());
+        out.put_slice(
+            serde_json::to_string(&frame::error(Some(code), message))
+                .expect("strings serialize")
+                .as_bytes(),
+        );
         out.put_slice(b"]\n");
     }
-    out.put_slice(format!("c{}\n", serde_json::json!([code, pusher_error.unwrap_or("Connection closed")])).as_bytes());
+    out.put_slice(
+        format!(
+            "c{}\n",
+            serde_json::json!([code, pusher_error.unwrap_or("Connection closed")])
+        )
+        .as_bytes(),
+    );
     out.freeze()
 }
 
@@ -94,14 +106,24 @@ mod tests {
     #[test]
     fn lines_are_what_pusher_js_parses() {
         assert_eq!(&open(None)[..], b"o\n");
-        assert_eq!(&open(Some("node-1.example.com"))[..], b"o{\"hostname\":\"node-1.example.com\"}\n");
+        assert_eq!(
+            &open(Some("node-1.example.com"))[..],
+            b"o{\"hostname\":\"node-1.example.com\"}\n"
+        );
         let p = prelude();
         assert_eq!(p.len(), 2049);
         assert!(p.starts_with(b"hh") && p.ends_with(b"h\n"));
-        let batch = [Outgoing::from(Message::from(r#"{"event":"x","data":"{\"a\":1}"}"#)), Outgoing::Raw(Bytes::from_static(b"\x8a\0")), Outgoing::from("{}")];
+        let batch = [
+            Outgoing::from(Message::from(r#"{"event":"x","data":"{\"a\":1}"}"#)),
+            Outgoing::Raw(Bytes::from_static(b"\x8a\0")),
+            Outgoing::from("{}"),
+        ];
         let (line, n) = messages(batch.iter()).unwrap();
         assert_eq!(n, 2);
-        assert_eq!(std::str::from_utf8(&line).unwrap(), "a[\"{\\\"event\\\":\\\"x\\\",\\\"data\\\":\\\"{\\\\\\\"a\\\\\\\":1}\\\"}\",\"{}\"]\n");
+        assert_eq!(
+            std::str::from_utf8(&line).unwrap(),
+            "a[\"{\\\"event\\\":\\\"x\\\",\\\"data\\\":\\\"{\\\\\\\"a\\\\\\\":1}\\\"}\",\"{}\"]\n"
+        );
         let inner: Vec<String> = serde_json::from_slice(&line[1..line.len() - 1]).unwrap();
         assert_eq!(inner[0], r#"{"event":"x","data":"{\"a\":1}"}"#);
         assert!(messages([Outgoing::Raw(Bytes::new())].iter()).is_none());

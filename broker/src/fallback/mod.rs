@@ -46,12 +46,22 @@ use crate::{
 
 /// Adds the routes under `config.path` (pusher-js's `httpPath`).
 pub fn routes(cfg: &mut web::ServiceConfig, sessions: web::Data<Sessions>) {
-    let path = format!("{}/app/{{key}}/{{server}}/{{session}}/{{op}}", sessions.config.path);
-    cfg.app_data(sessions).route(&path, web::post().to(request)).route(&path, web::method(actix_web::http::Method::OPTIONS).to(preflight));
+    let path = format!(
+        "{}/app/{{key}}/{{server}}/{{session}}/{{op}}",
+        sessions.config.path
+    );
+    cfg.app_data(sessions)
+        .route(&path, web::post().to(request))
+        .route(
+            &path,
+            web::method(actix_web::http::Method::OPTIONS).to(preflight),
+        );
 }
 
 fn origin(req: &HttpRequest) -> Option<&str> {
-    req.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok())
+    req.headers()
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
 }
 
 /// A response the calling page may read, from any origin.
@@ -59,7 +69,10 @@ fn answer(status: StatusCode, origin: Option<&str>) -> HttpResponseBuilder {
     let mut res = HttpResponse::build(status);
     res.insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.unwrap_or("*")))
         .insert_header((header::VARY, "Origin"))
-        .insert_header((header::CACHE_CONTROL, "no-store, no-cache, must-revalidate, max-age=0"));
+        .insert_header((
+            header::CACHE_CONTROL,
+            "no-store, no-cache, must-revalidate, max-age=0",
+        ));
     res
 }
 
@@ -74,7 +87,12 @@ fn lines(origin: Option<&str>) -> HttpResponseBuilder {
 
 /// `OPTIONS`: the CORS preflight a browser sends before pusher-js's POSTs.
 async fn preflight(req: HttpRequest) -> HttpResponse {
-    let headers = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS).and_then(|h| h.to_str().ok()).unwrap_or("Content-Type").to_owned();
+    let headers = req
+        .headers()
+        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("Content-Type")
+        .to_owned();
     answer(StatusCode::NO_CONTENT, origin(&req))
         .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "POST, OPTIONS"))
         .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, headers))
@@ -91,7 +109,8 @@ async fn request(
 ) -> HttpResponse {
     let (key, server, session_id, op) = path.into_inner();
     let origin = origin(&req);
-    let Some(op) = Op::parse(&op).filter(|_| valid_segment(&server) && valid_segment(&session_id)) else {
+    let Some(op) = Op::parse(&op).filter(|_| valid_segment(&server) && valid_segment(&session_id))
+    else {
         return answer(StatusCode::NOT_FOUND, origin).finish();
     };
     let id = format!("{key}/{server}/{session_id}");
@@ -102,7 +121,11 @@ async fn request(
         (Op::Send, None) => answer(StatusCode::NOT_FOUND, origin).finish(),
         (op, Some(s)) => {
             s.heard();
-            let first = if op == Op::Stream { vec![framing::prelude()] } else { Vec::new() };
+            let first = if op == Op::Stream {
+                vec![framing::prelude()]
+            } else {
+                Vec::new()
+            };
             receive(&state, &sessions, s, first, op, origin).await
         }
         (op, None) => open(&req, &state, &sessions, id, &key, op, origin).await,
@@ -111,16 +134,32 @@ async fn request(
 
 /// The first receive request of a session: admits it like a WebSocket
 /// handshake and starts its session task.
-async fn open(req: &HttpRequest, state: &web::Data<State>, sessions: &web::Data<Sessions>, id: String, key: &str, op: Op, origin: Option<&str>) -> HttpResponse {
-    let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string()).map(|q| q.into_inner()).unwrap_or_default();
-    let protocol = query.iter().find(|(k, _)| k == "protocol").map(|(_, v)| v.as_str());
+async fn open(
+    req: &HttpRequest,
+    state: &web::Data<State>,
+    sessions: &web::Data<Sessions>,
+    id: String,
+    key: &str,
+    op: Op,
+    origin: Option<&str>,
+) -> HttpResponse {
+    let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+        .map(|q| q.into_inner())
+        .unwrap_or_default();
+    let protocol = query
+        .iter()
+        .find(|(k, _)| k == "protocol")
+        .map(|(_, v)| v.as_str());
     // A session holds its opening request's address's place for its whole life, as a WebSocket does.
     let slot = match (&state.per_ip, req.peer_addr()) {
         (Some(limiter), Some(peer)) => match limiter.try_acquire(peer.ip()) {
             Some(slot) => Some(slot),
             None => {
                 state.metrics.refused_per_ip.inc();
-                return lines(origin).body(framing::refusal(ErrorCode::OverAddressQuota, ErrorCode::OverAddressQuota.message()));
+                return lines(origin).body(framing::refusal(
+                    ErrorCode::OverAddressQuota,
+                    ErrorCode::OverAddressQuota.message(),
+                ));
             }
         },
         _ => None,
@@ -134,13 +173,17 @@ async fn open(req: &HttpRequest, state: &web::Data<State>, sessions: &web::Data<
     };
     let state = state.clone().into_inner();
     let (conn, receiver) = connection::queue(state.socket_ids.next(), state.send_queue);
-    let (session, inbound) = match sessions.insert(id.clone(), receiver, origin.map(str::to_owned)) {
+    let (session, inbound) = match sessions.insert(id.clone(), receiver, origin.map(str::to_owned))
+    {
         Ok(made) => made,
         Err(why) => {
             app.hub.remove_connection();
             return match why {
                 NotMade::Full => {
-                    let msg = format!("Over capacity: this node has its {} HTTP-fallback sessions", sessions.config.max_sessions);
+                    let msg = format!(
+                        "Over capacity: this node has its {} HTTP-fallback sessions",
+                        sessions.config.max_sessions
+                    );
                     lines(origin).body(framing::refusal(ErrorCode::OverCapacity, &msg))
                 }
                 NotMade::Taken => answer(StatusCode::CONFLICT, origin).finish(),
@@ -155,35 +198,66 @@ async fn open(req: &HttpRequest, state: &web::Data<State>, sessions: &web::Data<
         drop(slot);
     });
     let open = framing::open(sessions.config.hostname.as_deref());
-    let first = if op == Op::Stream { vec![framing::prelude(), open] } else { vec![open] };
+    let first = if op == Op::Stream {
+        vec![framing::prelude(), open]
+    } else {
+        vec![open]
+    };
     receive(&state, sessions, session, first, op, origin).await
 }
 
-async fn receive(state: &State, sessions: &Sessions, session: Arc<FallbackSession>, first: Vec<Bytes>, op: Op, origin: Option<&str>) -> HttpResponse {
+async fn receive(
+    state: &State,
+    sessions: &Sessions,
+    session: Arc<FallbackSession>,
+    first: Vec<Bytes>,
+    op: Op,
+    origin: Option<&str>,
+) -> HttpResponse {
     let Some(attached) = session.attach().await else {
         return answer(StatusCode::SERVICE_UNAVAILABLE, origin).finish();
     };
     let heartbeat = Duration::from_secs(sessions.config.heartbeat_secs);
-    lines(origin).streaming(body::ReceiveBody::new(attached, first, op == Op::Poll, heartbeat, state.metrics.clone()))
+    lines(origin).streaming(body::ReceiveBody::new(
+        attached,
+        first,
+        op == Op::Poll,
+        heartbeat,
+        state.metrics.clone(),
+    ))
 }
 
 /// `xhr_send`: a JSON array of Pusher messages (`[]` is a heartbeat), read by
 /// [`protocol::fallback::parse_send`].
-async fn send(state: &State, key: &str, session: &FallbackSession, mut payload: web::Payload, origin: Option<&str>) -> HttpResponse {
-    let max = state.apps.by_key(key).map_or(0, |a| a.limits.max_ws_message_bytes);
+async fn send(
+    state: &State,
+    key: &str,
+    session: &FallbackSession,
+    mut payload: web::Payload,
+    origin: Option<&str>,
+) -> HttpResponse {
+    let max = state
+        .apps
+        .by_key(key)
+        .map_or(0, |a| a.limits.max_ws_message_bytes);
     let limit = fallback::send_body_limit(max);
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let Ok(chunk) = chunk else { return answer(StatusCode::BAD_REQUEST, origin).finish() };
+        let Ok(chunk) = chunk else {
+            return answer(StatusCode::BAD_REQUEST, origin).finish();
+        };
         if body.len() + chunk.len() > limit {
             session.deliver(Err(too_big(max))).await;
-            return answer(StatusCode::PAYLOAD_TOO_LARGE, origin).body(format!("a request body holds at most {limit} bytes"));
+            return answer(StatusCode::PAYLOAD_TOO_LARGE, origin)
+                .body(format!("a request body holds at most {limit} bytes"));
         }
         body.extend_from_slice(&chunk);
     }
     let messages = match fallback::parse_send(&body, max) {
         Ok(messages) => messages,
-        Err(e @ SendError::NotStrings) => return answer(StatusCode::BAD_REQUEST, origin).body(e.to_string()),
+        Err(e @ SendError::NotStrings) => {
+            return answer(StatusCode::BAD_REQUEST, origin).body(e.to_string())
+        }
         Err(SendError::TooLarge { .. }) => {
             session.deliver(Err(too_big(max))).await;
             return answer(StatusCode::PAYLOAD_TOO_LARGE, origin).finish();
@@ -200,18 +274,33 @@ async fn send(state: &State, key: &str, session: &FallbackSession, mut payload: 
 
 /// Over-long messages end a session as they end a WebSocket (1009).
 fn too_big(max: usize) -> InboundError {
-    InboundError { message: format!("message larger than {max} bytes"), close_code: 1009 }
+    InboundError {
+        message: format!("message larger than {max} bytes"),
+        close_code: 1009,
+    }
 }
 
 /// Runs a session to its end, lets its close lines reach the client's next
 /// request (or gives up after the session timeout), and forgets it.
-async fn drive(state: Arc<State>, app: Arc<App>, conn: ConnHandle, inbound: SessionInbound, sessions: Arc<Sessions>, session: Arc<FallbackSession>, id: String) {
+async fn drive(
+    state: Arc<State>,
+    app: Arc<App>,
+    conn: ConnHandle,
+    inbound: SessionInbound,
+    sessions: Arc<Sessions>,
+    session: Arc<FallbackSession>,
+    id: String,
+) {
     let delivered = session.close_delivered.notified();
     session::run(state, app, conn.clone(), inbound).await;
     // The session ended without a close code only when its client went away.
     conn.close_with(1006);
     if conn.close_requested().await != 1006 {
-        let _ = tokio::time::timeout(Duration::from_secs(sessions.config.session_timeout_secs), delivered).await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(sessions.config.session_timeout_secs),
+            delivered,
+        )
+        .await;
     }
     sessions.remove(&id);
 }

@@ -85,7 +85,12 @@ pub struct Attached {
 
 impl Sessions {
     pub fn new(config: FallbackConfig) -> Self {
-        Self { map: DashMap::new(), count: AtomicUsize::new(0), config, emptied: Notify::new() }
+        Self {
+            map: DashMap::new(),
+            count: AtomicUsize::new(0),
+            config,
+            emptied: Notify::new(),
+        }
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<FallbackSession>> {
@@ -94,7 +99,12 @@ impl Sessions {
 
     /// Makes a session for `id` unless this node is at `max_sessions` or `id` is taken.
     /// Returns the session and the [`Inbound`] its task reads.
-    pub fn insert(&self, id: String, receiver: Receiver, origin: Option<String>) -> Result<(Arc<FallbackSession>, SessionInbound), NotMade> {
+    pub fn insert(
+        &self,
+        id: String,
+        receiver: Receiver,
+        origin: Option<String>,
+    ) -> Result<(Arc<FallbackSession>, SessionInbound), NotMade> {
         if self.count.fetch_add(1, Ordering::AcqRel) >= self.config.max_sessions {
             self.count.fetch_sub(1, Ordering::AcqRel);
             return Err(NotMade::Full);
@@ -104,7 +114,11 @@ impl Sessions {
             origin,
             inbound: tx,
             receiver: Arc::new(tokio::sync::Mutex::new(receiver)),
-            attach: Mutex::new(Attach { epoch: 0, attached: false, since: Instant::now() }),
+            attach: Mutex::new(Attach {
+                epoch: 0,
+                attached: false,
+                since: Instant::now(),
+            }),
             holder: AtomicWaker::new(),
             close_delivered: Notify::new(),
         });
@@ -116,7 +130,14 @@ impl Sessions {
             Entry::Vacant(v) => {
                 v.insert(session.clone());
                 let timeout = Duration::from_secs(self.config.session_timeout_secs);
-                Ok((session.clone(), SessionInbound { rx, session, timeout }))
+                Ok((
+                    session.clone(),
+                    SessionInbound {
+                        rx,
+                        session,
+                        timeout,
+                    },
+                ))
             }
         }
     }
@@ -170,8 +191,14 @@ impl FallbackSession {
             a.epoch
         };
         self.holder.wake();
-        let receiver = tokio::time::timeout(TAKEOVER_WAIT, self.receiver.clone().lock_owned()).await.ok()?;
-        Some(Attached { session: self.clone(), receiver, epoch })
+        let receiver = tokio::time::timeout(TAKEOVER_WAIT, self.receiver.clone().lock_owned())
+            .await
+            .ok()?;
+        Some(Attached {
+            session: self.clone(),
+            receiver,
+            epoch,
+        })
     }
 
     /// How long no receive request has been attached (zero while one is).
@@ -189,13 +216,22 @@ impl Attached {
     /// False once a newer receive request wants the queue; `cx` is woken then.
     pub fn still_current(&self, cx: &std::task::Context<'_>) -> bool {
         self.session.holder.register(cx.waker());
-        self.session.attach.lock().unwrap_or_else(|p| p.into_inner()).epoch == self.epoch
+        self.session
+            .attach
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .epoch
+            == self.epoch
     }
 }
 
 impl Drop for Attached {
     fn drop(&mut self) {
-        let mut a = self.session.attach.lock().unwrap_or_else(|p| p.into_inner());
+        let mut a = self
+            .session
+            .attach
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if a.epoch == self.epoch {
             a.attached = false;
             a.since = Instant::now();
@@ -215,7 +251,9 @@ impl Inbound for SessionInbound {
     async fn next(&mut self) -> Option<Result<Incoming, InboundError>> {
         loop {
             // Sleep until the session could have expired, then look again.
-            let wait = self.timeout.saturating_sub(self.session.detached_for(Instant::now()));
+            let wait = self
+                .timeout
+                .saturating_sub(self.session.detached_for(Instant::now()));
             if wait.is_zero() {
                 return None;
             }

@@ -31,8 +31,15 @@ impl FromRequest for Authed {
         let body = RestBody::from_request(&req, payload);
         Box::pin(async move {
             let body = body.await?.into_bytes();
-            let state = req.app_data::<web::Data<State>>().expect("State is registered").clone();
-            let app_id = req.match_info().get("app_id").unwrap_or_default().to_owned();
+            let state = req
+                .app_data::<web::Data<State>>()
+                .expect("State is registered")
+                .clone();
+            let app_id = req
+                .match_info()
+                .get("app_id")
+                .unwrap_or_default()
+                .to_owned();
             Ok(authenticate(&req, body, &state, &app_id)?)
         })
     }
@@ -40,18 +47,38 @@ impl FromRequest for Authed {
 
 impl Authed {
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
-fn authenticate(req: &HttpRequest, body: web::Bytes, state: &State, app_id: &str) -> Result<Authed, ApiError> {
-    let app = state.apps.by_id(app_id).ok_or_else(|| ApiError::AppNotFound(app_id.to_owned()))?;
+fn authenticate(
+    req: &HttpRequest,
+    body: web::Bytes,
+    state: &State,
+    app_id: &str,
+) -> Result<Authed, ApiError> {
+    let app = state
+        .apps
+        .by_id(app_id)
+        .ok_or_else(|| ApiError::AppNotFound(app_id.to_owned()))?;
     let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
         .map_err(|e| ApiError::BadRequest(format!("malformed query string: {e}")))?
         .into_inner();
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     // The signature covers the path as sent, so verify against the raw path.
-    RestRequest { method: req.method().as_str(), path: req.path(), query: &query, body: &body }.verify(&app.key, &app.secret, now)?;
+    RestRequest {
+        method: req.method().as_str(),
+        path: req.path(),
+        query: &query,
+        body: &body,
+    }
+    .verify(&app.key, &app.secret, now)?;
     admit(&app)?;
     Ok(Authed { app, query, body })
 }

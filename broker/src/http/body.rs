@@ -42,7 +42,9 @@ impl FromRequest for RestBody {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let max = req.app_data::<web::Data<State>>().map_or(1024 * 1024, |s| s.max_rest_body_bytes);
+        let max = req
+            .app_data::<web::Data<State>>()
+            .map_or(1024 * 1024, |s| s.max_rest_body_bytes);
         let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -50,15 +52,21 @@ impl FromRequest for RestBody {
             .and_then(|v| v.parse::<u64>().ok());
         let mut payload = payload.take();
         Box::pin(async move {
-            let too_large = || ApiError::PayloadTooLarge(format!("request body is larger than the limit of {max} bytes"));
+            let too_large = || {
+                ApiError::PayloadTooLarge(format!(
+                    "request body is larger than the limit of {max} bytes"
+                ))
+            };
             let drain_max = max.saturating_mul(REST_BODY_DRAIN_FACTOR) as u64;
             if declared.is_some_and(|n| n > drain_max) {
                 // Too big to be worth reading: answer now, and the connection is closed.
                 return Err(too_large());
             }
-            let mut body = BytesMut::with_capacity(declared.map_or(0, |n| n.min(max as u64) as usize));
+            let mut body =
+                BytesMut::with_capacity(declared.map_or(0, |n| n.min(max as u64) as usize));
             while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("reading the request body: {e}")))?;
+                let chunk = chunk
+                    .map_err(|e| ApiError::BadRequest(format!("reading the request body: {e}")))?;
                 if body.len() + chunk.len() > max {
                     drain(&mut payload, (body.len() + chunk.len()) as u64, drain_max).await;
                     return Err(too_large());

@@ -46,7 +46,9 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         // Messages quote request input (names, ids); keep the answer short whatever was sent.
         let message = clip(&self.to_string(), MAX_ERROR_MESSAGE_CHARS).into_owned();
-        HttpResponse::build(self.status_code()).content_type("text/plain; charset=utf-8").body(message + "\n")
+        HttpResponse::build(self.status_code())
+            .content_type("text/plain; charset=utf-8")
+            .body(message + "\n")
     }
 }
 

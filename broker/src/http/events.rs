@@ -24,10 +24,25 @@ fn publish(state: &State, app: &App, t: &Trigger) -> Vec<Published> {
     let mut shared: Option<(Arc<str>, Arc<str>)> = None;
     let mut published = Vec::with_capacity(t.channels.len());
     for channel in &t.channels {
-        let bytes = ByteString::from(frame::channel_event(channel.as_str(), t.name.as_str(), &t.data));
+        let bytes = ByteString::from(frame::channel_event(
+            channel.as_str(),
+            t.name.as_str(),
+            &t.data,
+        ));
         if channel.is_cache() {
-            let (event, data) = shared.get_or_insert_with(|| (t.name.as_str().into(), t.data.as_str().into())).clone();
-            state.adapter.cache_put(app, channel, CachedEvent { frame: bytes.clone(), event, data, stored: Instant::now() });
+            let (event, data) = shared
+                .get_or_insert_with(|| (t.name.as_str().into(), t.data.as_str().into()))
+                .clone();
+            state.adapter.cache_put(
+                app,
+                channel,
+                CachedEvent {
+                    frame: bytes.clone(),
+                    event,
+                    data,
+                    stored: Instant::now(),
+                },
+            );
         }
         published.push(state.adapter.broadcast(app, channel, bytes, t.except));
     }
@@ -47,7 +62,8 @@ async fn confirmed(published: Vec<Published>) -> Result<(), ApiError> {
 async fn stats(state: &State, app: &App, channel: &ChannelName, info: InfoRequest) -> ChannelStats {
     let counts = state.adapter.channel_counts(app, channel).await;
     ChannelStats {
-        user_count: (info.user_count && channel.kind() == ChannelKind::Presence).then_some(counts.users),
+        user_count: (info.user_count && channel.kind() == ChannelKind::Presence)
+            .then_some(counts.users),
         subscription_count: info.subscription_count.then_some(counts.subscriptions),
     }
 }
@@ -60,13 +76,21 @@ pub async fn trigger(authed: Authed, state: web::Data<State>) -> Result<HttpResp
 /// Publishes one trigger (a REST trigger's JSON body) for an app whose caller is
 /// already authenticated. Applies the app's enabled flag and REST rate limit like a
 /// signed request; the debug console's event creator comes here too.
-pub async fn trigger_as(state: &State, app: &App, body: &[u8]) -> Result<TriggerResponse, ApiError> {
+pub async fn trigger_as(
+    state: &State,
+    app: &App,
+    body: &[u8],
+) -> Result<TriggerResponse, ApiError> {
     admit(app)?;
     trigger_checked(state, app, body).await
 }
 
 /// Validates, publishes and answers one trigger (after authentication and admission).
-async fn trigger_checked(state: &State, app: &App, body: &[u8]) -> Result<TriggerResponse, ApiError> {
+async fn trigger_checked(
+    state: &State,
+    app: &App,
+    body: &[u8],
+) -> Result<TriggerResponse, ApiError> {
     let t = parse_trigger(body, &app.limits)?;
     confirmed(publish(state, app, &t)).await?;
     let mut response = TriggerResponse::default();
@@ -84,7 +108,10 @@ pub async fn batch(authed: Authed, state: web::Data<State>) -> Result<HttpRespon
     let app = &authed.app;
     // Validated whole before anything is published: a batch is all or nothing.
     let triggers = parse_batch(&authed.body, &app.limits)?;
-    let published = triggers.iter().flat_map(|t| publish(&state, app, t)).collect();
+    let published = triggers
+        .iter()
+        .flat_map(|t| publish(&state, app, t))
+        .collect();
     confirmed(published).await?;
     let mut response = BatchResponse::default();
     if triggers.iter().any(|t| t.info.any()) {

@@ -35,10 +35,16 @@ pub enum Refusal {
 
 impl OpsAccess {
     /// Decides for a request from `peer` carrying `authorization` (the header's value).
-    pub fn check(&self, peer: Option<SocketAddr>, authorization: Option<&str>) -> Result<(), Refusal> {
+    pub fn check(
+        &self,
+        peer: Option<SocketAddr>,
+        authorization: Option<&str>,
+    ) -> Result<(), Refusal> {
         match self {
             Self::Open => Ok(()),
-            Self::LoopbackOnly if peer.is_some_and(|p| p.ip().to_canonical().is_loopback()) => Ok(()),
+            Self::LoopbackOnly if peer.is_some_and(|p| p.ip().to_canonical().is_loopback()) => {
+                Ok(())
+            }
             Self::LoopbackOnly => Err(Refusal::NotLoopback),
             Self::Token(token) => {
                 // The scheme is case-insensitive (RFC 9110); the token is compared exactly.
@@ -56,7 +62,10 @@ impl OpsAccess {
     }
 
     fn guard(&self, req: &HttpRequest) -> Result<(), HttpResponse> {
-        let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let authorization = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
         self.check(req.peer_addr(), authorization).map_err(|r| match r {
             Refusal::NotLoopback => HttpResponse::Forbidden()
                 .content_type("text/plain")
@@ -76,7 +85,9 @@ pub fn health_route(cfg: &mut web::ServiceConfig) {
 
 /// `/ready` and `/metrics`, readable as `access` allows.
 pub fn guarded_routes(cfg: &mut web::ServiceConfig, access: OpsAccess) {
-    cfg.app_data(web::Data::new(access)).route("/ready", web::get().to(ready)).route("/metrics", web::get().to(metrics));
+    cfg.app_data(web::Data::new(access))
+        .route("/ready", web::get().to(ready))
+        .route("/metrics", web::get().to(metrics));
 }
 
 /// `GET /health`: the process is up and serving HTTP.
@@ -85,7 +96,11 @@ pub async fn health() -> HttpResponse {
 }
 
 /// `GET /ready`: 200 when this node should receive traffic; 503 with the reason otherwise.
-pub async fn ready(req: HttpRequest, access: web::Data<OpsAccess>, state: web::Data<State>) -> HttpResponse {
+pub async fn ready(
+    req: HttpRequest,
+    access: web::Data<OpsAccess>,
+    state: web::Data<State>,
+) -> HttpResponse {
     if let Err(refused) = access.guard(&req) {
         return refused;
     }
@@ -102,17 +117,25 @@ pub async fn ready(req: HttpRequest, access: web::Data<OpsAccess>, state: web::D
     if problems.is_empty() {
         HttpResponse::Ok().content_type("text/plain").body("ready")
     } else {
-        HttpResponse::ServiceUnavailable().content_type("text/plain").body(problems.join(", "))
+        HttpResponse::ServiceUnavailable()
+            .content_type("text/plain")
+            .body(problems.join(", "))
     }
 }
 
 /// `GET /metrics`: Prometheus text format.
-pub async fn metrics(req: HttpRequest, access: web::Data<OpsAccess>, state: web::Data<State>) -> HttpResponse {
+pub async fn metrics(
+    req: HttpRequest,
+    access: web::Data<OpsAccess>,
+    state: web::Data<State>,
+) -> HttpResponse {
     if let Err(refused) = access.guard(&req) {
         return refused;
     }
     let body = state.metrics.render(&state.apps, state.adapter.as_ref());
-    HttpResponse::Ok().content_type("application/openmetrics-text; version=1.0.0; charset=utf-8").body(body)
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(body)
 }
 
 #[cfg(test)]
@@ -128,22 +151,60 @@ mod tests {
         let a = OpsAccess::LoopbackOnly;
         assert_eq!(a.check(peer("127.0.0.1:5000"), None), Ok(()));
         assert_eq!(a.check(peer("[::1]:5000"), None), Ok(()));
-        assert_eq!(a.check(peer("[::ffff:127.0.0.1]:5000"), None), Ok(()), "IPv4 loopback on a dual-stack socket");
-        assert_eq!(a.check(peer("192.0.2.1:5000"), None), Err(Refusal::NotLoopback));
-        assert_eq!(a.check(peer("[2001:db8::1]:5000"), None), Err(Refusal::NotLoopback));
-        assert_eq!(a.check(peer("10.0.0.1:5000"), Some("Bearer anything")), Err(Refusal::NotLoopback));
-        assert_eq!(a.check(None, None), Err(Refusal::NotLoopback), "an unknown peer is not loopback");
+        assert_eq!(
+            a.check(peer("[::ffff:127.0.0.1]:5000"), None),
+            Ok(()),
+            "IPv4 loopback on a dual-stack socket"
+        );
+        assert_eq!(
+            a.check(peer("192.0.2.1:5000"), None),
+            Err(Refusal::NotLoopback)
+        );
+        assert_eq!(
+            a.check(peer("[2001:db8::1]:5000"), None),
+            Err(Refusal::NotLoopback)
+        );
+        assert_eq!(
+            a.check(peer("10.0.0.1:5000"), Some("Bearer anything")),
+            Err(Refusal::NotLoopback)
+        );
+        assert_eq!(
+            a.check(None, None),
+            Err(Refusal::NotLoopback),
+            "an unknown peer is not loopback"
+        );
     }
 
     #[test]
     fn a_token_is_required_from_every_peer() {
         let a = OpsAccess::Token(OpsToken::new("s3cret-token-0123".into()).unwrap());
-        assert_eq!(a.check(peer("192.0.2.1:1"), Some("Bearer s3cret-token-0123")), Ok(()));
-        assert_eq!(a.check(peer("192.0.2.1:1"), Some("bearer s3cret-token-0123")), Ok(()), "the scheme is case-insensitive");
-        assert_eq!(a.check(peer("192.0.2.1:1"), Some("Basic s3cret-token-0123")), Err(Refusal::BadToken));
-        assert_eq!(a.check(peer("127.0.0.1:1"), None), Err(Refusal::BadToken), "loopback too: a local proxy makes every peer loopback");
-        assert_eq!(a.check(peer("127.0.0.1:1"), Some("Bearer s3cret-token-0124")), Err(Refusal::BadToken));
-        assert_eq!(a.check(peer("127.0.0.1:1"), Some("s3cret-token-0123")), Err(Refusal::BadToken), "the Bearer scheme is needed");
+        assert_eq!(
+            a.check(peer("192.0.2.1:1"), Some("Bearer s3cret-token-0123")),
+            Ok(())
+        );
+        assert_eq!(
+            a.check(peer("192.0.2.1:1"), Some("bearer s3cret-token-0123")),
+            Ok(()),
+            "the scheme is case-insensitive"
+        );
+        assert_eq!(
+            a.check(peer("192.0.2.1:1"), Some("Basic s3cret-token-0123")),
+            Err(Refusal::BadToken)
+        );
+        assert_eq!(
+            a.check(peer("127.0.0.1:1"), None),
+            Err(Refusal::BadToken),
+            "loopback too: a local proxy makes every peer loopback"
+        );
+        assert_eq!(
+            a.check(peer("127.0.0.1:1"), Some("Bearer s3cret-token-0124")),
+            Err(Refusal::BadToken)
+        );
+        assert_eq!(
+            a.check(peer("127.0.0.1:1"), Some("s3cret-token-0123")),
+            Err(Refusal::BadToken),
+            "the Bearer scheme is needed"
+        );
     }
 
     #[test]

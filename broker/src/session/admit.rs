@@ -12,7 +12,12 @@ const SUPPORTED_PROTOCOLS: std::ops::RangeInclusive<u32> = 5..=7;
 /// Admits a new connection to the app with `key`, counting it against the
 /// app's connection limit (the session gives the place back when it ends), or
 /// says why it is refused.
-pub fn admit(state: &State, key: &str, protocol: Option<&str>, origin: Option<&str>) -> Result<Arc<App>, ErrorCode> {
+pub fn admit(
+    state: &State,
+    key: &str,
+    protocol: Option<&str>,
+    origin: Option<&str>,
+) -> Result<Arc<App>, ErrorCode> {
     let app = state.apps.by_key(key).ok_or(ErrorCode::AppNotFound)?;
     if !app.enabled {
         return Err(ErrorCode::AppDisabled);

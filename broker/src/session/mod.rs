@@ -80,7 +80,8 @@ pub async fn run(state: Arc<State>, app: Arc<App>, conn: ConnHandle, reader: imp
 
 impl Session {
     async fn serve(&mut self, mut reader: impl Inbound) {
-        let established = frame::connection_established(self.conn.id, self.state.activity_timeout.as_secs());
+        let established =
+            frame::connection_established(self.conn.id, self.state.activity_timeout.as_secs());
         self.send(established);
         let mut last_heard = TokioInstant::now();
         let mut pinged_at: Option<TokioInstant> = None;
@@ -188,51 +189,100 @@ impl Session {
                 }
             }
             ClientFrame::Signin(s) => self.signin(&s.auth, &s.user_data).await,
-            ClientFrame::ClientEvent { event, channel, data } => self.client_event(&event, &channel, data).await,
-            ClientFrame::Unknown { event } => {
-                self.send(frame::error(None, &format!("unsupported event {:?}", clip(&event, MAX_QUOTED_INPUT_CHARS))))
-            }
+            ClientFrame::ClientEvent {
+                event,
+                channel,
+                data,
+            } => self.client_event(&event, &channel, data).await,
+            ClientFrame::Unknown { event } => self.send(frame::error(
+                None,
+                &format!(
+                    "unsupported event {:?}",
+                    clip(&event, MAX_QUOTED_INPUT_CHARS)
+                ),
+            )),
         }
     }
 
     async fn subscribe(&mut self, s: Subscribe) {
-        let name = match ChannelName::parse_with_max(&s.channel, self.app.limits.max_channel_name_len) {
-            Ok(n) => n,
-            Err(e) => return self.refuse_subscription(&s.channel, frame::error(None, &invalid_channel(&s.channel, e))),
-        };
+        let name =
+            match ChannelName::parse_with_max(&s.channel, self.app.limits.max_channel_name_len) {
+                Ok(n) => n,
+                Err(e) => {
+                    return self.refuse_subscription(
+                        &s.channel,
+                        frame::error(None, &invalid_channel(&s.channel, e)),
+                    )
+                }
+            };
         let kind = name.kind();
         if kind == ChannelKind::ServerToUser {
             // Sign-in already joined the connection to its own user channel; pusher-js
             // still subscribes to it afterwards, and only that is allowed.
-            if name.server_to_user_id() == self.user_id.as_deref() && self.channels.contains(&name) {
+            if name.server_to_user_id() == self.user_id.as_deref() && self.channels.contains(&name)
+            {
                 return self.send(frame::subscription_succeeded(name.as_str()));
             }
-            let msg = "a #server-to-user- channel is only for the connection signed in as that user";
-            return self.refuse_subscription(name.as_str(), frame::subscription_error(name.as_str(), "AuthError", msg, 403));
+            let msg =
+                "a #server-to-user- channel is only for the connection signed in as that user";
+            return self.refuse_subscription(
+                name.as_str(),
+                frame::subscription_error(name.as_str(), "AuthError", msg, 403),
+            );
         }
         if !self.channels.contains(&name) && self.channel_limit_reached() {
             let max = self.app.limits.max_channels_per_connection;
             self.state.metrics.refused_channel_limit.inc();
             let msg = format!("this connection is subscribed to {max} channels, the most allowed; unsubscribe from one first");
-            return self.refuse_subscription(name.as_str(), frame::subscription_error(name.as_str(), "LimitReached", &msg, CHANNEL_LIMIT_STATUS));
+            return self.refuse_subscription(
+                name.as_str(),
+                frame::subscription_error(
+                    name.as_str(),
+                    "LimitReached",
+                    &msg,
+                    CHANNEL_LIMIT_STATUS,
+                ),
+            );
         }
         if kind.needs_auth() {
             let Some(auth) = s.auth.as_deref() else {
-                return self.refuse_subscription(name.as_str(), frame::subscription_error(name.as_str(), "AuthError", "missing auth for a private channel", 401));
+                return self.refuse_subscription(
+                    name.as_str(),
+                    frame::subscription_error(
+                        name.as_str(),
+                        "AuthError",
+                        "missing auth for a private channel",
+                        401,
+                    ),
+                );
             };
             // SDKs sign `channel_data` into a private channel's auth too when the app
             // passes user data; the signature then covers it, so check it that way.
             let data = s.channel_data.as_deref();
-            if let Err(e) = sign::verify_channel(&self.app.key, &self.app.secret, self.conn.id, name.as_str(), data, auth) {
+            if let Err(e) = sign::verify_channel(
+                &self.app.key,
+                &self.app.secret,
+                self.conn.id,
+                name.as_str(),
+                data,
+                auth,
+            ) {
                 let msg = format!("invalid signature for {}: {e}", name.as_str());
-                return self.refuse_subscription(name.as_str(), frame::subscription_error(name.as_str(), "AuthError", &msg, 401));
+                return self.refuse_subscription(
+                    name.as_str(),
+                    frame::subscription_error(name.as_str(), "AuthError", &msg, 401),
+                );
             }
         }
         if kind == ChannelKind::Presence {
             return self.join_presence(name, s.channel_data.as_deref()).await;
         }
         self.authorized |= kind.needs_auth();
-        let subscribed = self.state.adapter.subscribe(&self.app, &name, &self.conn).await;
+        let subscribed = self
+            .state
+            .adapter
+            .subscribe(&self.app, &name, &self.conn)
+            .await;
         self.send(frame::subscription_succeeded(name.as_str()));
         if let Some(sub) = subscribed {
             self.channels.push(name.clone());
@@ -250,7 +300,11 @@ impl Session {
     /// Whether the connection holds `max_channels_per_connection` channels; its
     /// sign-in's own user channel does not count.
     fn channel_limit_reached(&self) -> bool {
-        let held = self.channels.iter().filter(|c| c.kind() != ChannelKind::ServerToUser).count();
+        let held = self
+            .channels
+            .iter()
+            .filter(|c| c.kind() != ChannelKind::ServerToUser)
+            .count();
         held >= self.app.limits.max_channels_per_connection
     }
 
@@ -267,8 +321,15 @@ impl Session {
         }
         let f = frame::subscription_count(name.as_str(), count);
         // Fire and forget: a count that misses a node is corrected by the next one.
-        drop(self.state.adapter.broadcast(&self.app, name, f.into(), None));
-        self.app.webhook(|| WebhookEvent::SubscriptionCount { channel: name.to_string(), subscription_count: count });
+        drop(
+            self.state
+                .adapter
+                .broadcast(&self.app, name, f.into(), None),
+        );
+        self.app.webhook(|| WebhookEvent::SubscriptionCount {
+            channel: name.to_string(),
+            subscription_count: count,
+        });
     }
 
     /// Sends a cache channel's last event to the new subscriber, or `pusher:cache_miss`.
@@ -279,30 +340,53 @@ impl Session {
         match self.state.adapter.cached(&self.app, name).await {
             Some(last) => self.send(Message::new(last.frame)),
             None => {
-                self.app.webhook(|| WebhookEvent::CacheMiss { channel: name.to_string() });
+                self.app.webhook(|| WebhookEvent::CacheMiss {
+                    channel: name.to_string(),
+                });
                 self.send(frame::cache_miss(name.as_str()))
             }
         }
     }
 
     async fn join_presence(&mut self, name: ChannelName, channel_data: Option<&str>) {
-        let refuse = |msg: &str, status| frame::subscription_error(name.as_str(), "AuthError", msg, status);
+        let refuse =
+            |msg: &str, status| frame::subscription_error(name.as_str(), "AuthError", msg, status);
         let Some(raw) = channel_data else {
-            return self.refuse_subscription(name.as_str(), refuse("presence channels need channel_data", 400));
+            return self.refuse_subscription(
+                name.as_str(),
+                refuse("presence channels need channel_data", 400),
+            );
         };
         let data: ChannelData = match serde_json::from_str(raw) {
             Ok(d) => d,
-            Err(e) => return self.refuse_subscription(name.as_str(), refuse(&format!("invalid channel_data: {e}"), 400)),
+            Err(e) => {
+                return self.refuse_subscription(
+                    name.as_str(),
+                    refuse(&format!("invalid channel_data: {e}"), 400),
+                )
+            }
         };
-        let info = data.user_info.unwrap_or_else(|| RawValue::from_string("null".into()).expect("valid JSON"));
+        let info = data
+            .user_info
+            .unwrap_or_else(|| RawValue::from_string("null".into()).expect("valid JSON"));
         if info.get().len() > self.app.limits.max_presence_user_info_bytes {
-            let msg = format!("user_info is larger than {} bytes", self.app.limits.max_presence_user_info_bytes);
+            let msg = format!(
+                "user_info is larger than {} bytes",
+                self.app.limits.max_presence_user_info_bytes
+            );
             return self.refuse_subscription(name.as_str(), refuse(&msg, 413));
         }
-        let joined = self.state.adapter.join(&self.app, &name, &self.conn, &data.user_id, info).await;
+        let joined = self
+            .state
+            .adapter
+            .join(&self.app, &name, &self.conn, &data.user_id, info)
+            .await;
         match joined {
             Err(_) => {
-                let msg = format!("presence channel is full ({} members)", self.app.limits.max_presence_members);
+                let msg = format!(
+                    "presence channel is full ({} members)",
+                    self.app.limits.max_presence_members
+                );
                 self.refuse_subscription(name.as_str(), refuse(&msg, 403))
             }
             Ok(None) => {}
@@ -319,7 +403,14 @@ impl Session {
     /// Removes one subscription (the adapter tells the others if a presence user
     /// left, and sends the lifecycle webhooks).
     async fn leave(&self, name: &ChannelName) {
-        let Some(left) = self.state.adapter.unsubscribe(&self.app, name, self.conn.id).await else { return };
+        let Some(left) = self
+            .state
+            .adapter
+            .unsubscribe(&self.app, name, self.conn.id)
+            .await
+        else {
+            return;
+        };
         console_feed::unsubscribed(&self.app.key, self.conn.id, name);
         self.state.metrics.subscriptions.dec();
         if left.vacated {
@@ -332,18 +423,38 @@ impl Session {
     async fn signin(&mut self, auth: &str, user_data: &str) {
         let user: UserData = match serde_json::from_str(user_data) {
             Ok(u) => u,
-            Err(e) => return self.send(frame::error(Some(ErrorCode::Unauthorized.code()), &format!("invalid user_data: {e}"))),
+            Err(e) => {
+                return self.send(frame::error(
+                    Some(ErrorCode::Unauthorized.code()),
+                    &format!("invalid user_data: {e}"),
+                ))
+            }
         };
-        if let Err(e) = sign::verify_user(&self.app.key, &self.app.secret, self.conn.id, user_data, auth) {
-            return self.send(frame::error(Some(ErrorCode::Unauthorized.code()), &format!("sign-in refused: {e}")));
+        if let Err(e) = sign::verify_user(
+            &self.app.key,
+            &self.app.secret,
+            self.conn.id,
+            user_data,
+            auth,
+        ) {
+            return self.send(frame::error(
+                Some(ErrorCode::Unauthorized.code()),
+                &format!("sign-in refused: {e}"),
+            ));
         }
         let watching = user.watchlist.as_ref().map_or(0, Vec::len);
         if watching > self.app.limits.max_watchlist_users {
-            let msg = format!("watchlist has {watching} users, more than the limit of {}", self.app.limits.max_watchlist_users);
+            let msg = format!(
+                "watchlist has {watching} users, more than the limit of {}",
+                self.app.limits.max_watchlist_users
+            );
             return self.send(frame::error(Some(ErrorCode::Unauthorized.code()), &msg));
         }
         let Ok(channel) = ChannelName::for_user(&user.id) else {
-            return self.send(frame::error(Some(ErrorCode::Unauthorized.code()), "user id has characters a channel name cannot hold"));
+            return self.send(frame::error(
+                Some(ErrorCode::Unauthorized.code()),
+                "user id has characters a channel name cannot hold",
+            ));
         };
         if let Some(old) = self.user_id.replace(user.id.clone()) {
             if old != user.id {
@@ -355,20 +466,42 @@ impl Session {
         }
         self.send(frame::signin_success(user_data));
         self.authorized = true;
-        if let Some(sub) = self.state.adapter.subscribe(&self.app, &channel, &self.conn).await {
+        if let Some(sub) = self
+            .state
+            .adapter
+            .subscribe(&self.app, &channel, &self.conn)
+            .await
+        {
             self.channels.push(channel.clone());
             self.after_subscribe(&channel, sub);
             if sub.occupied {
-                adapter::user_channel_changed(self.state.adapter.as_ref(), &self.app, &channel, true);
+                adapter::user_channel_changed(
+                    self.state.adapter.as_ref(),
+                    &self.app,
+                    &channel,
+                    true,
+                );
             }
         }
         let watchlist = user.watchlist_ids();
-        self.state.adapter.unwatch(&self.app, self.conn.id, &self.watchlist);
-        self.state.adapter.watch(&self.app, &self.conn, &watchlist).await;
+        self.state
+            .adapter
+            .unwatch(&self.app, self.conn.id, &self.watchlist);
+        self.state
+            .adapter
+            .watch(&self.app, &self.conn, &watchlist)
+            .await;
         let mut online = Vec::new();
         for id in &watchlist {
             if let Ok(c) = ChannelName::for_user(id) {
-                if self.state.adapter.channel_counts(&self.app, &c).await.subscriptions > 0 {
+                if self
+                    .state
+                    .adapter
+                    .channel_counts(&self.app, &c)
+                    .await
+                    .subscriptions
+                    > 0
+                {
                     online.push(id.as_str());
                 }
             }
@@ -386,28 +519,48 @@ impl Session {
             Err(e) => return self.send(frame::error(None, &invalid_channel(channel, e))),
         };
         if EventName::parse_with_max(event, limits.max_event_name_len).is_err() {
-            let msg = format!("invalid event name (at most {} characters, no control characters)", limits.max_event_name_len);
+            let msg = format!(
+                "invalid event name (at most {} characters, no control characters)",
+                limits.max_event_name_len
+            );
             return self.send(frame::error(None, &msg));
         }
         if !name.kind().allows_client_events() {
-            return self.send(frame::error(None, "client events are only allowed on private and presence channels"));
+            return self.send(frame::error(
+                None,
+                "client events are only allowed on private and presence channels",
+            ));
         }
         if !self.channels.contains(&name) {
-            return self.send(frame::error(None, &format!("not subscribed to {}", name.as_str())));
+            return self.send(frame::error(
+                None,
+                &format!("not subscribed to {}", name.as_str()),
+            ));
         }
         if data.get().len() > limits.max_event_data_bytes {
-            let msg = format!("client event data is larger than {} bytes", limits.max_event_data_bytes);
+            let msg = format!(
+                "client event data is larger than {} bytes",
+                limits.max_event_data_bytes
+            );
             return self.send(frame::error(None, &msg));
         }
         if !self.client_events.take(Instant::now()) {
             return self.send(frame::error_code(ErrorCode::ClientEventRateLimit));
         }
-        let user_id = if name.kind() == ChannelKind::Presence { self.app.hub.user_of(&name, self.conn.id) } else { None };
+        let user_id = if name.kind() == ChannelKind::Presence {
+            self.app.hub.user_of(&name, self.conn.id)
+        } else {
+            None
+        };
         let out = frame::client_event(name.as_str(), event, &data, user_id.as_deref());
         // Client events are relayed but never cached: only server-triggered events fill a cache channel.
         // A client event has nobody to tell that it missed a node (the protocol has no
         // acknowledgement); such misses are counted in `broker_adapter_dropped_messages`.
-        drop(self.state.adapter.broadcast(&self.app, &name, out.into(), Some(self.conn.id)));
+        drop(
+            self.state
+                .adapter
+                .broadcast(&self.app, &name, out.into(), Some(self.conn.id)),
+        );
         console_feed::client_event(&self.app.key, self.conn.id, &name, event, data.get().len());
         self.app.webhook(|| WebhookEvent::ClientEvent {
             channel: name.to_string(),
@@ -422,7 +575,9 @@ impl Session {
     }
 
     async fn cleanup(&mut self) {
-        self.state.adapter.unwatch(&self.app, self.conn.id, &self.watchlist);
+        self.state
+            .adapter
+            .unwatch(&self.app, self.conn.id, &self.watchlist);
         for name in std::mem::take(&mut self.channels) {
             self.leave(&name).await;
         }
@@ -432,5 +587,8 @@ impl Session {
 
 /// The error for a bad channel name, quoting at most the name's start.
 fn invalid_channel(raw: &str, e: InvalidName) -> String {
-    format!("invalid channel name {:?}: {e}", clip(raw, MAX_QUOTED_INPUT_CHARS))
+    format!(
+        "invalid channel name {:?}: {e}",
+        clip(raw, MAX_QUOTED_INPUT_CHARS)
+    )
 }

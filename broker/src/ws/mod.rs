@@ -26,8 +26,13 @@ pub async fn connect(
     state: web::Data<State>,
 ) -> actix_web::Result<HttpResponse> {
     let mut response = actix_http::ws::handshake(req.head())?;
-    let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string()).map(|q| q.into_inner()).unwrap_or_default();
-    let protocol = query.iter().find(|(k, _)| k == "protocol").map(|(_, v)| v.as_str());
+    let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+        .map(|q| q.into_inner())
+        .unwrap_or_default();
+    let protocol = query
+        .iter()
+        .find(|(k, _)| k == "protocol")
+        .map(|(_, v)| v.as_str());
     let origin = req.headers().get("origin").and_then(|o| o.to_str().ok());
     // The TCP peer, never a forwarded-for header (see `core::ip_limit`). Taken before the
     // app's own quota so a refused address does not use up the app's.
@@ -38,7 +43,9 @@ pub async fn connect(
                 tracing::debug!(peer = %peer.ip(), "refusing connection: max_connections_per_ip");
                 state.metrics.refused_per_ip.inc();
                 let code = ErrorCode::OverAddressQuota.code();
-                return Ok(response.message_body(BoxBody::new(wire::closing(code)))?.into());
+                return Ok(response
+                    .message_body(BoxBody::new(wire::closing(code)))?
+                    .into());
             }
         },
         _ => None,
@@ -49,17 +56,22 @@ pub async fn connect(
             let (conn, receiver) = connection::queue(state.socket_ids.next(), state.send_queue);
             console_feed::connection_opened(&app.key, conn.id, origin);
             let outbox = outbox::Outbox::new(receiver, state.metrics.clone());
-            let reader = wire::FrameReader::new(payload, app.limits.max_ws_message_bytes, conn.clone());
+            let reader =
+                wire::FrameReader::new(payload, app.limits.max_ws_message_bytes, conn.clone());
             actix_web::rt::spawn(async move {
                 session::run(state, app, conn, reader).await;
                 // The address's place is held for the connection's whole life.
                 drop(slot);
             });
-            Ok(response.message_body(BoxBody::new(BodyStream::new(outbox)))?.into())
+            Ok(response
+                .message_body(BoxBody::new(BodyStream::new(outbox)))?
+                .into())
         }
         Err(code) => {
             tracing::debug!(code = code.code(), "refusing connection");
-            Ok(response.message_body(BoxBody::new(wire::closing(code.code())))?.into())
+            Ok(response
+                .message_body(BoxBody::new(wire::closing(code.code())))?
+                .into())
         }
     }
 }

@@ -35,7 +35,13 @@ pub struct Outbox {
 
 impl Outbox {
     pub fn new(rx: Receiver, metrics: Arc<Metrics>) -> Self {
-        Self { rx, taken: VecDeque::new(), frames: VecDeque::new(), metrics, finished: false }
+        Self {
+            rx,
+            taken: VecDeque::new(),
+            frames: VecDeque::new(),
+            metrics,
+            finished: false,
+        }
     }
 }
 
@@ -106,11 +112,18 @@ mod tests {
         h2.send(&m);
         let a = out.next().await.unwrap().unwrap();
         let b = out2.next().await.unwrap().unwrap();
-        assert_eq!(a.as_ptr(), b.as_ptr(), "one framing shared by both connections");
+        assert_eq!(
+            a.as_ptr(),
+            b.as_ptr(),
+            "one framing shared by both connections"
+        );
         assert_eq!(&a[2..], b"hello");
         h.close(protocol::ErrorCode::OverCapacity);
         let last = out.next().await.unwrap().unwrap();
-        assert!(last.windows(4).any(|w| w == b"4100"), "pusher:error 4100 then the close frame");
+        assert!(
+            last.windows(4).any(|w| w == b"4100"),
+            "pusher:error 4100 then the close frame"
+        );
         assert!(out.next().await.is_none());
     }
 }

@@ -42,7 +42,14 @@ pub fn closing(code: u16) -> Bytes {
         None => None,
     };
     if code != 1006 {
-        Parser::write_close(&mut out, Some(CloseReason { code: CloseCode::from(code), description }), false);
+        Parser::write_close(
+            &mut out,
+            Some(CloseReason {
+                code: CloseCode::from(code),
+                description,
+            }),
+            false,
+        );
     }
     out.freeze()
 }
@@ -88,7 +95,14 @@ pub struct FrameReader {
 
 impl FrameReader {
     pub fn new(payload: web::Payload, max_message_bytes: usize, conn: ConnHandle) -> Self {
-        Self { conn, payload, buf: BytesMut::new(), codec: Codec::new().max_size(max_message_bytes), max: max_message_bytes, partial: None }
+        Self {
+            conn,
+            payload,
+            buf: BytesMut::new(),
+            codec: Codec::new().max_size(max_message_bytes),
+            max: max_message_bytes,
+            partial: None,
+        }
     }
 
     /// The next complete message; `None` when the client disconnected.
@@ -105,7 +119,9 @@ impl FrameReader {
                 // header announcing a huge frame would make us buffer whatever follows. A
                 // frame within the limit fits in `max` bytes plus its header: more than that
                 // buffered and still incomplete means the frame is over the limit.
-                Ok(None) if self.buf.len() > self.max + MAX_FRAME_HEADER => return Some(Err(ReadError::TooBig(self.max))),
+                Ok(None) if self.buf.len() > self.max + MAX_FRAME_HEADER => {
+                    return Some(Err(ReadError::TooBig(self.max)))
+                }
                 Ok(None) => {}
                 Err(e) => return Some(Err(e.into())),
             }
@@ -162,7 +178,10 @@ impl FrameReader {
 impl Inbound for FrameReader {
     async fn next(&mut self) -> Option<Result<Incoming, InboundError>> {
         // Mostly an over-long message; any broken frame ends the connection the same way.
-        Some(self.next_frame().await?.map_err(|e| InboundError { message: format!("WebSocket protocol error: {e}"), close_code: e.close_code() }))
+        Some(self.next_frame().await?.map_err(|e| InboundError {
+            message: format!("WebSocket protocol error: {e}"),
+            close_code: e.close_code(),
+        }))
     }
 }
 
@@ -184,8 +203,14 @@ mod tests {
     fn only_oversized_messages_close_with_1009() {
         assert_eq!(ReadError::TooBig(10).close_code(), 1009);
         assert_eq!(ReadError::from(ProtocolError::Overflow).close_code(), 1009);
-        assert_eq!(ReadError::from(ProtocolError::ContinuationNotStarted).close_code(), 1002);
-        assert_eq!(ReadError::from(ProtocolError::UnmaskedFrame).close_code(), 1002);
+        assert_eq!(
+            ReadError::from(ProtocolError::ContinuationNotStarted).close_code(),
+            1002
+        );
+        assert_eq!(
+            ReadError::from(ProtocolError::UnmaskedFrame).close_code(),
+            1002
+        );
         assert_eq!(ReadError::Payload("reset".into()).close_code(), 1006);
     }
 
@@ -195,6 +220,10 @@ mod tests {
         assert_eq!(f[0], 0x81, "text frame first");
         let close_at = f.len() - f.iter().rev().position(|b| *b == 0x88).unwrap() - 1;
         assert_eq!(&f[close_at + 2..close_at + 4], &4100u16.to_be_bytes());
-        assert_eq!(closing(1006).len(), 0, "nothing to send to a client that is gone");
+        assert_eq!(
+            closing(1006).len(),
+            0,
+            "nothing to send to a client that is gone"
+        );
     }
 }

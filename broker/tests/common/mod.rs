@@ -46,24 +46,65 @@ pub async fn start_with(config: Config) -> TestBroker {
     let done = actix_rt::spawn(server.run_until(async move {
         let _ = stopped.await;
     }));
-    TestBroker { port, url: format!("http://127.0.0.1:{port}"), state, stop: Some(stop), done: Some(done) }
+    TestBroker {
+        port,
+        url: format!("http://127.0.0.1:{port}"),
+        state,
+        stop: Some(stop),
+        done: Some(done),
+    }
 }
 
 impl TestBroker {
     pub fn rest(&self) -> RestClient {
-        RestClient::new(&self.url, AppId::new(APP_ID).unwrap(), AppKey::new(KEY).unwrap(), AppSecret::new(SECRET).unwrap())
+        RestClient::new(
+            &self.url,
+            AppId::new(APP_ID).unwrap(),
+            AppKey::new(KEY).unwrap(),
+            AppSecret::new(SECRET).unwrap(),
+        )
     }
 
     /// A signed REST request as the SDKs send it; returns (status, body).
-    pub async fn signed(&self, method: &str, path: &str, params: &[(&str, &str)], body: &str, secret: &str) -> (u16, String) {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-        let query = sign::sign_rest(&AppKey::new(KEY).unwrap(), &AppSecret::new(secret).unwrap(), method, path, params, body.as_bytes(), now);
-        let qs: String = query.iter().map(|(k, v)| format!("{k}={}", urlencode(v))).collect::<Vec<_>>().join("&");
+    pub async fn signed(
+        &self,
+        method: &str,
+        path: &str,
+        params: &[(&str, &str)],
+        body: &str,
+        secret: &str,
+    ) -> (u16, String) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let query = sign::sign_rest(
+            &AppKey::new(KEY).unwrap(),
+            &AppSecret::new(secret).unwrap(),
+            method,
+            path,
+            params,
+            body.as_bytes(),
+            now,
+        );
+        let qs: String = query
+            .iter()
+            .map(|(k, v)| format!("{k}={}", urlencode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
         let client = awc::Client::default();
-        let req = client.request(method.parse().unwrap(), format!("{}{path}?{qs}", self.url)).insert_header(("content-type", "application/json"));
-        let mut res = req.send_body(body.to_owned()).await.expect("broker answers");
+        let req = client
+            .request(method.parse().unwrap(), format!("{}{path}?{qs}", self.url))
+            .insert_header(("content-type", "application/json"));
+        let mut res = req
+            .send_body(body.to_owned())
+            .await
+            .expect("broker answers");
         let text = res.body().await.expect("body");
-        (res.status().as_u16(), String::from_utf8_lossy(&text).into_owned())
+        (
+            res.status().as_u16(),
+            String::from_utf8_lossy(&text).into_owned(),
+        )
     }
 
     /// Shuts the broker down as SIGTERM would, and waits until it has stopped.
@@ -72,7 +113,9 @@ impl TestBroker {
             let _ = stop.send(());
         }
         if let Some(done) = self.done.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(15), done).await.expect("broker stops");
+            let _ = tokio::time::timeout(Duration::from_secs(15), done)
+                .await
+                .expect("broker stops");
         }
     }
 }
@@ -80,7 +123,9 @@ impl TestBroker {
 fn urlencode(v: &str) -> String {
     v.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -108,9 +153,17 @@ impl Ws {
 
     /// Connects without reading anything.
     pub async fn open(b: &TestBroker, key: &str) -> Self {
-        let url = format!("ws://127.0.0.1:{}/app/{key}?protocol=7&client=test&version=1", b.port);
-        let (stream, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connects");
-        Self { stream, socket_id: String::new() }
+        let url = format!(
+            "ws://127.0.0.1:{}/app/{key}?protocol=7&client=test&version=1",
+            b.port
+        );
+        let (stream, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connects");
+        Self {
+            stream,
+            socket_id: String::new(),
+        }
     }
 
     pub async fn send_raw(&mut self, m: WsMessage) {
@@ -119,7 +172,9 @@ impl Ws {
 
     /// Asserts that nothing arrives within `ms`.
     pub async fn quiet_for(&mut self, ms: u64) {
-        if let Ok(Some(Ok(WsMessage::Text(t)))) = tokio::time::timeout(Duration::from_millis(ms), self.stream.next()).await {
+        if let Ok(Some(Ok(WsMessage::Text(t)))) =
+            tokio::time::timeout(Duration::from_millis(ms), self.stream.next()).await
+        {
             panic!("expected nothing, got {t}");
         }
     }
@@ -131,15 +186,24 @@ impl Client for Ws {
     }
 
     async fn send(&mut self, v: Value) {
-        self.stream.send(WsMessage::Text(v.to_string().into())).await.expect("send");
+        self.stream
+            .send(WsMessage::Text(v.to_string().into()))
+            .await
+            .expect("send");
     }
 
     async fn next(&mut self) -> Result<Value, Closed> {
         loop {
-            let m = tokio::time::timeout(WAIT, self.stream.next()).await.expect("a message within the wait");
+            let m = tokio::time::timeout(WAIT, self.stream.next())
+                .await
+                .expect("a message within the wait");
             match m {
-                Some(Ok(WsMessage::Text(t))) => return Ok(serde_json::from_str(&t).expect("JSON from the broker")),
-                Some(Ok(WsMessage::Close(frame))) => return Err(Closed(frame.map(|f| u16::from(f.code)))),
+                Some(Ok(WsMessage::Text(t))) => {
+                    return Ok(serde_json::from_str(&t).expect("JSON from the broker"))
+                }
+                Some(Ok(WsMessage::Close(frame))) => {
+                    return Err(Closed(frame.map(|f| u16::from(f.code))))
+                }
                 Some(Ok(_)) => continue,
                 Some(Err(_)) | None => return Err(Closed(None)),
             }
@@ -179,18 +243,26 @@ pub trait Client {
     }
 
     async fn subscribe(&mut self, channel: &str) -> Value {
-        self.send(json!({"event": "pusher:subscribe", "data": {"channel": channel}})).await;
+        self.send(json!({"event": "pusher:subscribe", "data": {"channel": channel}}))
+            .await;
         self.answer(channel).await
     }
 
     /// Subscribes to a private or presence channel with a valid signature.
     async fn subscribe_signed(&mut self, channel: &str, channel_data: Option<&str>) -> Value {
-        let auth = sign::sign_channel(&AppKey::new(KEY).unwrap(), &AppSecret::new(SECRET).unwrap(), self.socket_id(), channel, channel_data);
+        let auth = sign::sign_channel(
+            &AppKey::new(KEY).unwrap(),
+            &AppSecret::new(SECRET).unwrap(),
+            self.socket_id(),
+            channel,
+            channel_data,
+        );
         let mut data = json!({"channel": channel, "auth": auth});
         if let Some(cd) = channel_data {
             data["channel_data"] = json!(cd);
         }
-        self.send(json!({"event": "pusher:subscribe", "data": data})).await;
+        self.send(json!({"event": "pusher:subscribe", "data": data}))
+            .await;
         self.answer(channel).await
     }
 
@@ -205,10 +277,16 @@ pub trait Client {
         loop {
             let m = self.next().await.expect("open while subscribing");
             let ev = m["event"].as_str().unwrap_or_default();
-            if m["channel"] == channel && (ev == "pusher_internal:subscription_succeeded" || ev == "pusher:subscription_error") {
+            if m["channel"] == channel
+                && (ev == "pusher_internal:subscription_succeeded"
+                    || ev == "pusher:subscription_error")
+            {
                 return m;
             }
-            assert!(!ev.starts_with("pusher_internal:member"), "member event for a channel before its answer: {m}");
+            assert!(
+                !ev.starts_with("pusher_internal:member"),
+                "member event for a channel before its answer: {m}"
+            );
         }
     }
 }

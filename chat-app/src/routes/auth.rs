@@ -34,7 +34,9 @@ const STALE_FORM: &str = "Your session expired or the form was out of date. Plea
 
 fn redirect(to: &str) -> HttpResponse {
     // 303 so that the browser follows a POST with a GET.
-    HttpResponse::SeeOther().insert_header(("Location", to)).finish()
+    HttpResponse::SeeOther()
+        .insert_header(("Location", to))
+        .finish()
 }
 
 enum Form {
@@ -42,9 +44,21 @@ enum Form {
     Signup,
 }
 
-fn render(state: &AppState, session: &Session, form: Form, status: StatusCode, username: &str, error: Option<&str>) -> Result<HttpResponse, AppError> {
+fn render(
+    state: &AppState,
+    session: &Session,
+    form: Form,
+    status: StatusCode,
+    username: &str,
+    error: Option<&str>,
+) -> Result<HttpResponse, AppError> {
     let token = csrf::token(session)?;
-    let f = AuthForm { csrf_token: &token, username, error, notice: None };
+    let f = AuthForm {
+        csrf_token: &token,
+        username,
+        error,
+        notice: None,
+    };
     let page = match form {
         Form::Login => html::login_page(&f),
         Form::Signup => html::signup_page(&f),
@@ -53,34 +67,72 @@ fn render(state: &AppState, session: &Session, form: Form, status: StatusCode, u
 }
 
 /// The form again with the error, its status, and `Retry-After` when waiting helps.
-fn render_error(state: &AppState, session: &Session, form: Form, username: &str, e: &AppError) -> Result<HttpResponse, AppError> {
-    let mut resp = render(state, session, form, e_status(e), username, Some(&capitalize(&e.to_string())))?;
+fn render_error(
+    state: &AppState,
+    session: &Session,
+    form: Form,
+    username: &str,
+    e: &AppError,
+) -> Result<HttpResponse, AppError> {
+    let mut resp = render(
+        state,
+        session,
+        form,
+        e_status(e),
+        username,
+        Some(&capitalize(&e.to_string())),
+    )?;
     if let Some(secs) = e.retry_after_secs() {
-        resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
     }
     Ok(resp)
 }
 
 /// The peer address; the app does not trust forwarding headers, which any client can set.
 fn client_ip(req: &HttpRequest) -> IpAddr {
-    req.peer_addr().map(|a| a.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+    req.peer_addr()
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
 }
 
-pub async fn login_form(state: web::Data<AppState>, session: Session) -> Result<HttpResponse, AppError> {
+pub async fn login_form(
+    state: web::Data<AppState>,
+    session: Session,
+) -> Result<HttpResponse, AppError> {
     if session::current_user(&session, &state).await?.is_some() {
         return Ok(redirect("/"));
     }
     render(&state, &session, Form::Login, StatusCode::OK, "", None)
 }
 
-pub async fn login(state: web::Data<AppState>, session: Session, req: HttpRequest, FormOrJson(form): FormOrJson<Credentials>) -> Result<HttpResponse, AppError> {
+pub async fn login(
+    state: web::Data<AppState>,
+    session: Session,
+    req: HttpRequest,
+    FormOrJson(form): FormOrJson<Credentials>,
+) -> Result<HttpResponse, AppError> {
     let username = form.username.as_deref().unwrap_or("").trim().to_owned();
     if csrf::verify(&session, &req, form.csrf_token.as_deref()).is_err() {
-        return render(&state, &session, Form::Login, StatusCode::FORBIDDEN, &username, Some(STALE_FORM));
+        return render(
+            &state,
+            &session,
+            Form::Login,
+            StatusCode::FORBIDDEN,
+            &username,
+            Some(STALE_FORM),
+        );
     }
     let password = form.password.unwrap_or_default();
     if username.is_empty() || password.is_empty() {
-        return render(&state, &session, Form::Login, StatusCode::BAD_REQUEST, &username, Some("Enter your username and password."));
+        return render(
+            &state,
+            &session,
+            Form::Login,
+            StatusCode::BAD_REQUEST,
+            &username,
+            Some("Enter your username and password."),
+        );
     }
     if let Err(too_many) = state.throttle.login_attempt(client_ip(&req), &username) {
         tracing::warn!(user = %username, "login attempts throttled");
@@ -88,7 +140,9 @@ pub async fn login(state: web::Data<AppState>, session: Session, req: HttpReques
     }
     let lookup = username.clone();
     // The connection goes back to the pool before hashing starts.
-    let user = state.db(move |c| Ok(store::find_user_by_name(c, &lookup)?)).await?;
+    let user = state
+        .db(move |c| Ok(store::find_user_by_name(c, &lookup)?))
+        .await?;
     let slot = match state.throttle.hashing_slot().await {
         Ok(slot) => slot,
         Err(e) => return render_error(&state, &session, Form::Login, &username, &e),
@@ -110,21 +164,44 @@ pub async fn login(state: web::Data<AppState>, session: Session, req: HttpReques
             tracing::info!(user = %u.username, "logged in");
             Ok(redirect("/"))
         }
-        None => render(&state, &session, Form::Login, StatusCode::UNAUTHORIZED, &username, Some("Invalid username or password.")),
+        None => render(
+            &state,
+            &session,
+            Form::Login,
+            StatusCode::UNAUTHORIZED,
+            &username,
+            Some("Invalid username or password."),
+        ),
     }
 }
 
-pub async fn signup_form(state: web::Data<AppState>, session: Session) -> Result<HttpResponse, AppError> {
+pub async fn signup_form(
+    state: web::Data<AppState>,
+    session: Session,
+) -> Result<HttpResponse, AppError> {
     render(&state, &session, Form::Signup, StatusCode::OK, "", None)
 }
 
-pub async fn signup(state: web::Data<AppState>, session: Session, req: HttpRequest, FormOrJson(form): FormOrJson<Credentials>) -> Result<HttpResponse, AppError> {
+pub async fn signup(
+    state: web::Data<AppState>,
+    session: Session,
+    req: HttpRequest,
+    FormOrJson(form): FormOrJson<Credentials>,
+) -> Result<HttpResponse, AppError> {
     let raw_name = form.username.unwrap_or_default();
     if csrf::verify(&session, &req, form.csrf_token.as_deref()).is_err() {
-        return render(&state, &session, Form::Signup, StatusCode::FORBIDDEN, raw_name.trim(), Some(STALE_FORM));
+        return render(
+            &state,
+            &session,
+            Form::Signup,
+            StatusCode::FORBIDDEN,
+            raw_name.trim(),
+            Some(STALE_FORM),
+        );
     }
     let password = form.password.unwrap_or_default();
-    let checked = validate::username(&raw_name).and_then(|name| validate::password(&password).map(|_| name.to_owned()));
+    let checked = validate::username(&raw_name)
+        .and_then(|name| validate::password(&password).map(|_| name.to_owned()));
     let username = match checked {
         Ok(name) => name,
         Err(e) => return render_error(&state, &session, Form::Signup, raw_name.trim(), &e),
@@ -139,7 +216,9 @@ pub async fn signup(state: web::Data<AppState>, session: Session, req: HttpReque
             tracing::info!(user = %user.username, "account created");
             Ok(redirect("/"))
         }
-        Err(e @ (AppError::Conflict(_) | AppError::BadRequest(_) | AppError::Busy { .. })) => render_error(&state, &session, Form::Signup, &username, &e),
+        Err(e @ (AppError::Conflict(_) | AppError::BadRequest(_) | AppError::Busy { .. })) => {
+            render_error(&state, &session, Form::Signup, &username, &e)
+        }
         Err(e) => Err(e),
     }
 }
@@ -158,9 +237,17 @@ fn capitalize(s: &str) -> String {
 
 /// Hashes in a hashing slot on the blocking pool, then takes a database
 /// connection only to insert.
-async fn create_account(state: &AppState, username: String, password: String) -> Result<crate::models::User, AppError> {
+async fn create_account(
+    state: &AppState,
+    username: String,
+    password: String,
+) -> Result<crate::models::User, AppError> {
     let lookup = username.clone();
-    if state.db(move |c| Ok(store::find_user_by_name(c, &lookup)?)).await?.is_some() {
+    if state
+        .db(move |c| Ok(store::find_user_by_name(c, &lookup)?))
+        .await?
+        .is_some()
+    {
         return Err(crate::store::StoreError::UsernameTaken.into());
     }
     let slot = state.throttle.hashing_slot().await?;
@@ -169,11 +256,18 @@ async fn create_account(state: &AppState, username: String, password: String) ->
     state.db(move |c| accounts::store(c, &account)).await
 }
 
-pub async fn logout_form(state: web::Data<AppState>, session: Session) -> Result<HttpResponse, AppError> {
+pub async fn logout_form(
+    state: web::Data<AppState>,
+    session: Session,
+) -> Result<HttpResponse, AppError> {
     match session::current_user(&session, &state).await? {
         Some(u) => {
             let token = csrf::token(&session)?;
-            Ok(html::respond(StatusCode::OK, &state.config, html::logout_page(&token, &u.username)))
+            Ok(html::respond(
+                StatusCode::OK,
+                &state.config,
+                html::logout_page(&token, &u.username),
+            ))
         }
         None => Ok(redirect("/login")),
     }
@@ -188,7 +282,12 @@ pub struct LogoutForm {
     everywhere: Option<String>,
 }
 
-pub async fn logout(state: web::Data<AppState>, session: Session, req: HttpRequest, FormOrJson(form): FormOrJson<LogoutForm>) -> Result<HttpResponse, AppError> {
+pub async fn logout(
+    state: web::Data<AppState>,
+    session: Session,
+    req: HttpRequest,
+    FormOrJson(form): FormOrJson<LogoutForm>,
+) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, &req, form.csrf_token.as_deref())?;
     let everywhere = form.everywhere.as_deref().is_some_and(|v| !v.is_empty());
     match session::current_user(&session, &state).await? {

@@ -49,7 +49,9 @@ fn summary(row: store::SummaryRow) -> Summary {
         Kind::Group => row.title.unwrap_or_default(),
     };
     let last_message = match (row.last_id, row.last_name, row.last_message) {
-        (Some(id), Some(name), Some(message)) => Some(json!({ "id": id, "name": name, "message": message })),
+        (Some(id), Some(name), Some(message)) => {
+            Some(json!({ "id": id, "name": name, "message": message }))
+        }
         _ => None,
     };
     Summary {
@@ -66,27 +68,45 @@ fn summary(row: store::SummaryRow) -> Summary {
 }
 
 async fn summary_for(state: &AppState, user_id: i32, cid: i64) -> Result<Summary, AppError> {
-    let row = state.db(move |c| Ok(store::summaries(c, user_id, Some(cid))?)).await?.pop();
-    row.map(summary).ok_or_else(|| AppError::NotFound("no such conversation".into()))
+    let row = state
+        .db(move |c| Ok(store::summaries(c, user_id, Some(cid))?))
+        .await?
+        .pop();
+    row.map(summary)
+        .ok_or_else(|| AppError::NotFound("no such conversation".into()))
 }
 
 /// `GET /api/conversations`: mine, newest activity first.
-pub async fn list(CurrentUser(user): CurrentUser, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
-    let rows = state.db(move |c| Ok(store::summaries(c, user.id, None)?)).await?;
+pub async fn list(
+    CurrentUser(user): CurrentUser,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    let rows = state
+        .db(move |c| Ok(store::summaries(c, user.id, None)?))
+        .await?;
     Ok(HttpResponse::Ok().json(rows.into_iter().map(summary).collect::<Vec<_>>()))
 }
 
 /// `GET /api/conversations/{id}`: the summary and, except for "everyone", the members.
-pub async fn show(CurrentUser(user): CurrentUser, state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, AppError> {
+pub async fn show(
+    CurrentUser(user): CurrentUser,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
     let cid = super::parse_id(&path, "conversation")?;
     let conv = member_conversation(&state, cid, user.id).await?;
     let s = summary_for(&state, user.id, cid).await?;
     let members = if conv.kind() == Kind::Everyone {
         Vec::new()
     } else {
-        state.db(move |c| Ok(store::members_of(c, cid, MEMBER_LIST_LIMIT)?)).await?
+        state
+            .db(move |c| Ok(store::members_of(c, cid, MEMBER_LIST_LIMIT)?))
+            .await?
     };
-    let members: Vec<_> = members.into_iter().map(|(id, name)| json!({ "id": id, "name": name })).collect();
+    let members: Vec<_> = members
+        .into_iter()
+        .map(|(id, name)| json!({ "id": id, "name": name }))
+        .collect();
     Ok(HttpResponse::Ok().json(json!({ "conversation": s, "members": members })))
 }
 
@@ -107,7 +127,13 @@ pub struct NewConversation {
 /// `POST /api/conversations` (JSON): `{kind: "direct", username}` opens (or
 /// returns) the direct conversation with that user; `{kind: "group", title,
 /// usernames}` creates a group of the creator and those users.
-pub async fn create(CurrentUser(user): CurrentUser, state: web::Data<AppState>, session: Session, req: HttpRequest, FormOrJson(body): FormOrJson<NewConversation>) -> Result<HttpResponse, AppError> {
+pub async fn create(
+    CurrentUser(user): CurrentUser,
+    state: web::Data<AppState>,
+    session: Session,
+    req: HttpRequest,
+    FormOrJson(body): FormOrJson<NewConversation>,
+) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, &req, body.csrf_token.as_deref())?;
     let me = user.id;
     let (conv, new_members) = match body.kind.as_deref() {
@@ -118,15 +144,24 @@ pub async fn create(CurrentUser(user): CurrentUser, state: web::Data<AppState>, 
                 .await?
                 .ok_or_else(|| AppError::bad_request("no user by that name"))?;
             if other.id == me {
-                return Err(AppError::bad_request("a direct conversation needs another person"));
+                return Err(AppError::bad_request(
+                    "a direct conversation needs another person",
+                ));
             }
-            let (conv, is_new) = state.db(move |c| Ok(store::direct(c, me, other.id)?)).await?;
+            let (conv, is_new) = state
+                .db(move |c| Ok(store::direct(c, me, other.id)?))
+                .await?;
             (conv, if is_new { vec![other.id] } else { Vec::new() })
         }
         Some("group") => {
             let title = validate::title(body.title.as_deref())?;
             let max = state.config.group_max_members;
-            let mut names: Vec<String> = body.usernames.iter().map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()).collect();
+            let mut names: Vec<String> = body
+                .usernames
+                .iter()
+                .map(|n| n.trim().to_owned())
+                .filter(|n| !n.is_empty())
+                .collect();
             names.sort();
             names.dedup();
             names.retain(|n| *n != user.username);
@@ -135,21 +170,39 @@ pub async fn create(CurrentUser(user): CurrentUser, state: web::Data<AppState>, 
                 return Err(AppError::bad_request(format!("a group has {GROUP_MIN_MEMBERS} to {max} members, you included (this one would have {total})")));
             }
             let lookup = names.clone();
-            let found = state.db(move |c| Ok(store::users_by_names(c, &lookup)?)).await?;
-            let missing: Vec<&String> = names.iter().filter(|n| !found.iter().any(|u| &u.username == *n)).collect();
+            let found = state
+                .db(move |c| Ok(store::users_by_names(c, &lookup)?))
+                .await?;
+            let missing: Vec<&String> = names
+                .iter()
+                .filter(|n| !found.iter().any(|u| &u.username == *n))
+                .collect();
             if !missing.is_empty() {
-                let list = missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+                let list = missing
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 return Err(AppError::bad_request(format!("no such users: {list}")));
             }
             let ids: Vec<i32> = found.iter().map(|u| u.id).collect();
             let others = ids.clone();
-            let conv = state.db(move |c| Ok(store::create_group(c, me, &title, &others)?)).await?;
+            let conv = state
+                .db(move |c| Ok(store::create_group(c, me, &title, &others)?))
+                .await?;
             (conv, ids)
         }
         _ => return Err(AppError::bad_request("kind must be direct or group")),
     };
     let cid = conv.id;
-    state.broadcaster.send_to_users(&new_members, NOTICE_ADDED, &json!({ "conversation_id": cid })).await;
+    state
+        .broadcaster
+        .send_to_users(
+            &new_members,
+            NOTICE_ADDED,
+            &json!({ "conversation_id": cid }),
+        )
+        .await;
     Ok(HttpResponse::Ok().json(summary_for(&state, me, cid).await?))
 }
 
@@ -157,10 +210,14 @@ pub async fn create(CurrentUser(user): CurrentUser, state: web::Data<AppState>, 
 async fn managed_group(state: &AppState, cid: i64, user_id: i32) -> Result<Conversation, AppError> {
     let conv = member_conversation(state, cid, user_id).await?;
     if conv.kind() != Kind::Group {
-        return Err(AppError::bad_request("only groups have members to add or remove"));
+        return Err(AppError::bad_request(
+            "only groups have members to add or remove",
+        ));
     }
     if conv.created_by != Some(user_id) {
-        return Err(AppError::Forbidden("only the group's creator can add or remove members".into()));
+        return Err(AppError::Forbidden(
+            "only the group's creator can add or remove members".into(),
+        ));
     }
     Ok(conv)
 }
@@ -173,22 +230,53 @@ pub struct AddMember {
 }
 
 /// `POST /api/conversations/{id}/members` `{username}` (creator only).
-pub async fn add_member(CurrentUser(user): CurrentUser, state: web::Data<AppState>, session: Session, req: HttpRequest, path: web::Path<String>, FormOrJson(body): FormOrJson<AddMember>) -> Result<HttpResponse, AppError> {
+pub async fn add_member(
+    CurrentUser(user): CurrentUser,
+    state: web::Data<AppState>,
+    session: Session,
+    req: HttpRequest,
+    path: web::Path<String>,
+    FormOrJson(body): FormOrJson<AddMember>,
+) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, &req, body.csrf_token.as_deref())?;
     let cid = super::parse_id(&path, "conversation")?;
     let conv = managed_group(&state, cid, user.id).await?;
     let name = body.username.unwrap_or_default().trim().to_owned();
-    let other = state.db(move |c| Ok(crate::store::find_user_by_name(c, &name)?)).await?.ok_or_else(|| AppError::bad_request("no user by that name"))?;
+    let other = state
+        .db(move |c| Ok(crate::store::find_user_by_name(c, &name)?))
+        .await?
+        .ok_or_else(|| AppError::bad_request("no user by that name"))?;
     let max = state.config.group_max_members;
-    let added = match state.db(move |c| Ok(store::add_member(c, cid, other.id, max)?)).await {
-        Err(AppError::Conflict(_)) => return Err(AppError::bad_request(format!("a group has at most {max} members"))),
+    let added = match state
+        .db(move |c| Ok(store::add_member(c, cid, other.id, max)?))
+        .await
+    {
+        Err(AppError::Conflict(_)) => {
+            return Err(AppError::bad_request(format!(
+                "a group has at most {max} members"
+            )))
+        }
         other => other?,
     };
     if added {
         let members = state.db(move |c| Ok(store::member_ids(c, cid)?)).await?;
         let others: Vec<i32> = members.into_iter().filter(|id| *id != other.id).collect();
-        state.broadcaster.send_to_users(&[other.id], NOTICE_ADDED, &json!({ "conversation_id": cid })).await;
-        state.broadcaster.send_to_users(&others, NOTICE_MEMBERS, &json!({ "conversation_id": cid, "channel": conv.channel() })).await;
+        state
+            .broadcaster
+            .send_to_users(
+                &[other.id],
+                NOTICE_ADDED,
+                &json!({ "conversation_id": cid }),
+            )
+            .await;
+        state
+            .broadcaster
+            .send_to_users(
+                &others,
+                NOTICE_MEMBERS,
+                &json!({ "conversation_id": cid, "channel": conv.channel() }),
+            )
+            .await;
     }
     Ok(HttpResponse::Ok().json(json!({ "added": added })))
 }
@@ -219,21 +307,40 @@ pub async fn remove_member(
     csrf::verify(&session, &req, body.csrf_token.as_deref())?;
     let (cid, uid) = path.into_inner();
     let cid = super::parse_id(&cid, "conversation")?;
-    let uid: i32 = uid.parse().map_err(|_| AppError::NotFound("no such member".into()))?;
+    let uid: i32 = uid
+        .parse()
+        .map_err(|_| AppError::NotFound("no such member".into()))?;
     managed_group(&state, cid, user.id).await?;
     if uid == user.id {
         return Err(AppError::bad_request("the creator cannot be removed"));
     }
-    let moved = match state.db(move |c| Ok(store::remove_member(c, cid, uid, GROUP_MIN_MEMBERS)?)).await {
-        Err(AppError::Conflict(_)) => return Err(AppError::bad_request(format!("a group has at least {GROUP_MIN_MEMBERS} members"))),
+    let moved = match state
+        .db(move |c| Ok(store::remove_member(c, cid, uid, GROUP_MIN_MEMBERS)?))
+        .await
+    {
+        Err(AppError::Conflict(_)) => {
+            return Err(AppError::bad_request(format!(
+                "a group has at least {GROUP_MIN_MEMBERS} members"
+            )))
+        }
         other => other?,
     };
     let Some(conv) = moved else {
         return Err(AppError::NotFound("no such member".into()));
     };
     let members = state.db(move |c| Ok(store::member_ids(c, cid)?)).await?;
-    state.broadcaster.send_to_users(&members, NOTICE_MEMBERS, &json!({ "conversation_id": cid, "channel": conv.channel() })).await;
-    state.broadcaster.send_to_users(&[uid], NOTICE_REMOVED, &json!({ "conversation_id": cid })).await;
+    state
+        .broadcaster
+        .send_to_users(
+            &members,
+            NOTICE_MEMBERS,
+            &json!({ "conversation_id": cid, "channel": conv.channel() }),
+        )
+        .await;
+    state
+        .broadcaster
+        .send_to_users(&[uid], NOTICE_REMOVED, &json!({ "conversation_id": cid }))
+        .await;
     Ok(HttpResponse::Ok().json(json!({ "removed": true, "channel": conv.channel() })))
 }
 
@@ -243,11 +350,22 @@ pub struct Search {
 }
 
 /// `GET /api/users?q=prefix`: up to 20 other users whose name starts with it.
-pub async fn search_users(CurrentUser(user): CurrentUser, state: web::Data<AppState>, query: web::Query<Search>) -> Result<HttpResponse, AppError> {
+pub async fn search_users(
+    CurrentUser(user): CurrentUser,
+    state: web::Data<AppState>,
+    query: web::Query<Search>,
+) -> Result<HttpResponse, AppError> {
     let q = query.q.as_deref().unwrap_or("").trim().to_owned();
     if q.chars().count() > validate::USERNAME_MAX_CHARS {
         return Err(AppError::bad_request("q is longer than any username"));
     }
-    let found = state.db(move |c| Ok(store::search_users(c, &q, user.id, SEARCH_LIMIT)?)).await?;
-    Ok(HttpResponse::Ok().json(found.into_iter().map(|(id, name)| json!({ "id": id, "name": name })).collect::<Vec<_>>()))
+    let found = state
+        .db(move |c| Ok(store::search_users(c, &q, user.id, SEARCH_LIMIT)?))
+        .await?;
+    Ok(HttpResponse::Ok().json(
+        found
+            .into_iter()
+            .map(|(id, name)| json!({ "id": id, "name": name }))
+            .collect::<Vec<_>>(),
+    ))
 }

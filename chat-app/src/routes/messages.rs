@@ -33,7 +33,10 @@ const MAX_RECEIPT_NAMES: i64 = 100;
 fn parse_socket(s: Option<&str>) -> Result<Option<SocketId>, AppError> {
     match s.map(str::trim).filter(|s| !s.is_empty()) {
         None => Ok(None),
-        Some(s) => s.parse::<SocketId>().map(Some).map_err(|_| AppError::bad_request("socket_id must look like 1234.5678")),
+        Some(s) => s
+            .parse::<SocketId>()
+            .map(Some)
+            .map_err(|_| AppError::bad_request("socket_id must look like 1234.5678")),
     }
 }
 
@@ -74,13 +77,21 @@ fn conversation_field(v: Option<&serde_json::Value>) -> Result<i64, AppError> {
         None | Some(serde_json::Value::Null) => Ok(EVERYONE_ID),
         Some(serde_json::Value::Number(n)) => n.as_i64().filter(|i| *i > 0).ok_or_else(bad),
         Some(serde_json::Value::String(s)) if s.is_empty() => Ok(EVERYONE_ID),
-        Some(serde_json::Value::String(s)) => s.parse::<i64>().ok().filter(|i| *i > 0).ok_or_else(bad),
+        Some(serde_json::Value::String(s)) => {
+            s.parse::<i64>().ok().filter(|i| *i > 0).ok_or_else(bad)
+        }
         Some(_) => Err(bad()),
     }
 }
 
 /// `POST /conversation` (the original route).
-pub async fn create(user: CurrentUser, state: web::Data<AppState>, session: Session, req: HttpRequest, body: FormOrJson<NewMessage>) -> Result<HttpResponse, AppError> {
+pub async fn create(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    session: Session,
+    req: HttpRequest,
+    body: FormOrJson<NewMessage>,
+) -> Result<HttpResponse, AppError> {
     let cid = conversation_field(body.0.conversation_id.as_ref())?;
     post_message(user, state, session, req, cid, body.0).await
 }
@@ -98,15 +109,39 @@ pub async fn create_in(
     post_message(user, state, session, req, cid, body).await
 }
 
-async fn post_message(CurrentUser(user): CurrentUser, state: web::Data<AppState>, session: Session, req: HttpRequest, cid: i64, body: NewMessage) -> Result<HttpResponse, AppError> {
+async fn post_message(
+    CurrentUser(user): CurrentUser,
+    state: web::Data<AppState>,
+    session: Session,
+    req: HttpRequest,
+    cid: i64,
+    body: NewMessage,
+) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, &req, body.csrf_token.as_deref())?;
     let conv = member_conversation(&state, cid, user.id).await?;
     let text = validate::message(body.message.as_deref())?;
-    let (view, recipients) = state.db(move |c| Ok(store::insert(c, &user, cid, &text)?)).await?;
-    let broadcast = state.broadcaster.publish(&conv.channel(), EVENT_NEW, &view, None).await;
-    let notice = Notice { conversation_id: cid, id: view.id, name: &view.name, message: &view.message, created_at: &view.created_at };
-    state.broadcaster.send_to_users(&recipients, NOTICE_NEW_MESSAGE, &notice).await;
-    Ok(HttpResponse::Ok().json(Created { message: view, broadcast }))
+    let (view, recipients) = state
+        .db(move |c| Ok(store::insert(c, &user, cid, &text)?))
+        .await?;
+    let broadcast = state
+        .broadcaster
+        .publish(&conv.channel(), EVENT_NEW, &view, None)
+        .await;
+    let notice = Notice {
+        conversation_id: cid,
+        id: view.id,
+        name: &view.name,
+        message: &view.message,
+        created_at: &view.created_at,
+    };
+    state
+        .broadcaster
+        .send_to_users(&recipients, NOTICE_NEW_MESSAGE, &notice)
+        .await;
+    Ok(HttpResponse::Ok().json(Created {
+        message: view,
+        broadcast,
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,24 +153,33 @@ pub struct Page {
 
 impl Page {
     fn parse(&self) -> Result<(Option<i64>, i64), AppError> {
-        let before = match self.before.as_deref().filter(|s| !s.is_empty()) {
-            None => None,
-            Some(s) => Some(s.parse::<i64>().ok().filter(|b| *b > 0).ok_or_else(|| AppError::bad_request("before must be a positive message id"))?),
-        };
+        let before =
+            match self.before.as_deref().filter(|s| !s.is_empty()) {
+                None => None,
+                Some(s) => Some(s.parse::<i64>().ok().filter(|b| *b > 0).ok_or_else(|| {
+                    AppError::bad_request("before must be a positive message id")
+                })?),
+            };
         let limit = match self.limit.as_deref().filter(|s| !s.is_empty()) {
             None => DEFAULT_PAGE,
             Some(s) => s
                 .parse::<i64>()
                 .ok()
                 .filter(|l| (1..=MAX_PAGE).contains(l))
-                .ok_or_else(|| AppError::bad_request(format!("limit must be an integer from 1 to {MAX_PAGE}")))?,
+                .ok_or_else(|| {
+                    AppError::bad_request(format!("limit must be an integer from 1 to {MAX_PAGE}"))
+                })?,
         };
         Ok((before, limit))
     }
 }
 
 /// `GET /conversations/` (the original route; `?conversation_id=` picks another conversation).
-pub async fn list(user: CurrentUser, state: web::Data<AppState>, query: web::Query<Page>) -> Result<HttpResponse, AppError> {
+pub async fn list(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    query: web::Query<Page>,
+) -> Result<HttpResponse, AppError> {
     let cid = match query.conversation_id.as_deref().filter(|s| !s.is_empty()) {
         None => EVERYONE_ID,
         Some(s) => parse_id(s, "conversation")?,
@@ -144,15 +188,27 @@ pub async fn list(user: CurrentUser, state: web::Data<AppState>, query: web::Que
 }
 
 /// `GET /api/conversations/{id}/messages?before=&limit=`: a page, oldest first.
-pub async fn list_in(user: CurrentUser, state: web::Data<AppState>, path: web::Path<String>, query: web::Query<Page>) -> Result<HttpResponse, AppError> {
+pub async fn list_in(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<Page>,
+) -> Result<HttpResponse, AppError> {
     let cid = parse_id(&path, "conversation")?;
     page_of(user, state, cid, &query).await
 }
 
-async fn page_of(CurrentUser(user): CurrentUser, state: web::Data<AppState>, cid: i64, query: &Page) -> Result<HttpResponse, AppError> {
+async fn page_of(
+    CurrentUser(user): CurrentUser,
+    state: web::Data<AppState>,
+    cid: i64,
+    query: &Page,
+) -> Result<HttpResponse, AppError> {
     let (before, limit) = query.parse()?;
     member_conversation(&state, cid, user.id).await?;
-    let messages = state.db(move |c| Ok(store::page(c, cid, user.id, before, limit)?)).await?;
+    let messages = state
+        .db(move |c| Ok(store::page(c, cid, user.id, before, limit)?))
+        .await?;
     Ok(HttpResponse::Ok().json(messages))
 }
 
@@ -164,11 +220,25 @@ pub struct Receipt {
     csrf_token: Option<String>,
 }
 
-pub async fn delivered(user: CurrentUser, state: web::Data<AppState>, session: Session, req: HttpRequest, id: web::Path<String>, body: FormOrJson<Receipt>) -> Result<HttpResponse, AppError> {
+pub async fn delivered(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    session: Session,
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: FormOrJson<Receipt>,
+) -> Result<HttpResponse, AppError> {
     acknowledge(user, state, session, req, id, body, Status::Delivered).await
 }
 
-pub async fn seen(user: CurrentUser, state: web::Data<AppState>, session: Session, req: HttpRequest, id: web::Path<String>, body: FormOrJson<Receipt>) -> Result<HttpResponse, AppError> {
+pub async fn seen(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    session: Session,
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: FormOrJson<Receipt>,
+) -> Result<HttpResponse, AppError> {
     acknowledge(user, state, session, req, id, body, Status::Seen).await
 }
 
@@ -189,20 +259,47 @@ async fn acknowledge(
     csrf::verify(&session, &req, body.csrf_token.as_deref())?;
     let id = parse_id(&id, "message")?;
     let exclude = parse_socket(body.socket_id.as_deref())?;
-    let (_, cid, sender) = state.db(move |c| Ok(store::locate(c, id)?)).await?.ok_or_else(|| AppError::NotFound("no such message".into()))?;
-    let conv = member_conversation(&state, cid, user.id).await.map_err(|_| AppError::NotFound("no such message".into()))?;
+    let (_, cid, sender) = state
+        .db(move |c| Ok(store::locate(c, id)?))
+        .await?
+        .ok_or_else(|| AppError::NotFound("no such message".into()))?;
+    let conv = member_conversation(&state, cid, user.id)
+        .await
+        .map_err(|_| AppError::NotFound("no such message".into()))?;
     const TEXT: &str = "text/plain; charset=utf-8";
     if sender == user.id {
-        return Ok(HttpResponse::Ok().content_type(TEXT).body(if to == Status::Seen { "Awaiting Seen" } else { "Awaiting Delivery" }));
+        return Ok(HttpResponse::Ok()
+            .content_type(TEXT)
+            .body(if to == Status::Seen {
+                "Awaiting Seen"
+            } else {
+                "Awaiting Delivery"
+            }));
     }
-    let changed = state.db(move |c| Ok(store::mark(c, user.id, cid, &[id], to)?)).await?;
+    let changed = state
+        .db(move |c| Ok(store::mark(c, user.id, cid, &[id], to)?))
+        .await?;
     if changed.is_empty() {
         return Ok(HttpResponse::Ok().content_type(TEXT).body("ok"));
     }
-    let view = state.db(move |c| Ok(store::views(c, &[id])?)).await?.pop().ok_or_else(|| AppError::NotFound("no such message".into()))?;
-    let event = if to == Status::Seen { EVENT_SEEN } else { EVENT_DELIVERED };
-    let sent = state.broadcaster.publish(&conv.channel(), event, &view, exclude).await;
-    Ok(HttpResponse::Ok().content_type(TEXT).insert_header(("X-Broadcast", if sent { "true" } else { "false" })).body("ok"))
+    let view = state
+        .db(move |c| Ok(store::views(c, &[id])?))
+        .await?
+        .pop()
+        .ok_or_else(|| AppError::NotFound("no such message".into()))?;
+    let event = if to == Status::Seen {
+        EVENT_SEEN
+    } else {
+        EVENT_DELIVERED
+    };
+    let sent = state
+        .broadcaster
+        .publish(&conv.channel(), event, &view, exclude)
+        .await;
+    Ok(HttpResponse::Ok()
+        .content_type(TEXT)
+        .insert_header(("X-Broadcast", if sent { "true" } else { "false" }))
+        .body("ok"))
 }
 
 #[derive(Debug, Deserialize)]
@@ -248,16 +345,25 @@ pub async fn receipts(
     };
     let ids = body.ids.unwrap_or_default();
     if ids.is_empty() || ids.len() > MAX_RECEIPT_BATCH {
-        return Err(AppError::bad_request(format!("ids must list 1 to {MAX_RECEIPT_BATCH} message ids")));
+        return Err(AppError::bad_request(format!(
+            "ids must list 1 to {MAX_RECEIPT_BATCH} message ids"
+        )));
     }
     let exclude = parse_socket(body.socket_id.as_deref())?;
     let conv = member_conversation(&state, cid, user.id).await?;
-    let changed = state.db(move |c| Ok(store::mark(c, user.id, cid, &ids, to)?)).await?;
+    let changed = state
+        .db(move |c| Ok(store::mark(c, user.id, cid, &ids, to)?))
+        .await?;
     let broadcast = publish_receipts(&state, &conv, &changed, exclude).await?;
     Ok(HttpResponse::Ok().json(BatchAnswer { changed, broadcast }))
 }
 
-async fn publish_receipts(state: &AppState, conv: &Conversation, changed: &[i64], exclude: Option<SocketId>) -> Result<bool, AppError> {
+async fn publish_receipts(
+    state: &AppState,
+    conv: &Conversation,
+    changed: &[i64],
+    exclude: Option<SocketId>,
+) -> Result<bool, AppError> {
     if changed.is_empty() {
         return Ok(true);
     }
@@ -267,16 +373,38 @@ async fn publish_receipts(state: &AppState, conv: &Conversation, changed: &[i64]
     let channel = conv.channel();
     let mut all = true;
     for chunk in updates.chunks(UPDATES_PER_EVENT) {
-        all &= state.broadcaster.publish(&channel, EVENT_RECEIPTS, &ReceiptsEvent { conversation_id: conv.id, updates: chunk }, exclude).await;
+        all &= state
+            .broadcaster
+            .publish(
+                &channel,
+                EVENT_RECEIPTS,
+                &ReceiptsEvent {
+                    conversation_id: conv.id,
+                    updates: chunk,
+                },
+                exclude,
+            )
+            .await;
     }
     Ok(all)
 }
 
 /// `GET /api/messages/{id}/receipts`: each recipient with when it was delivered and seen.
-pub async fn recipients(CurrentUser(user): CurrentUser, state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, AppError> {
+pub async fn recipients(
+    CurrentUser(user): CurrentUser,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
     let id = parse_id(&path, "message")?;
-    let (_, cid, _) = state.db(move |c| Ok(store::locate(c, id)?)).await?.ok_or_else(|| AppError::NotFound("no such message".into()))?;
-    member_conversation(&state, cid, user.id).await.map_err(|_| AppError::NotFound("no such message".into()))?;
-    let list = state.db(move |c| Ok(store::recipients(c, id, MAX_RECEIPT_NAMES)?)).await?;
+    let (_, cid, _) = state
+        .db(move |c| Ok(store::locate(c, id)?))
+        .await?
+        .ok_or_else(|| AppError::NotFound("no such message".into()))?;
+    member_conversation(&state, cid, user.id)
+        .await
+        .map_err(|_| AppError::NotFound("no such message".into()))?;
+    let list = state
+        .db(move |c| Ok(store::recipients(c, id, MAX_RECEIPT_NAMES)?))
+        .await?;
     Ok(HttpResponse::Ok().json(list))
 }

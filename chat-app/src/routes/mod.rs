@@ -8,7 +8,9 @@ pub mod pusher_auth;
 
 use actix_web::web;
 
-use crate::{error::AppError, models::Conversation, state::AppState, store::conversations as store};
+use crate::{
+    error::AppError, models::Conversation, state::AppState, store::conversations as store,
+};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/").route(web::get().to(pages::index)))
@@ -38,11 +40,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// A positive id from a path; anything else is "no such {what}" (404), like an id that does not exist.
 pub(crate) fn parse_id(raw: &str, what: &str) -> Result<i64, AppError> {
-    raw.parse::<i64>().ok().filter(|i| *i > 0).ok_or_else(|| AppError::NotFound(format!("no such {what}")))
+    raw.parse::<i64>()
+        .ok()
+        .filter(|i| *i > 0)
+        .ok_or_else(|| AppError::NotFound(format!("no such {what}")))
 }
 
 /// The conversation if `user_id` is a member; 404 otherwise, so that
 /// non-members cannot tell which conversations exist.
-pub(crate) async fn member_conversation(state: &AppState, cid: i64, user_id: i32) -> Result<Conversation, AppError> {
-    state.db(move |c| Ok(store::for_member(c, cid, user_id)?)).await?.ok_or_else(|| AppError::NotFound("no such conversation".into()))
+pub(crate) async fn member_conversation(
+    state: &AppState,
+    cid: i64,
+    user_id: i32,
+) -> Result<Conversation, AppError> {
+    state
+        .db(move |c| Ok(store::for_member(c, cid, user_id)?))
+        .await?
+        .ok_or_else(|| AppError::NotFound("no such conversation".into()))
 }

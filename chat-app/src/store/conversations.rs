@@ -14,7 +14,11 @@ use crate::{
 
 /// The conversation, if `user_id` is one of its members. Non-members and
 /// missing conversations look the same, so ids reveal nothing.
-pub fn for_member(conn: &mut PgConnection, conversation_id: i64, user_id: i32) -> Result<Option<Conversation>, StoreError> {
+pub fn for_member(
+    conn: &mut PgConnection,
+    conversation_id: i64,
+    user_id: i32,
+) -> Result<Option<Conversation>, StoreError> {
     Ok(conversations::table
         .inner_join(members::table)
         .filter(conversations::id.eq(conversation_id))
@@ -25,11 +29,19 @@ pub fn for_member(conn: &mut PgConnection, conversation_id: i64, user_id: i32) -
 }
 
 pub fn member_ids(conn: &mut PgConnection, conversation_id: i64) -> Result<Vec<i32>, StoreError> {
-    Ok(members::table.filter(members::conversation_id.eq(conversation_id)).select(members::user_id).order(members::user_id).load(conn)?)
+    Ok(members::table
+        .filter(members::conversation_id.eq(conversation_id))
+        .select(members::user_id)
+        .order(members::user_id)
+        .load(conn)?)
 }
 
 /// `(id, name)` of the members, by name; at most `limit`.
-pub fn members_of(conn: &mut PgConnection, conversation_id: i64, limit: i64) -> Result<Vec<(i32, String)>, StoreError> {
+pub fn members_of(
+    conn: &mut PgConnection,
+    conversation_id: i64,
+    limit: i64,
+) -> Result<Vec<(i32, String)>, StoreError> {
     Ok(members::table
         .inner_join(users::table)
         .filter(members::conversation_id.eq(conversation_id))
@@ -40,24 +52,38 @@ pub fn members_of(conn: &mut PgConnection, conversation_id: i64, limit: i64) -> 
 }
 
 pub fn count_members(conn: &mut PgConnection, conversation_id: i64) -> Result<i64, StoreError> {
-    Ok(members::table.filter(members::conversation_id.eq(conversation_id)).count().get_result(conn)?)
+    Ok(members::table
+        .filter(members::conversation_id.eq(conversation_id))
+        .count()
+        .get_result(conn)?)
 }
 
 /// Makes `user_id` a member of the conversation everyone belongs to.
 pub fn join_everyone(conn: &mut PgConnection, user_id: i32) -> Result<(), StoreError> {
     diesel::insert_into(members::table)
-        .values((members::conversation_id.eq(EVERYONE_ID), members::user_id.eq(user_id)))
+        .values((
+            members::conversation_id.eq(EVERYONE_ID),
+            members::user_id.eq(user_id),
+        ))
         .on_conflict_do_nothing()
         .execute(conn)?;
     Ok(())
 }
 
 /// The direct conversation of two users, created on first use. `true` when it is new.
-pub fn direct(conn: &mut PgConnection, me: i32, other: i32) -> Result<(Conversation, bool), StoreError> {
+pub fn direct(
+    conn: &mut PgConnection,
+    me: i32,
+    other: i32,
+) -> Result<(Conversation, bool), StoreError> {
     let key = format!("{}:{}", me.min(other), me.max(other));
     conn.transaction(|c| {
         let created = diesel::insert_into(conversations::table)
-            .values((conversations::kind.eq(Kind::Direct.as_str()), conversations::created_by.eq(me), conversations::direct_key.eq(&key)))
+            .values((
+                conversations::kind.eq(Kind::Direct.as_str()),
+                conversations::created_by.eq(me),
+                conversations::direct_key.eq(&key),
+            ))
             .on_conflict(conversations::direct_key)
             .do_nothing()
             .returning(Conversation::as_returning())
@@ -66,13 +92,22 @@ pub fn direct(conn: &mut PgConnection, me: i32, other: i32) -> Result<(Conversat
         let is_new = created.is_some();
         let conv = match created {
             Some(conv) => conv,
-            None => conversations::table.filter(conversations::direct_key.eq(&key)).select(Conversation::as_select()).first(c)?,
+            None => conversations::table
+                .filter(conversations::direct_key.eq(&key))
+                .select(Conversation::as_select())
+                .first(c)?,
         };
         if is_new {
             diesel::insert_into(members::table)
                 .values(vec![
-                    (members::conversation_id.eq(conv.id), members::user_id.eq(me)),
-                    (members::conversation_id.eq(conv.id), members::user_id.eq(other)),
+                    (
+                        members::conversation_id.eq(conv.id),
+                        members::user_id.eq(me),
+                    ),
+                    (
+                        members::conversation_id.eq(conv.id),
+                        members::user_id.eq(other),
+                    ),
                 ])
                 .execute(c)?;
         }
@@ -81,29 +116,63 @@ pub fn direct(conn: &mut PgConnection, me: i32, other: i32) -> Result<(Conversat
 }
 
 /// A named group of `creator` and `others` (already checked for size).
-pub fn create_group(conn: &mut PgConnection, creator: i32, title: &str, others: &[i32]) -> Result<Conversation, StoreError> {
+pub fn create_group(
+    conn: &mut PgConnection,
+    creator: i32,
+    title: &str,
+    others: &[i32],
+) -> Result<Conversation, StoreError> {
     conn.transaction(|c| {
         let conv: Conversation = diesel::insert_into(conversations::table)
-            .values((conversations::kind.eq(Kind::Group.as_str()), conversations::created_by.eq(creator), conversations::title.eq(title)))
+            .values((
+                conversations::kind.eq(Kind::Group.as_str()),
+                conversations::created_by.eq(creator),
+                conversations::title.eq(title),
+            ))
             .returning(Conversation::as_returning())
             .get_result(c)?;
         let mut ids: Vec<i32> = others.iter().copied().chain([creator]).collect();
         ids.sort_unstable();
         ids.dedup();
-        let rows: Vec<_> = ids.iter().map(|u| (members::conversation_id.eq(conv.id), members::user_id.eq(*u))).collect();
-        diesel::insert_into(members::table).values(rows).execute(c)?;
+        let rows: Vec<_> = ids
+            .iter()
+            .map(|u| {
+                (
+                    members::conversation_id.eq(conv.id),
+                    members::user_id.eq(*u),
+                )
+            })
+            .collect();
+        diesel::insert_into(members::table)
+            .values(rows)
+            .execute(c)?;
         Ok(conv)
     })
 }
 
 /// Adds a member unless the group would grow past `max`. `Ok(false)`: already a member.
-pub fn add_member(conn: &mut PgConnection, conversation_id: i64, user_id: i32, max: i64) -> Result<bool, StoreError> {
+pub fn add_member(
+    conn: &mut PgConnection,
+    conversation_id: i64,
+    user_id: i32,
+    max: i64,
+) -> Result<bool, StoreError> {
     conn.transaction(|c| {
         // Lock the conversation row so two concurrent adds cannot both pass the size check.
-        conversations::table.find(conversation_id).select(conversations::id).for_update().first::<i64>(c)?;
-        let n: i64 = members::table.filter(members::conversation_id.eq(conversation_id)).count().get_result(c)?;
+        conversations::table
+            .find(conversation_id)
+            .select(conversations::id)
+            .for_update()
+            .first::<i64>(c)?;
+        let n: i64 = members::table
+            .filter(members::conversation_id.eq(conversation_id))
+            .count()
+            .get_result(c)?;
         let inserted = diesel::insert_into(members::table)
-            .values((members::conversation_id.eq(conversation_id), members::user_id.eq(user_id)))
+            .values((
+                members::conversation_id.eq(conversation_id),
+                members::user_id.eq(user_id),
+            ))
             .on_conflict_do_nothing()
             .execute(c)?;
         if inserted == 1 && n + 1 > max {
@@ -116,11 +185,28 @@ pub fn add_member(conn: &mut PgConnection, conversation_id: i64, user_id: i32, m
 /// Removes a member unless the group would shrink below `min`, and moves the
 /// conversation to a new channel epoch. Returns the conversation after the move,
 /// or `None` if the user was not a member.
-pub fn remove_member(conn: &mut PgConnection, conversation_id: i64, user_id: i32, min: i64) -> Result<Option<Conversation>, StoreError> {
+pub fn remove_member(
+    conn: &mut PgConnection,
+    conversation_id: i64,
+    user_id: i32,
+    min: i64,
+) -> Result<Option<Conversation>, StoreError> {
     conn.transaction(|c| {
-        conversations::table.find(conversation_id).select(conversations::id).for_update().first::<i64>(c)?;
-        let n: i64 = members::table.filter(members::conversation_id.eq(conversation_id)).count().get_result(c)?;
-        let removed = diesel::delete(members::table.filter(members::conversation_id.eq(conversation_id)).filter(members::user_id.eq(user_id))).execute(c)?;
+        conversations::table
+            .find(conversation_id)
+            .select(conversations::id)
+            .for_update()
+            .first::<i64>(c)?;
+        let n: i64 = members::table
+            .filter(members::conversation_id.eq(conversation_id))
+            .count()
+            .get_result(c)?;
+        let removed = diesel::delete(
+            members::table
+                .filter(members::conversation_id.eq(conversation_id))
+                .filter(members::user_id.eq(user_id)),
+        )
+        .execute(c)?;
         if removed == 0 {
             return Ok(None);
         }
@@ -136,9 +222,23 @@ pub fn remove_member(conn: &mut PgConnection, conversation_id: i64, user_id: i32
 }
 
 /// Up to `limit` users whose name starts with `prefix` (any case), other than `me`.
-pub fn search_users(conn: &mut PgConnection, prefix: &str, me: i32, limit: i64) -> Result<Vec<(i32, String)>, StoreError> {
+pub fn search_users(
+    conn: &mut PgConnection,
+    prefix: &str,
+    me: i32,
+    limit: i64,
+) -> Result<Vec<(i32, String)>, StoreError> {
     // Usernames cannot contain LIKE's wildcards (see validate::username), but escape anyway.
-    let escaped: String = prefix.chars().flat_map(|ch| if matches!(ch, '%' | '_' | '\\') { vec!['\\', ch] } else { vec![ch] }).collect();
+    let escaped: String = prefix
+        .chars()
+        .flat_map(|ch| {
+            if matches!(ch, '%' | '_' | '\\') {
+                vec!['\\', ch]
+            } else {
+                vec![ch]
+            }
+        })
+        .collect();
     Ok(users::table
         .filter(users::username.ilike(format!("{escaped}%")))
         .filter(users::id.ne(me))
@@ -149,7 +249,10 @@ pub fn search_users(conn: &mut PgConnection, prefix: &str, me: i32, limit: i64) 
 }
 
 pub fn users_by_names(conn: &mut PgConnection, names: &[String]) -> Result<Vec<User>, StoreError> {
-    Ok(users::table.filter(users::username.eq_any(names)).select(User::as_select()).load(conn)?)
+    Ok(users::table
+        .filter(users::username.eq_any(names))
+        .select(User::as_select())
+        .load(conn)?)
 }
 
 /// One line of the sidebar.
@@ -207,6 +310,13 @@ WHERE mb.user_id = $1 AND ($2::bigint IS NULL OR c.id = $2)
 ORDER BY c.last_message_at DESC, c.id DESC";
 
 /// The sidebar: `user_id`'s conversations, newest activity first (or just `only`).
-pub fn summaries(conn: &mut PgConnection, user_id: i32, only: Option<i64>) -> Result<Vec<SummaryRow>, StoreError> {
-    Ok(diesel::sql_query(SUMMARY_SQL).bind::<Integer, _>(user_id).bind::<Nullable<BigInt>, _>(only).load(conn)?)
+pub fn summaries(
+    conn: &mut PgConnection,
+    user_id: i32,
+    only: Option<i64>,
+) -> Result<Vec<SummaryRow>, StoreError> {
+    Ok(diesel::sql_query(SUMMARY_SQL)
+        .bind::<Integer, _>(user_id)
+        .bind::<Nullable<BigInt>, _>(only)
+        .load(conn)?)
 }

@@ -49,7 +49,9 @@ impl ViewRow {
             _ => None,
         };
         MessageView {
-            status: Status::of_counts(self.recipients, self.delivered, self.seen).as_str().to_owned(),
+            status: Status::of_counts(self.recipients, self.delivered, self.seen)
+                .as_str()
+                .to_owned(),
             name: self.name,
             message: self.message,
             id: self.id,
@@ -90,7 +92,13 @@ pub const PAGE_SQL: &str = concat!(view_select!(), " WHERE m.conversation_id = $
 /// Up to `limit` messages of a conversation with ids below `before` (the
 /// newest, if `None`), oldest first. Walks `messages_conversation_idx` from the
 /// cursor, so the cost does not depend on how long the conversation is.
-pub fn page(conn: &mut PgConnection, conversation_id: i64, viewer: i32, before: Option<i64>, limit: i64) -> Result<Vec<MessageView>, StoreError> {
+pub fn page(
+    conn: &mut PgConnection,
+    conversation_id: i64,
+    viewer: i32,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<MessageView>, StoreError> {
     let mut rows: Vec<ViewRow> = diesel::sql_query(PAGE_SQL)
         .bind::<Integer, _>(viewer)
         .bind::<BigInt, _>(conversation_id)
@@ -98,7 +106,10 @@ pub fn page(conn: &mut PgConnection, conversation_id: i64, viewer: i32, before: 
         .bind::<BigInt, _>(limit)
         .load(conn)?;
     rows.reverse();
-    Ok(rows.into_iter().map(|r| r.into_view(Some(viewer))).collect())
+    Ok(rows
+        .into_iter()
+        .map(|r| r.into_view(Some(viewer)))
+        .collect())
 }
 
 /// The views of `ids` (as anybody sees them: no `my_status`), by id.
@@ -107,30 +118,52 @@ pub fn views(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<MessageView>, S
         return Ok(Vec::new());
     }
     const SQL: &str = concat!(view_select!(), " WHERE m.id = ANY($2) ORDER BY m.id");
-    let rows: Vec<ViewRow> = diesel::sql_query(SQL).bind::<Integer, _>(0).bind::<Array<BigInt>, _>(ids).load(conn)?;
+    let rows: Vec<ViewRow> = diesel::sql_query(SQL)
+        .bind::<Integer, _>(0)
+        .bind::<Array<BigInt>, _>(ids)
+        .load(conn)?;
     Ok(rows.into_iter().map(|r| r.into_view(None)).collect())
 }
 
 /// `(message id, conversation id, sender id)` of a message.
 pub fn locate(conn: &mut PgConnection, id: i64) -> Result<Option<(i64, i64, i32)>, StoreError> {
-    Ok(messages::table.find(id).select((messages::id, messages::conversation_id, messages::sender_id)).first(conn).optional()?)
+    Ok(messages::table
+        .find(id)
+        .select((messages::id, messages::conversation_id, messages::sender_id))
+        .first(conn)
+        .optional()?)
 }
 
 /// Stores a message (already validated) in a conversation the sender belongs
 /// to, and returns its view with the ids of its recipients.
-pub fn insert(conn: &mut PgConnection, sender: &User, conversation_id: i64, text: &str) -> Result<(MessageView, Vec<i32>), StoreError> {
+pub fn insert(
+    conn: &mut PgConnection,
+    sender: &User,
+    conversation_id: i64,
+    text: &str,
+) -> Result<(MessageView, Vec<i32>), StoreError> {
     conn.transaction(|c| {
         let id: i64 = diesel::insert_into(messages::table)
-            .values((messages::sender_id.eq(sender.id), messages::conversation_id.eq(conversation_id), messages::message.eq(text)))
+            .values((
+                messages::sender_id.eq(sender.id),
+                messages::conversation_id.eq(conversation_id),
+                messages::message.eq(text),
+            ))
             .returning(messages::id)
             .get_result(c)
             .map_err(|e| match e {
                 // The account was deleted while its session was still alive.
-                DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _) => StoreError::NoSuchUser,
+                DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _) => {
+                    StoreError::NoSuchUser
+                }
                 other => StoreError::Db(other),
             })?;
-        diesel::update(conversations::table.find(conversation_id)).set(conversations::last_message_at.eq(diesel::dsl::now)).execute(c)?;
-        let view = views(c, &[id])?.pop().ok_or(StoreError::Db(DieselError::NotFound))?;
+        diesel::update(conversations::table.find(conversation_id))
+            .set(conversations::last_message_at.eq(diesel::dsl::now))
+            .execute(c)?;
+        let view = views(c, &[id])?
+            .pop()
+            .ok_or(StoreError::Db(DieselError::NotFound))?;
         let recipients = members::table
             .filter(members::conversation_id.eq(conversation_id))
             .filter(members::user_id.ne(sender.id))
@@ -143,7 +176,13 @@ pub fn insert(conn: &mut PgConnection, sender: &User, conversation_id: i64, text
 /// Records that `viewer` received (or saw) each of `ids` that is someone
 /// else's message in `conversation_id` sent after the viewer joined. Receipts
 /// only move forward. Returns the ids whose receipts changed.
-pub fn mark(conn: &mut PgConnection, viewer: i32, conversation_id: i64, ids: &[i64], to: Status) -> Result<Vec<i64>, StoreError> {
+pub fn mark(
+    conn: &mut PgConnection,
+    viewer: i32,
+    conversation_id: i64,
+    ids: &[i64],
+    to: Status,
+) -> Result<Vec<i64>, StoreError> {
     let seen = to == Status::Seen;
     conn.transaction(|c| {
         let changed: Vec<ChangedId> = diesel::sql_query(
@@ -196,7 +235,11 @@ pub struct RecipientReceipt {
 }
 
 /// Every recipient of a message with their receipt (if any), by name; at most `limit`.
-pub fn recipients(conn: &mut PgConnection, message_id: i64, limit: i64) -> Result<Vec<RecipientReceipt>, StoreError> {
+pub fn recipients(
+    conn: &mut PgConnection,
+    message_id: i64,
+    limit: i64,
+) -> Result<Vec<RecipientReceipt>, StoreError> {
     Ok(diesel::sql_query(
         "SELECT u.username::text AS name, r.delivered_at, r.seen_at
          FROM messages m

@@ -18,16 +18,13 @@ use actix_web::{
 };
 use chat_app::{db, Config, DbPool};
 use diesel::{Connection, PgConnection, RunQueryDsl};
-use protocol::{
-    rest::TriggerRequest,
-    sign::RestRequest,
-    AppKey, AppSecret,
-};
+use protocol::{rest::TriggerRequest, sign::RestRequest, AppKey, AppSecret};
 use rand::Rng;
 
 /// The maintenance database used to create and drop test databases.
 pub fn admin_url() -> String {
-    std::env::var("CHAT_TEST_ADMIN_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("CHAT_TEST_ADMIN_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// A database named `chat_test_<random>` that is dropped when this value is,
@@ -39,12 +36,25 @@ pub struct TestDb {
 
 impl TestDb {
     pub fn create() -> Self {
-        let name = format!("chat_test_{}_{:08x}", std::process::id(), rand::thread_rng().gen::<u32>());
+        let name = format!(
+            "chat_test_{}_{:08x}",
+            std::process::id(),
+            rand::thread_rng().gen::<u32>()
+        );
         let admin = admin_url();
-        let mut conn = PgConnection::establish(&admin).unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {admin}: {e}"));
-        diesel::sql_query(format!("CREATE DATABASE \"{name}\"")).execute(&mut conn).expect("create test database");
-        let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).expect("admin url has a database part");
-        Self { url: format!("{base}/{name}"), name }
+        let mut conn = PgConnection::establish(&admin)
+            .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {admin}: {e}"));
+        diesel::sql_query(format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut conn)
+            .expect("create test database");
+        let base = admin
+            .rsplit_once('/')
+            .map(|(b, _)| b.to_owned())
+            .expect("admin url has a database part");
+        Self {
+            url: format!("{base}/{name}"),
+            name,
+        }
     }
 }
 
@@ -53,7 +63,12 @@ impl Drop for TestDb {
         match PgConnection::establish(&admin_url()) {
             // FORCE ends the pool's connections, which may still be open.
             Ok(mut conn) => {
-                if let Err(e) = diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name)).execute(&mut conn) {
+                if let Err(e) = diesel::sql_query(format!(
+                    "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                    self.name
+                ))
+                .execute(&mut conn)
+                {
                     eprintln!("could not drop test database {}: {e}", self.name);
                 }
             }
@@ -83,10 +98,24 @@ pub struct FakeBroker {
 }
 
 async fn record(req: HttpRequest, body: web::Bytes, recorded: web::Data<Recorded>) -> HttpResponse {
-    let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string()).map(|q| q.into_inner()).unwrap_or_default();
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-    let verified = RestRequest { method: req.method().as_str(), path: req.path(), query: &query, body: &body }
-        .verify(&AppKey::new("app-key").unwrap(), &AppSecret::new("app-secret").unwrap(), now);
+    let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+        .map(|q| q.into_inner())
+        .unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let verified = RestRequest {
+        method: req.method().as_str(),
+        path: req.path(),
+        query: &query,
+        body: &body,
+    }
+    .verify(
+        &AppKey::new("app-key").unwrap(),
+        &AppSecret::new("app-secret").unwrap(),
+        now,
+    );
     if let Err(e) = verified {
         return HttpResponse::Unauthorized().body(e.to_string());
     }
@@ -106,15 +135,23 @@ impl FakeBroker {
     pub async fn start() -> Self {
         let recorded = Recorded::default();
         let data = web::Data::new(recorded.clone());
-        let server = HttpServer::new(move || App::new().app_data(data.clone()).default_service(web::to(record)))
-            .workers(1)
-            .bind(("127.0.0.1", 0))
-            .unwrap();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .default_service(web::to(record))
+        })
+        .workers(1)
+        .bind(("127.0.0.1", 0))
+        .unwrap();
         let addr = server.addrs()[0];
         let server = server.run();
         let handle = server.handle();
         actix_rt::spawn(server);
-        Self { url: format!("http://{addr}"), recorded, handle }
+        Self {
+            url: format!("http://{addr}"),
+            recorded,
+            handle,
+        }
     }
 
     pub async fn stop(self) {
@@ -151,17 +188,31 @@ impl Env {
         self.config = Arc::new(c);
     }
 
-    pub fn app(&self) -> App<impl actix_web::dev::ServiceFactory<actix_web::dev::ServiceRequest, Config = (), Response = ServiceResponse<impl MessageBody>, Error = actix_web::Error, InitError = ()>> {
+    pub fn app(
+        &self,
+    ) -> App<
+        impl actix_web::dev::ServiceFactory<
+            actix_web::dev::ServiceRequest,
+            Config = (),
+            Response = ServiceResponse<impl MessageBody>,
+            Error = actix_web::Error,
+            InitError = (),
+        >,
+    > {
         let throttle = std::sync::Arc::new(chat_app::throttle::Throttle::new(&self.config.abuse));
         chat_app::build_app(self.config.clone(), self.pool.clone(), throttle)
     }
 
     pub fn add_user(&self, name: &str, password: &str) -> i32 {
         let mut conn = self.pool.get().unwrap();
-        chat_app::accounts::create(&mut conn, name, password).unwrap().id
+        chat_app::accounts::create(&mut conn, name, password)
+            .unwrap()
+            .id
     }
 
-    pub fn conn(&self) -> diesel::r2d2::PooledConnection<diesel::r2d2::ConnectionManager<PgConnection>> {
+    pub fn conn(
+        &self,
+    ) -> diesel::r2d2::PooledConnection<diesel::r2d2::ConnectionManager<PgConnection>> {
         self.pool.get().unwrap()
     }
 }
@@ -178,10 +229,13 @@ impl Resp {
         String::from_utf8_lossy(&self.body).into_owned()
     }
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).map(|v| v.to_str().unwrap().to_owned())
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
     }
     pub fn location(&self) -> Option<String> {
         self.header("location")
@@ -217,17 +271,32 @@ impl Browser {
         let resp = test::call_service(app, req.to_request()).await;
         for c in resp.response().cookies() {
             if c.name() == chat_app::SESSION_COOKIE {
-                let removed = c.value().is_empty() || c.max_age().map(|m| m.is_zero()).unwrap_or(false);
-                self.cookie = if removed { None } else { Some(format!("{}={}", c.name(), c.value())) };
+                let removed =
+                    c.value().is_empty() || c.max_age().map(|m| m.is_zero()).unwrap_or(false);
+                self.cookie = if removed {
+                    None
+                } else {
+                    Some(format!("{}={}", c.name(), c.value()))
+                };
             }
         }
-        self.set_cookie_headers = resp.headers().get_all("set-cookie").map(|v| v.to_str().unwrap().to_owned()).collect();
+        self.set_cookie_headers = resp
+            .headers()
+            .get_all("set-cookie")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
         let status = resp.status();
         let headers = resp.headers().clone();
         let body = test::read_body(resp).await.to_vec();
-        let r = Resp { status, headers, body };
+        let r = Resp {
+            status,
+            headers,
+            body,
+        };
         let html = r.text();
-        if let Some(t) = attr_after(&html, "name=\"csrf_token\"", "value").or_else(|| attr_after(&html, "name=\"csrf-token\"", "content")) {
+        if let Some(t) = attr_after(&html, "name=\"csrf_token\"", "value")
+            .or_else(|| attr_after(&html, "name=\"csrf-token\"", "content"))
+        {
             self.csrf = Some(t);
         }
         r
@@ -255,12 +324,18 @@ impl Browser {
     }
 
     /// A POST with no CSRF token at all.
-    pub async fn post_form_no_csrf<S, B>(&mut self, app: &S, uri: &str, fields: &[(&str, &str)]) -> Resp
+    pub async fn post_form_no_csrf<S, B>(
+        &mut self,
+        app: &S,
+        uri: &str,
+        fields: &[(&str, &str)],
+    ) -> Resp
     where
         S: Service<Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
         B: MessageBody,
     {
-        self.send(app, test::TestRequest::post().uri(uri).set_form(fields)).await
+        self.send(app, test::TestRequest::post().uri(uri).set_form(fields))
+            .await
     }
 
     pub async fn post_json<S, B>(&mut self, app: &S, uri: &str, body: serde_json::Value) -> Resp
@@ -298,9 +373,21 @@ impl Browser {
         assert_eq!(b.get(app, "/login").await.status, StatusCode::OK);
         let token = b.csrf.clone().expect("login form has a token");
         let r = b
-            .send(app, test::TestRequest::post().uri("/login").set_form([("username", username), ("password", password), ("csrf_token", &token)]))
+            .send(
+                app,
+                test::TestRequest::post().uri("/login").set_form([
+                    ("username", username),
+                    ("password", password),
+                    ("csrf_token", &token),
+                ]),
+            )
             .await;
-        assert_eq!(r.status, StatusCode::SEE_OTHER, "login failed: {}", r.text());
+        assert_eq!(
+            r.status,
+            StatusCode::SEE_OTHER,
+            "login failed: {}",
+            r.text()
+        );
         let page = b.get(app, "/").await;
         assert_eq!(page.status, StatusCode::OK);
         b

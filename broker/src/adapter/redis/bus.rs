@@ -27,7 +27,11 @@ const CLUSTER_SCHEME: &str = "redis+cluster://";
 pub(crate) enum Target {
     Single(redis::ConnectionInfo),
     /// Seed nodes of a Redis Cluster, with the credentials every node shares.
-    Cluster { seeds: Vec<String>, username: Option<String>, password: Option<String> },
+    Cluster {
+        seeds: Vec<String>,
+        username: Option<String>,
+        password: Option<String>,
+    },
 }
 
 impl Target {
@@ -39,17 +43,31 @@ impl Target {
                 None => (None, rest),
             };
             let (username, password) = match auth.map(|a| a.split_once(':').unwrap_or(("", a))) {
-                Some((user, pass)) => ((!user.is_empty()).then(|| user.to_owned()), (!pass.is_empty()).then(|| pass.to_owned())),
+                Some((user, pass)) => (
+                    (!user.is_empty()).then(|| user.to_owned()),
+                    (!pass.is_empty()).then(|| pass.to_owned()),
+                ),
                 None => (None, None),
             };
-            let seeds: Vec<String> = hosts.split(',').map(str::trim).filter(|h| !h.is_empty()).map(|h| format!("redis://{h}")).collect();
+            let seeds: Vec<String> = hosts
+                .split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .map(|h| format!("redis://{h}"))
+                .collect();
             if seeds.is_empty() {
                 return Err("redis+cluster:// needs at least one host:port".into());
             }
             for seed in &seeds {
-                seed.as_str().into_connection_info().map_err(|e| format!("{seed}: {e}"))?;
+                seed.as_str()
+                    .into_connection_info()
+                    .map_err(|e| format!("{seed}: {e}"))?;
             }
-            return Ok(Self::Cluster { seeds, username, password });
+            return Ok(Self::Cluster {
+                seeds,
+                username,
+                password,
+            });
         }
         let info = url.into_connection_info().map_err(|e| e.to_string())?;
         Ok(Self::Single(info))
@@ -78,10 +96,16 @@ pub(crate) enum Bus {
 
 impl Bus {
     /// Connects; pub/sub messages and disconnection notices go to `pushes`.
-    pub async fn connect(target: &Target, pushes: mpsc::UnboundedSender<PushInfo>) -> RedisResult<Self> {
+    pub async fn connect(
+        target: &Target,
+        pushes: mpsc::UnboundedSender<PushInfo>,
+    ) -> RedisResult<Self> {
         match target {
             Target::Single(info) => {
-                let redis_settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
+                let redis_settings = info
+                    .redis_settings()
+                    .clone()
+                    .set_protocol(ProtocolVersion::RESP3);
                 let client = redis::Client::open(info.clone().set_redis_settings(redis_settings))?;
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(Duration::from_secs(2)))
@@ -90,9 +114,15 @@ impl Bus {
                     .set_response_timeout(Some(Duration::from_secs(5)))
                     .set_number_of_retries(1)
                     .set_push_sender(pushes);
-                Ok(Self::Single(ConnectionManager::new_with_config(client, config).await?))
+                Ok(Self::Single(
+                    ConnectionManager::new_with_config(client, config).await?,
+                ))
             }
-            Target::Cluster { seeds, username, password } => {
+            Target::Cluster {
+                seeds,
+                username,
+                password,
+            } => {
                 let mut builder = ClusterClientBuilder::new(seeds.clone())
                     .use_protocol(ProtocolVersion::RESP3)
                     .connection_timeout(Duration::from_secs(2))
@@ -105,7 +135,9 @@ impl Bus {
                 if let Some(p) = password {
                     builder = builder.password(p);
                 }
-                Ok(Self::Cluster(builder.build()?.get_async_connection().await?))
+                Ok(Self::Cluster(
+                    builder.build()?.get_async_connection().await?,
+                ))
             }
         }
     }
@@ -154,7 +186,12 @@ impl ConnectionLike for Bus {
         }
     }
 
-    fn req_packed_commands<'a>(&'a mut self, cmd: &'a Pipeline, offset: usize, count: usize) -> RedisFuture<'a, Vec<Value>> {
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Self::Single(c) => c.req_packed_commands(cmd, offset, count),
             Self::Cluster(c) => c.req_packed_commands(cmd, offset, count),
@@ -171,7 +208,10 @@ impl ConnectionLike for Bus {
 
 /// A pub/sub message: its topic and payload, or `None` for anything else.
 pub(crate) fn message(push: &PushInfo) -> Option<&[u8]> {
-    if !matches!(push.kind, redis::PushKind::Message | redis::PushKind::SMessage) {
+    if !matches!(
+        push.kind,
+        redis::PushKind::Message | redis::PushKind::SMessage
+    ) {
         return None;
     }
     match push.data.get(1)? {
@@ -186,9 +226,16 @@ mod tests {
 
     #[test]
     fn urls_name_one_instance_or_a_cluster() {
-        assert!(matches!(Target::parse("redis://127.0.0.1:6379/0"), Ok(Target::Single(_))));
+        assert!(matches!(
+            Target::parse("redis://127.0.0.1:6379/0"),
+            Ok(Target::Single(_))
+        ));
         match Target::parse("redis+cluster://user:pw@10.0.0.1:7000,10.0.0.2:7001/").unwrap() {
-            Target::Cluster { seeds, username, password } => {
+            Target::Cluster {
+                seeds,
+                username,
+                password,
+            } => {
                 assert_eq!(seeds, ["redis://10.0.0.1:7000", "redis://10.0.0.2:7001"]);
                 assert_eq!(username.as_deref(), Some("user"));
                 assert_eq!(password.as_deref(), Some("pw"));
@@ -196,7 +243,9 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match Target::parse("redis+cluster://:secret@h:1").unwrap() {
-            Target::Cluster { username, password, .. } => assert_eq!((username, password.as_deref()), (None, Some("secret"))),
+            Target::Cluster {
+                username, password, ..
+            } => assert_eq!((username, password.as_deref()), (None, Some("secret"))),
             other => panic!("{other:?}"),
         }
         assert!(Target::parse("redis+cluster://").is_err());

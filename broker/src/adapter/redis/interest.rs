@@ -68,7 +68,13 @@ impl Interest {
     /// The interest and the receiving end of its command queue, for [`Interest::run`].
     pub fn new() -> (Arc<Self>, mpsc::UnboundedReceiver<Command>) {
         let (queue, rx) = mpsc::unbounded_channel();
-        (Arc::new(Self { topics: Mutex::new(HashMap::new()), queue }), rx)
+        (
+            Arc::new(Self {
+                topics: Mutex::new(HashMap::new()),
+                queue,
+            }),
+            rx,
+        )
     }
 
     fn topics(&self) -> std::sync::MutexGuard<'_, HashMap<String, Topic>> {
@@ -95,7 +101,13 @@ impl Interest {
             }
             None => {
                 let (tx, rx) = oneshot::channel();
-                topics.insert(topic.to_owned(), Topic { refs: 1, state: State::Pending(vec![tx]) });
+                topics.insert(
+                    topic.to_owned(),
+                    Topic {
+                        refs: 1,
+                        state: State::Pending(vec![tx]),
+                    },
+                );
                 let _ = self.queue.send(Command::Subscribe(topic.to_owned()));
                 Hold::Waiting(rx)
             }
@@ -105,7 +117,9 @@ impl Interest {
     /// Drops a reference; the last one stops listening.
     pub fn release(&self, topic: &str) {
         let mut topics = self.topics();
-        let Some(t) = topics.get_mut(topic) else { return };
+        let Some(t) = topics.get_mut(topic) else {
+            return;
+        };
         t.refs -= 1;
         if t.refs == 0 {
             topics.remove(topic);
@@ -146,8 +160,12 @@ impl Interest {
     /// Answers the waiters of `topic` if it is still wanted.
     fn settle(&self, topic: &str, ok: bool) {
         let mut topics = self.topics();
-        let Some(t) = topics.get_mut(topic) else { return };
-        if let State::Pending(waiters) = std::mem::replace(&mut t.state, if ok { State::Live } else { State::Failed }) {
+        let Some(t) = topics.get_mut(topic) else {
+            return;
+        };
+        if let State::Pending(waiters) =
+            std::mem::replace(&mut t.state, if ok { State::Live } else { State::Failed })
+        {
             for w in waiters {
                 let _ = w.send(ok);
             }
@@ -166,7 +184,8 @@ impl Interest {
                     Command::Unsubscribe(t) => last.insert(t, false),
                 };
             }
-            let (subscribe, unsubscribe): (Vec<_>, Vec<_>) = last.into_iter().partition(|(_, sub)| *sub);
+            let (subscribe, unsubscribe): (Vec<_>, Vec<_>) =
+                last.into_iter().partition(|(_, sub)| *sub);
             let unsubscribe: Vec<String> = unsubscribe.into_iter().map(|(t, _)| t).collect();
             let subscribe: Vec<String> = subscribe.into_iter().map(|(t, _)| t).collect();
             if !unsubscribe.is_empty() {
@@ -199,7 +218,10 @@ mod tests {
         assert!(rx.try_recv().is_err(), "the second reference sends nothing");
         interest.settle("t", true);
         assert!(first.wait().await && second.wait().await);
-        assert!(matches!(interest.hold("t"), Hold::Ready(true)), "live: answered at once");
+        assert!(
+            matches!(interest.hold("t"), Hold::Ready(true)),
+            "live: answered at once"
+        );
         interest.release("t");
         interest.release("t");
         assert!(rx.try_recv().is_err());

@@ -58,18 +58,24 @@ impl ChannelKeys {
 
 impl Keys {
     pub fn new(prefix: &str) -> Self {
-        Self { prefix: prefix.to_owned() }
+        Self {
+            prefix: prefix.to_owned(),
+        }
     }
 
     /// The keys of one channel. Channel names cannot hold `{` or `}`, so the tag is exactly `app:channel`.
     pub fn channel(&self, app: &str, channel: &str) -> ChannelKeys {
-        ChannelKeys { base: format!("{}:{{{app}:{channel}}}", self.prefix) }
+        ChannelKeys {
+            base: format!("{}:{{{app}:{channel}}}", self.prefix),
+        }
     }
 
     /// Where a user's watchers hear "online"/"offline": only its topic is used (and its
     /// `shares`, which stays empty). `#` cannot start a channel name, so these never meet a channel's keys.
     pub fn watch(&self, app: &str, user: &str) -> ChannelKeys {
-        ChannelKeys { base: format!("{}:{{{app}:#watch:{user}}}", self.prefix) }
+        ChannelKeys {
+            base: format!("{}:{{{app}:#watch:{user}}}", self.prefix),
+        }
     }
 
     /// Set of node ids that have registered.
@@ -162,7 +168,13 @@ mod tests {
 
     #[test]
     fn held_back_webhooks_round_trip() {
-        for h in [HeldBack::Vacated, HeldBack::Removed { user: "u\nwith a newline" }, HeldBack::Removed { user: "" }] {
+        for h in [
+            HeldBack::Vacated,
+            HeldBack::Removed {
+                user: "u\nwith a newline",
+            },
+            HeldBack::Removed { user: "" },
+        ] {
             assert_eq!(HeldBack::decode(&h.encode()), Some(h));
         }
         assert_eq!(HeldBack::decode("x"), None);
@@ -172,28 +184,52 @@ mod tests {
 
     #[test]
     fn member_fields_belong_to_their_node() {
-        assert_eq!(member_field_user(&member_field("n1", "u\nv"), "n1"), Some("u\nv"));
+        assert_eq!(
+            member_field_user(&member_field("n1", "u\nv"), "n1"),
+            Some("u\nv")
+        );
         assert_eq!(member_field_user(&member_field("n1", "u"), "n"), None);
         assert_eq!(member_field_user(&member_field("n1", "u"), "n2"), None);
     }
 
     #[test]
     fn channel_refs_split_back() {
-        assert_eq!(split_channel_ref(&channel_ref("1", "presence-a")), Some(("1", "presence-a")));
+        assert_eq!(
+            split_channel_ref(&channel_ref("1", "presence-a")),
+            Some(("1", "presence-a"))
+        );
     }
 
     #[test]
     fn a_channels_keys_and_topic_share_one_slot() {
         let k = Keys::new("p");
         let c = k.channel("1", "presence-room");
-        let all = [c.topic(), c.count(), c.shares(), c.members(), c.infos(), c.member_shares(), c.held(), c.cache()];
+        let all = [
+            c.topic(),
+            c.count(),
+            c.shares(),
+            c.members(),
+            c.infos(),
+            c.member_shares(),
+            c.held(),
+            c.cache(),
+        ];
         for key in &all {
             assert!(key.starts_with("p:"), "{key}");
             assert_eq!(hash_tag(key), "1:presence-room", "{key}");
         }
-        assert_ne!(hash_tag(&k.channel("1", "other").topic()), "1:presence-room");
+        assert_ne!(
+            hash_tag(&k.channel("1", "other").topic()),
+            "1:presence-room"
+        );
         assert_eq!(hash_tag(&k.watch("1", "alice").topic()), "1:#watch:alice");
-        for key in [k.nodes(), k.alive("n"), k.node_channels("n"), k.app_channels("1"), k.held_index()] {
+        for key in [
+            k.nodes(),
+            k.alive("n"),
+            k.node_channels("n"),
+            k.app_channels("1"),
+            k.held_index(),
+        ] {
             assert!(key.starts_with("p:") && !key.contains('{'), "{key}");
         }
     }

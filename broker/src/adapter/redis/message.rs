@@ -50,7 +50,15 @@ pub(super) struct Header<'a> {
 
 impl<'a> Header<'a> {
     pub fn new(node: &'a str, kind: Kind, app: &'a str, channel: &'a str) -> Self {
-        Self { node, kind, app, channel: channel.into(), except: None, code: None, token: None }
+        Self {
+            node,
+            kind,
+            app,
+            channel: channel.into(),
+            except: None,
+            code: None,
+            token: None,
+        }
     }
 
     /// The header line alone (for scripts that append the payload themselves).
@@ -75,7 +83,9 @@ pub(super) fn decode(message: &[u8]) -> Option<(Header<'_>, &str)> {
 }
 
 /// Parses a member list payload into `(user, user_info)` pairs; `None` if malformed.
-pub(super) fn member_list(payload: &str) -> Option<Vec<(String, Box<serde_json::value::RawValue>)>> {
+pub(super) fn member_list(
+    payload: &str,
+) -> Option<Vec<(String, Box<serde_json::value::RawValue>)>> {
     let flat: Vec<String> = serde_json::from_str(payload).ok()?;
     if flat.len() % 2 != 0 {
         return None;

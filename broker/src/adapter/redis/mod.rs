@@ -61,8 +61,8 @@ use tokio::sync::{mpsc, oneshot};
 use self::{
     interest::Interest,
     keys::{channel_ref, ChannelKeys, Keys},
-    presence::{succeeded_frame, PendingJoin},
     message::{decode, encode, member_list, Header, Kind},
+    presence::{succeeded_frame, PendingJoin},
     publisher::Outgoing,
 };
 use super::{local, Adapter, BusStats, NotPublished, Published};
@@ -195,10 +195,20 @@ impl RedisAdapter {
         };
         tracing::info!(node = %self.node, cluster = self.target.is_cluster(), "connected to redis");
         *self.bus.write().unwrap_or_else(|p| p.into_inner()) = Some(bus.clone());
-        if let Some(rx) = self.interest_rx.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(rx) = self
+            .interest_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             actix_web::rt::spawn(self.interest.clone().run(rx, bus.clone()));
         }
-        if let Some(rx) = self.publish_rx.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(rx) = self
+            .publish_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             actix_web::rt::spawn(self.clone().run_publisher(rx, bus.clone()));
         }
         actix_web::rt::spawn(self.clone().run_heartbeat(apps.clone()));
@@ -207,7 +217,9 @@ impl RedisAdapter {
             if push.kind == redis::PushKind::Disconnection {
                 // Whatever was published meanwhile is gone; the heartbeat listens again and reconciles.
                 if self.healthy.swap(false, Ordering::AcqRel) {
-                    tracing::warn!("redis connection lost: serving local clients only until it returns");
+                    tracing::warn!(
+                        "redis connection lost: serving local clients only until it returns"
+                    );
                 }
                 self.needs_reconcile.store(true, Ordering::Release);
                 continue;
@@ -258,9 +270,19 @@ impl RedisAdapter {
 
     /// Queues a message for the channel's topic; the receiver learns whether every node
     /// holding the channel heard it.
-    fn send_cluster(&self, keys: &ChannelKeys, header: &Header<'_>, frame: &str) -> oneshot::Receiver<bool> {
+    fn send_cluster(
+        &self,
+        keys: &ChannelKeys,
+        header: &Header<'_>,
+        frame: &str,
+    ) -> oneshot::Receiver<bool> {
         let (ack, acked) = oneshot::channel();
-        let out = Outgoing { topic: keys.topic(), shares: keys.shares(), payload: encode(header, frame), ack };
+        let out = Outgoing {
+            topic: keys.topic(),
+            shares: keys.shares(),
+            payload: encode(header, frame),
+            ack,
+        };
         if !self.connected() || self.publish.try_send(out).is_err() {
             self.dropped_publishes.fetch_add(1, Ordering::Relaxed);
         }
@@ -282,7 +304,13 @@ impl RedisAdapter {
     }
 
     /// A member event as scripts publish it: every node delivers it, the sender's too.
-    fn member_message(&self, app: &App, channel: &ChannelName, frame: &str, except: Option<SocketId>) -> Vec<u8> {
+    fn member_message(
+        &self,
+        app: &App,
+        channel: &ChannelName,
+        frame: &str,
+        except: Option<SocketId>,
+    ) -> Vec<u8> {
         let mut header = Header::new(&self.node, Kind::Member, app.id.as_str(), channel.as_str());
         header.except = except;
         encode(&header, frame)
@@ -295,23 +323,37 @@ impl RedisAdapter {
             return;
         };
         let own = header.node == self.node;
-        if own && matches!(header.kind, Kind::Broadcast | Kind::Terminate | Kind::Watchers) {
+        if own
+            && matches!(
+                header.kind,
+                Kind::Broadcast | Kind::Terminate | Kind::Watchers
+            )
+        {
             return; // delivered locally when sent
         }
-        let Some(app) = apps.by_id(header.app) else { return };
+        let Some(app) = apps.by_id(header.app) else {
+            return;
+        };
         if header.kind == Kind::Watchers {
             // These carry a user id in `channel`, which need not be a channel name.
-            app.hub.notify_watchers(&header.channel, &Message::new(body.to_owned()));
+            app.hub
+                .notify_watchers(&header.channel, &Message::new(body.to_owned()));
             return;
         }
-        let Ok(channel) = ChannelName::parse_with_max(&header.channel, usize::MAX) else { return };
+        let Ok(channel) = ChannelName::parse_with_max(&header.channel, usize::MAX) else {
+            return;
+        };
         match header.kind {
             // Framed once on this node; every local subscriber gets the same bytes.
             Kind::Broadcast | Kind::Member => {
-                app.hub.deliver(&channel, header.except, || Message::new(body.to_owned()));
+                app.hub
+                    .deliver(&channel, header.except, || Message::new(body.to_owned()));
             }
             Kind::Terminate => {
-                let code = header.code.and_then(ErrorCode::from_code).unwrap_or(ErrorCode::Unauthorized);
+                let code = header
+                    .code
+                    .and_then(ErrorCode::from_code)
+                    .unwrap_or(ErrorCode::Unauthorized);
                 app.hub.close_subscribers(&channel, code);
             }
             Kind::List => {
@@ -319,14 +361,21 @@ impl RedisAdapter {
                 if !own {
                     return;
                 }
-                let pending = header.token.and_then(|t| self.pending_joins.lock().unwrap_or_else(|p| p.into_inner()).remove(&t));
+                let pending = header.token.and_then(|t| {
+                    self.pending_joins
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&t)
+                });
                 let Some(p) = pending else { return }; // gave up waiting; joined without it
                 let Some(members) = member_list(body) else {
                     tracing::warn!(channel = %channel.as_str(), "malformed member list from redis");
                     return; // the joiner's wait runs out and it joins with a list read directly
                 };
                 let succeeded = succeeded_frame(&channel, &members);
-                let sub = app.hub.join_with_list(&channel, &p.conn, &p.user_id, p.info, &succeeded);
+                let sub = app
+                    .hub
+                    .join_with_list(&channel, &p.conn, &p.user_id, p.info, &succeeded);
                 let _ = p.done.send(sub);
             }
             Kind::Watchers => {}
@@ -338,7 +387,8 @@ impl RedisAdapter {
     async fn note_channel(&self, app: &App, channel: &ChannelName) -> Option<()> {
         let key = self.keys.node_channels(&self.node);
         let member = channel_ref(app.id.as_str(), channel.as_str());
-        self.with_bus(|mut c| async move { c.sadd::<_, _, ()>(key, member).await }).await
+        self.with_bus(|mut c| async move { c.sadd::<_, _, ()>(key, member).await })
+            .await
     }
 
     /// Keeps the app's channel index in step with a transition the scripts reported.
@@ -352,7 +402,9 @@ impl RedisAdapter {
             return;
         }
         let _: redis::RedisResult<()> = bus.srem(&index, channel.as_str()).await;
-        let count: redis::RedisResult<Option<i64>> = bus.get(self.keys.channel(app.id.as_str(), channel.as_str()).count()).await;
+        let count: redis::RedisResult<Option<i64>> = bus
+            .get(self.keys.channel(app.id.as_str(), channel.as_str()).count())
+            .await;
         if matches!(count, Ok(Some(n)) if n > 0) {
             let _: redis::RedisResult<()> = bus.sadd(&index, channel.as_str()).await;
         }
@@ -376,7 +428,14 @@ impl RedisAdapter {
     /// Keeps the indexes in step with a change of a channel's cluster count made by a
     /// script: the app's channel index when the channel became occupied or vacated, the
     /// held-webhook index when the script held a `channel_vacated` back (`due` > 0).
-    async fn index_count_change(&self, app: &App, channel: &ChannelName, before: i64, after: i64, due: i64) {
+    async fn index_count_change(
+        &self,
+        app: &App,
+        channel: &ChannelName,
+        before: i64,
+        after: i64,
+        due: i64,
+    ) {
         if before <= 0 && after > 0 {
             self.index_channel(app, channel, true).await;
         } else if before > 0 && after <= 0 {
@@ -385,7 +444,12 @@ impl RedisAdapter {
         self.index_held_back(app, channel, due).await;
     }
 
-    async fn adjust_subs(&self, app: &App, channel: &ChannelName, delta: i64) -> Option<(i64, bool)> {
+    async fn adjust_subs(
+        &self,
+        app: &App,
+        channel: &ChannelName,
+        delta: i64,
+    ) -> Option<(i64, bool)> {
         let keys = self.keys.channel(app.id.as_str(), channel.as_str());
         let (total, cancelled, due): (i64, i64, i64) = self
             .with_bus(|mut c| async move {
@@ -402,36 +466,53 @@ impl RedisAdapter {
                     .await
             })
             .await?;
-        self.index_count_change(app, channel, total - delta, total, due).await;
+        self.index_count_change(app, channel, total - delta, total, due)
+            .await;
         Some((total, cancelled == 1))
     }
 
     /// Counts a new local subscription in the cluster: `occupied` is cluster-wide, and
     /// `channel_occupied` is sent unless it cancels a held-back `channel_vacated`.
-    async fn count_subscription(&self, app: &App, channel: &ChannelName, local: Subscribed) -> Subscribed {
+    async fn count_subscription(
+        &self,
+        app: &App,
+        channel: &ChannelName,
+        local: Subscribed,
+    ) -> Subscribed {
         match self.adjust_subs(app, channel, 1).await {
             Some((total, cancelled)) => {
                 let occupied = total == 1;
                 if occupied && !cancelled {
-                    app.webhook(|| WebhookEvent::ChannelOccupied { channel: channel.to_string() });
+                    app.webhook(|| WebhookEvent::ChannelOccupied {
+                        channel: channel.to_string(),
+                    });
                 }
-                Subscribed { occupied, subscriptions: total.max(0) as u64 }
+                Subscribed {
+                    occupied,
+                    subscriptions: total.max(0) as u64,
+                }
             }
             None => {
                 if local.occupied {
-                    app.lifecycle_webhooks([WebhookEvent::ChannelOccupied { channel: channel.to_string() }]);
+                    app.lifecycle_webhooks([WebhookEvent::ChannelOccupied {
+                        channel: channel.to_string(),
+                    }]);
                 }
                 local
             }
         }
     }
-
 }
 
 fn rand_node_id() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
     h.write_u32(std::process::id());
     h.finish()
 }
@@ -457,10 +538,18 @@ impl Adapter for RedisAdapter {
     }
 
     fn bus_stats(&self) -> BusStats {
-        BusStats { received: self.received.load(Ordering::Relaxed), topics: self.interest.len() as u64 }
+        BusStats {
+            received: self.received.load(Ordering::Relaxed),
+            topics: self.interest.len() as u64,
+        }
     }
 
-    fn subscribe<'a>(&'a self, app: &'a App, channel: &'a ChannelName, conn: &'a ConnHandle) -> BoxFuture<'a, Option<Subscribed>> {
+    fn subscribe<'a>(
+        &'a self,
+        app: &'a App,
+        channel: &'a ChannelName,
+        conn: &'a ConnHandle,
+    ) -> BoxFuture<'a, Option<Subscribed>> {
         async move {
             // Every local subscription holds the topic, healthy or not (a reconcile listens again).
             let topic = self.keys.channel(app.id.as_str(), channel.as_str()).topic();
@@ -470,9 +559,13 @@ impl Adapter for RedisAdapter {
                 match app.hub.subscribe(channel, conn) {
                     None => None,
                     // The first here: noted before this node's share is written, so a clean-up after a crash finds it.
-                    Some(local) if local.occupied && self.note_channel(app, channel).await.is_none() => {
+                    Some(local)
+                        if local.occupied && self.note_channel(app, channel).await.is_none() =>
+                    {
                         // Redis failed us: the hub counts it; Redis will when the reconcile writes this node's share.
-                        app.lifecycle_webhooks([WebhookEvent::ChannelOccupied { channel: channel.to_string() }]);
+                        app.lifecycle_webhooks([WebhookEvent::ChannelOccupied {
+                            channel: channel.to_string(),
+                        }]);
                         Some(local)
                     }
                     Some(local) => Some(self.count_subscription(app, channel, local).await),
@@ -518,7 +611,12 @@ impl Adapter for RedisAdapter {
         .boxed()
     }
 
-    fn unsubscribe<'a>(&'a self, app: &'a App, channel: &'a ChannelName, socket: SocketId) -> BoxFuture<'a, Option<Unsubscribed>> {
+    fn unsubscribe<'a>(
+        &'a self,
+        app: &'a App,
+        channel: &'a ChannelName,
+        socket: SocketId,
+    ) -> BoxFuture<'a, Option<Unsubscribed>> {
         async move {
             let topic = self.keys.channel(app.id.as_str(), channel.as_str()).topic();
             let left = if !self.healthy() {
@@ -562,15 +660,35 @@ impl Adapter for RedisAdapter {
         .boxed()
     }
 
-    fn broadcast(&self, app: &App, channel: &ChannelName, frame: ByteString, except: Option<SocketId>) -> Published {
-        app.hub.deliver(channel, except, || Message::new(frame.clone()));
-        let mut header = Header::new(&self.node, Kind::Broadcast, app.id.as_str(), channel.as_str());
+    fn broadcast(
+        &self,
+        app: &App,
+        channel: &ChannelName,
+        frame: ByteString,
+        except: Option<SocketId>,
+    ) -> Published {
+        app.hub
+            .deliver(channel, except, || Message::new(frame.clone()));
+        let mut header = Header::new(
+            &self.node,
+            Kind::Broadcast,
+            app.id.as_str(),
+            channel.as_str(),
+        );
         header.except = except;
-        published(self.send_cluster(&self.keys.channel(app.id.as_str(), channel.as_str()), &header, &frame))
+        published(self.send_cluster(
+            &self.keys.channel(app.id.as_str(), channel.as_str()),
+            &header,
+            &frame,
+        ))
     }
 
     fn cache_put(&self, app: &App, channel: &ChannelName, event: CachedEvent) {
-        let stored = StoredCache { event: event.event.to_string(), data: event.data.to_string(), frame: event.frame.to_string() };
+        let stored = StoredCache {
+            event: event.event.to_string(),
+            data: event.data.to_string(),
+            frame: event.frame.to_string(),
+        };
         app.hub.cache_put(channel, event);
         let Some(mut bus) = self.bus() else { return };
         let key = self.keys.channel(app.id.as_str(), channel.as_str()).cache();
@@ -580,20 +698,34 @@ impl Adapter for RedisAdapter {
         });
     }
 
-    fn cached<'a>(&'a self, app: &'a App, channel: &'a ChannelName) -> BoxFuture<'a, Option<CachedEvent>> {
+    fn cached<'a>(
+        &'a self,
+        app: &'a App,
+        channel: &'a ChannelName,
+    ) -> BoxFuture<'a, Option<CachedEvent>> {
         async move {
             let key = self.keys.channel(app.id.as_str(), channel.as_str()).cache();
             let found = self
-                .with_bus(|mut c| async move { redis::pipe().get(&key).ttl(&key).query_async::<(Option<String>, i64)>(&mut c).await })
+                .with_bus(|mut c| async move {
+                    redis::pipe()
+                        .get(&key)
+                        .ttl(&key)
+                        .query_async::<(Option<String>, i64)>(&mut c)
+                        .await
+                })
                 .await;
-            let Some((value, ttl)) = found else { return app.hub.cache_get(channel, Instant::now()) };
+            let Some((value, ttl)) = found else {
+                return app.hub.cache_get(channel, Instant::now());
+            };
             let stored: StoredCache = serde_json::from_str(&value?).ok()?;
             let kept_for = CACHE_TTL.saturating_sub(Duration::from_secs(ttl.max(0) as u64));
             Some(CachedEvent {
                 frame: stored.frame.into(),
                 event: stored.event.into(),
                 data: stored.data.into(),
-                stored: Instant::now().checked_sub(kept_for).unwrap_or_else(Instant::now),
+                stored: Instant::now()
+                    .checked_sub(kept_for)
+                    .unwrap_or_else(Instant::now),
             })
         }
         .boxed()
@@ -601,15 +733,35 @@ impl Adapter for RedisAdapter {
 
     fn close_subscribers(&self, app: &App, channel: &ChannelName, code: ErrorCode) {
         app.hub.close_subscribers(channel, code);
-        let mut header = Header::new(&self.node, Kind::Terminate, app.id.as_str(), channel.as_str());
+        let mut header = Header::new(
+            &self.node,
+            Kind::Terminate,
+            app.id.as_str(),
+            channel.as_str(),
+        );
         header.code = Some(code.code());
-        drop(self.send_cluster(&self.keys.channel(app.id.as_str(), channel.as_str()), &header, ""));
+        drop(self.send_cluster(
+            &self.keys.channel(app.id.as_str(), channel.as_str()),
+            &header,
+            "",
+        ));
     }
 
-    fn watch<'a>(&'a self, app: &'a App, conn: &'a ConnHandle, user_ids: &'a [String]) -> BoxFuture<'a, ()> {
+    fn watch<'a>(
+        &'a self,
+        app: &'a App,
+        conn: &'a ConnHandle,
+        user_ids: &'a [String],
+    ) -> BoxFuture<'a, ()> {
         async move {
             app.hub.watch(conn, user_ids);
-            let holds: Vec<_> = user_ids.iter().map(|u| self.interest.hold(&self.keys.watch(app.id.as_str(), u).topic())).collect();
+            let holds: Vec<_> = user_ids
+                .iter()
+                .map(|u| {
+                    self.interest
+                        .hold(&self.keys.watch(app.id.as_str(), u).topic())
+                })
+                .collect();
             if self.healthy() {
                 for h in holds {
                     h.wait().await;
@@ -622,36 +774,56 @@ impl Adapter for RedisAdapter {
     fn unwatch(&self, app: &App, socket: SocketId, user_ids: &[String]) {
         app.hub.unwatch(socket, user_ids);
         for u in user_ids {
-            self.interest.release(&self.keys.watch(app.id.as_str(), u).topic());
+            self.interest
+                .release(&self.keys.watch(app.id.as_str(), u).topic());
         }
     }
 
     fn notify_watchers(&self, app: &App, user_id: &str, frame: ByteString) {
-        app.hub.notify_watchers(user_id, &Message::new(frame.clone()));
+        app.hub
+            .notify_watchers(user_id, &Message::new(frame.clone()));
         let header = Header::new(&self.node, Kind::Watchers, app.id.as_str(), user_id);
         drop(self.send_cluster(&self.keys.watch(app.id.as_str(), user_id), &header, &frame));
     }
 
-    fn channel_counts<'a>(&'a self, app: &'a App, channel: &'a ChannelName) -> BoxFuture<'a, ChannelCounts> {
+    fn channel_counts<'a>(
+        &'a self,
+        app: &'a App,
+        channel: &'a ChannelName,
+    ) -> BoxFuture<'a, ChannelCounts> {
         async move {
             let keys = self.keys.channel(app.id.as_str(), channel.as_str());
             let found = self
                 .with_bus(|mut c| async move {
-                    redis::pipe().get(keys.count()).hlen(keys.members()).query_async::<(Option<i64>, u64)>(&mut c).await
+                    redis::pipe()
+                        .get(keys.count())
+                        .hlen(keys.members())
+                        .query_async::<(Option<i64>, u64)>(&mut c)
+                        .await
                 })
                 .await;
             match found {
-                Some((subs, users)) => ChannelCounts { subscriptions: subs.unwrap_or(0).max(0) as u64, users },
+                Some((subs, users)) => ChannelCounts {
+                    subscriptions: subs.unwrap_or(0).max(0) as u64,
+                    users,
+                },
                 None => app.hub.counts(channel),
             }
         }
         .boxed()
     }
 
-    fn channels<'a>(&'a self, app: &'a App, prefix: &'a str) -> BoxFuture<'a, Vec<(ChannelName, ChannelCounts)>> {
+    fn channels<'a>(
+        &'a self,
+        app: &'a App,
+        prefix: &'a str,
+    ) -> BoxFuture<'a, Vec<(ChannelName, ChannelCounts)>> {
         async move {
             let index = self.keys.app_channels(app.id.as_str());
-            let Some(names) = self.with_bus(|mut c| async move { c.smembers::<_, Vec<String>>(index).await }).await else {
+            let Some(names) = self
+                .with_bus(|mut c| async move { c.smembers::<_, Vec<String>>(index).await })
+                .await
+            else {
                 return app.hub.channels(prefix);
             };
             let names: Vec<ChannelName> = names
@@ -660,19 +832,37 @@ impl Adapter for RedisAdapter {
                 .filter_map(|n| ChannelName::parse_with_max(n, usize::MAX).ok())
                 .collect();
             // Each channel's counts live in its own slot: one small pipeline each, all at once.
-            let Some(bus) = self.bus() else { return app.hub.channels(prefix) };
+            let Some(bus) = self.bus() else {
+                return app.hub.channels(prefix);
+            };
             let counts = futures_util::future::join_all(names.iter().map(|name| {
                 let keys = self.keys.channel(app.id.as_str(), name.as_str());
                 let mut bus = bus.clone();
-                async move { redis::pipe().get(keys.count()).hlen(keys.members()).query_async::<(Option<i64>, u64)>(&mut bus).await }
+                async move {
+                    redis::pipe()
+                        .get(keys.count())
+                        .hlen(keys.members())
+                        .query_async::<(Option<i64>, u64)>(&mut bus)
+                        .await
+                }
             }))
             .await;
             let mut out = Vec::new();
             for (name, counts) in names.into_iter().zip(counts) {
                 match counts {
                     Ok((Some(subs), users)) if subs > 0 => {
-                        let users = if name.kind() == ChannelKind::Presence { users } else { 0 };
-                        out.push((name, ChannelCounts { subscriptions: subs as u64, users }));
+                        let users = if name.kind() == ChannelKind::Presence {
+                            users
+                        } else {
+                            0
+                        };
+                        out.push((
+                            name,
+                            ChannelCounts {
+                                subscriptions: subs as u64,
+                                users,
+                            },
+                        ));
                     }
                     Ok(_) => {}
                     Err(e) => {
@@ -688,8 +878,14 @@ impl Adapter for RedisAdapter {
 
     fn users<'a>(&'a self, app: &'a App, channel: &'a ChannelName) -> BoxFuture<'a, Vec<String>> {
         async move {
-            let key = self.keys.channel(app.id.as_str(), channel.as_str()).members();
-            match self.with_bus(|mut c| async move { c.hkeys(key).await }).await {
+            let key = self
+                .keys
+                .channel(app.id.as_str(), channel.as_str())
+                .members();
+            match self
+                .with_bus(|mut c| async move { c.hkeys(key).await })
+                .await
+            {
                 Some(users) => users,
                 None => app.hub.user_ids(channel),
             }

@@ -40,9 +40,19 @@ pub(super) struct PendingJoin {
 impl RedisAdapter {
     /// Takes one of the user's connections off the cluster's presence count; on the
     /// last, the script announces `member_removed`. `Some(true)` when it was the last.
-    pub(super) async fn leave_presence(&self, app: &App, channel: &ChannelName, user: &str) -> Option<bool> {
+    pub(super) async fn leave_presence(
+        &self,
+        app: &App,
+        channel: &ChannelName,
+        user: &str,
+    ) -> Option<bool> {
         let keys = self.keys.channel(app.id.as_str(), channel.as_str());
-        let removed = self.member_message(app, channel, &frame::member_removed(channel.as_str(), user), None);
+        let removed = self.member_message(
+            app,
+            channel,
+            &frame::member_removed(channel.as_str(), user),
+            None,
+        );
         let (last, due): (i64, i64) = self
             .with_bus(|mut c| async move {
                 self.scripts
@@ -68,10 +78,18 @@ impl RedisAdapter {
 
     /// Joins without the bus's ordering (it failed us): with the member list read now.
     async fn join_with_list_read_now(&self, app: &App, p: PendingJoin) -> Option<Subscribed> {
-        let key = self.keys.channel(app.id.as_str(), p.channel.as_str()).infos();
-        let infos: Option<HashMap<String, String>> = self.with_bus(|mut c| async move { c.hgetall(key).await }).await;
+        let key = self
+            .keys
+            .channel(app.id.as_str(), p.channel.as_str())
+            .infos();
+        let infos: Option<HashMap<String, String>> = self
+            .with_bus(|mut c| async move { c.hgetall(key).await })
+            .await;
         let mut members: Vec<(String, Box<RawValue>)> = match infos {
-            Some(infos) => infos.into_iter().filter_map(|(id, text)| Some((id, RawValue::from_string(text).ok()?))).collect(),
+            Some(infos) => infos
+                .into_iter()
+                .filter_map(|(id, text)| Some((id, RawValue::from_string(text).ok()?)))
+                .collect(),
             None => Vec::new(),
         };
         if !members.iter().any(|(id, _)| *id == p.user_id) {
@@ -79,7 +97,8 @@ impl RedisAdapter {
         }
         let succeeded = succeeded_frame(&p.channel, &members);
         self.needs_reconcile.store(true, Ordering::Release);
-        app.hub.join_with_list(&p.channel, &p.conn, &p.user_id, p.info, &succeeded)
+        app.hub
+            .join_with_list(&p.channel, &p.conn, &p.user_id, p.info, &succeeded)
     }
 
     /// The cluster part of a presence join, after this node listens to the channel.
@@ -100,14 +119,34 @@ impl RedisAdapter {
         }
         let keys = self.keys.channel(app.id.as_str(), channel.as_str());
         let info_text = info.get().to_owned();
-        let added = self.member_message(app, channel, &frame::member_added(channel.as_str(), user_id, &info), Some(conn.id));
+        let added = self.member_message(
+            app,
+            channel,
+            &frame::member_added(channel.as_str(), user_id, &info),
+            Some(conn.id),
+        );
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        let mut list_header = Header::new(&self.node, Kind::List, app.id.as_str(), channel.as_str());
+        let mut list_header =
+            Header::new(&self.node, Kind::List, app.id.as_str(), channel.as_str());
         list_header.token = Some(token);
         let (done, mut listed) = oneshot::channel();
-        let pending = PendingJoin { channel: channel.clone(), conn: conn.clone(), user_id: user_id.to_owned(), info: info.clone(), done };
-        self.pending_joins.lock().unwrap_or_else(|p| p.into_inner()).insert(token, pending);
-        let take_pending = || self.pending_joins.lock().unwrap_or_else(|p| p.into_inner()).remove(&token);
+        let pending = PendingJoin {
+            channel: channel.clone(),
+            conn: conn.clone(),
+            user_id: user_id.to_owned(),
+            info: info.clone(),
+            done,
+        };
+        self.pending_joins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(token, pending);
+        let take_pending = || {
+            self.pending_joins
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&token)
+        };
         // Admission is cluster-wide; the script decides, announces and lists.
         let result = self
             .with_bus(|mut c| async move {
@@ -156,14 +195,23 @@ impl RedisAdapter {
         let subscribed = self.count_subscription(app, channel, local).await;
         let first = count == 1;
         if first && cancelled == 0 {
-            app.webhook(|| WebhookEvent::MemberAdded { channel: channel.to_string(), user_id: user_id.to_owned() });
+            app.webhook(|| WebhookEvent::MemberAdded {
+                channel: channel.to_string(),
+                user_id: user_id.to_owned(),
+            });
         }
         Ok(Ok(Some(Joined { first, subscribed })))
     }
 }
 
 /// A presence channel's `subscription_succeeded` for a member list read from Redis.
-pub(super) fn succeeded_frame(channel: &ChannelName, members: &[(String, Box<RawValue>)]) -> String {
-    let pairs: Vec<(&str, &RawValue)> = members.iter().map(|(id, info)| (id.as_str(), &**info)).collect();
+pub(super) fn succeeded_frame(
+    channel: &ChannelName,
+    members: &[(String, Box<RawValue>)],
+) -> String {
+    let pairs: Vec<(&str, &RawValue)> = members
+        .iter()
+        .map(|(id, info)| (id.as_str(), &**info))
+        .collect();
     frame::presence_subscription_succeeded(channel.as_str(), &pairs)
 }

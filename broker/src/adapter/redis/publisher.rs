@@ -34,16 +34,24 @@ impl RedisAdapter {
             for out in batch.drain(..) {
                 by_topic.entry(out.topic.clone()).or_default().push(out);
             }
-            let rounds = by_topic.into_values().map(|group| self.publish_group(bus.clone(), group));
+            let rounds = by_topic
+                .into_values()
+                .map(|group| self.publish_group(bus.clone(), group));
             futures_util::future::join_all(rounds).await;
         }
     }
 
     async fn publish_group(&self, mut bus: Bus, group: Vec<Outgoing>) {
         let mut result = self.try_publish(&mut bus, &group).await;
-        if matches!(&result, Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)) {
+        if matches!(&result, Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript))
+        {
             // A restarted or newly promoted Redis has not seen the script yet.
-            let _ = self.scripts.publish.prepare_invoke().load_async(&mut bus).await;
+            let _ = self
+                .scripts
+                .publish
+                .prepare_invoke()
+                .load_async(&mut bus)
+                .await;
             result = self.try_publish(&mut bus, &group).await;
         }
         match result {
@@ -57,7 +65,8 @@ impl RedisAdapter {
                 }
             }
             Err(e) => {
-                self.dropped_publishes.fetch_add(group.len() as u64, Ordering::Relaxed);
+                self.dropped_publishes
+                    .fetch_add(group.len() as u64, Ordering::Relaxed);
                 self.degraded(&e);
                 // Dropping the senders tells every waiter it was not published.
             }

@@ -29,7 +29,14 @@ impl RedisAdapter {
     /// Sets `node`'s share of a channel's subscriptions. Returns the cluster count
     /// before and after, and whether a held-back `channel_vacated` was cancelled; sends
     /// `channel_occupied` when the channel comes back and nothing was cancelled.
-    pub(super) async fn set_sub_share(&self, bus: &mut Bus, app: &App, channel: &ChannelName, node: &str, count: u64) -> redis::RedisResult<(i64, i64, bool)> {
+    pub(super) async fn set_sub_share(
+        &self,
+        bus: &mut Bus,
+        app: &App,
+        channel: &ChannelName,
+        node: &str,
+        count: u64,
+    ) -> redis::RedisResult<(i64, i64, bool)> {
         let keys = self.keys.channel(app.id.as_str(), channel.as_str());
         let (before, after, cancelled, due): (i64, i64, i64, i64) = self
             .scripts
@@ -44,9 +51,12 @@ impl RedisAdapter {
             .invoke_async(bus)
             .await?;
         if before <= 0 && after > 0 && cancelled == 0 {
-            app.webhook(|| WebhookEvent::ChannelOccupied { channel: channel.to_string() });
+            app.webhook(|| WebhookEvent::ChannelOccupied {
+                channel: channel.to_string(),
+            });
         }
-        self.index_count_change(app, channel, before, after, due).await;
+        self.index_count_change(app, channel, before, after, due)
+            .await;
         Ok((before, after, cancelled == 1))
     }
 
@@ -67,8 +77,18 @@ impl RedisAdapter {
         let keys = self.keys.channel(app.id.as_str(), channel.as_str());
         let null = RawValue::from_string("null".into()).expect("valid JSON");
         let info = info.unwrap_or(&null);
-        let removed = self.member_message(app, channel, &frame::member_removed(channel.as_str(), user), None);
-        let added = self.member_message(app, channel, &frame::member_added(channel.as_str(), user, info), None);
+        let removed = self.member_message(
+            app,
+            channel,
+            &frame::member_removed(channel.as_str(), user),
+            None,
+        );
+        let added = self.member_message(
+            app,
+            channel,
+            &frame::member_added(channel.as_str(), user, info),
+            None,
+        );
         let (before, after, cancelled, due): (i64, i64, i64, i64) = self
             .scripts
             .reconcile_members
@@ -89,7 +109,10 @@ impl RedisAdapter {
             .invoke_async(bus)
             .await?;
         if before <= 0 && after > 0 && cancelled == 0 {
-            app.webhook(|| WebhookEvent::MemberAdded { channel: channel.to_string(), user_id: user.to_owned() });
+            app.webhook(|| WebhookEvent::MemberAdded {
+                channel: channel.to_string(),
+                user_id: user.to_owned(),
+            });
         }
         self.index_held_back(app, channel, due).await;
         Ok((before, after))
@@ -109,7 +132,9 @@ impl RedisAdapter {
             self.degraded(&e);
             return;
         }
-        if !self.needs_reconcile.load(Ordering::Acquire) && !self.healthy.swap(true, Ordering::AcqRel) {
+        if !self.needs_reconcile.load(Ordering::Acquire)
+            && !self.healthy.swap(true, Ordering::AcqRel)
+        {
             tracing::info!(node = %self.node, "redis reachable: cluster view written back");
         }
     }
@@ -126,33 +151,55 @@ impl RedisAdapter {
                         members.insert(user, (sockets, RawValue::from_string(info).ok()));
                     }
                 }
-                held.insert((app.id.as_str().to_owned(), channel), (counts.subscriptions, members));
+                held.insert(
+                    (app.id.as_str().to_owned(), channel),
+                    (counts.subscriptions, members),
+                );
             }
         }
         // What Redis may hold for this node but the node no longer has goes to zero.
         let index = self.keys.node_channels(&self.node);
         let recorded: HashSet<String> = bus.smembers(&index).await?;
         for entry in &recorded {
-            let Some((app_id, channel)) = split_channel_ref(entry) else { continue };
+            let Some((app_id, channel)) = split_channel_ref(entry) else {
+                continue;
+            };
             if let Ok(name) = ChannelName::parse_with_max(channel, usize::MAX) {
-                held.entry((app_id.to_owned(), name)).or_insert_with(|| (0, Members::new()));
+                held.entry((app_id.to_owned(), name))
+                    .or_insert_with(|| (0, Members::new()));
             }
         }
         for ((app_id, channel), (subscriptions, mut members)) in held {
-            let Some(app) = apps.by_id(&app_id) else { continue };
+            let Some(app) = apps.by_id(&app_id) else {
+                continue;
+            };
             let entry = channel_ref(&app_id, channel.as_str());
             if subscriptions > 0 {
                 let () = bus.sadd(&index, &entry).await?;
             }
             if channel.kind() == ChannelKind::Presence {
-                for user in self.member_shares_of(bus, &app, &channel, &self.node).await?.into_keys() {
+                for user in self
+                    .member_shares_of(bus, &app, &channel, &self.node)
+                    .await?
+                    .into_keys()
+                {
                     members.entry(user).or_insert((0, None));
                 }
                 for (user, (sockets, info)) in &members {
-                    self.set_member_share(bus, &app, &channel, &self.node, user, *sockets, info.as_deref()).await?;
+                    self.set_member_share(
+                        bus,
+                        &app,
+                        &channel,
+                        &self.node,
+                        user,
+                        *sockets,
+                        info.as_deref(),
+                    )
+                    .await?;
                 }
             }
-            self.set_sub_share(bus, &app, &channel, &self.node, subscriptions).await?;
+            self.set_sub_share(bus, &app, &channel, &self.node, subscriptions)
+                .await?;
             if subscriptions == 0 {
                 let () = bus.srem(&index, &entry).await?;
             }
