@@ -35,6 +35,10 @@ id = "1"
 key = "app-key"
 secret = "app-secret"
 webhooks = [{ url = "${hooks.url}hook?secret=not-for-the-page", event_types = ["channel_occupied"] }]
+[[apps]]
+id = "2"
+key = "app-key-2"
+secret = "app-secret-2"
 `,
   });
   browser = await chromium.launch({
@@ -161,6 +165,40 @@ test('the console shows a pusher-js client connect, subscribe and receive an eve
     assert.deepEqual(problems, []);
   } finally {
     client.disconnect();
+    await context.close();
+  }
+});
+
+/** The live feed's viewer count, as the stats report it. */
+async function viewerCount() {
+  const res = await fetch(`${broker.url}/console/api/apps/1/stats`, { headers: { authorization: `Bearer ${TOKEN}` } });
+  assert.equal(res.status, 200);
+  return (await res.json()).viewers;
+}
+
+test('one page switching apps and reloading holds one viewer place (max_viewers = 4)', async () => {
+  const { context, page, problems } = await openConsole();
+  try {
+    for (let i = 0; i < 6; i++) {
+      for (const app of ['2', '1']) {
+        await page.selectOption('#app', app);
+        await page.waitForSelector('#feed-state[data-state="live"]', { timeout: 5000 });
+      }
+    }
+    for (let i = 0; i < 6; i++) {
+      await page.reload();
+      await page.waitForSelector('#feed-state[data-state="live"]', { timeout: 5000 });
+    }
+    // Each switch reused the page's place and each reload's closed feed freed its place at once.
+    await eventually(async () => assert.equal(await viewerCount(), 1), 'one viewer', 2000);
+    // The page's own count, after its next once-a-second refresh.
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.doesNotMatch(await page.textContent('#graph-span'), /consoles open/);
+    // Closing the page frees its place too.
+    await page.close();
+    await eventually(async () => assert.equal(await viewerCount(), 0), 'no viewer after the page closed', 2000);
+    assert.deepEqual(problems, []);
+  } finally {
     await context.close();
   }
 });

@@ -33,13 +33,15 @@ use self::series::{Sample, Series};
 use crate::{
     apps::App,
     config::{Config, ConsoleSettings, ConsoleToken},
-    console_feed::{self as feed, Feed, FeedLimits, Message},
+    console_feed::{Feed, Message, PageId},
     http::{self, error::ApiError},
     state::State,
 };
 
 const COOKIE: &str = "broker_console";
-/// How often an idle feed says it is still there (so a closed page is noticed and its viewer slot freed).
+/// How often an idle feed says it is still there. A page that closes its connection is noticed at
+/// once (the server does not keep half-closed connections); this catches peers that vanished
+/// without closing, and keeps proxies from timing the stream out.
 const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
 const INDEX_HTML: &str = include_str!("../../console/index.html");
@@ -63,12 +65,8 @@ pub struct Console {
 /// and, on a cluster node (`node` is its id), relaying events between nodes.
 pub fn start(config: &Config, state: Arc<State>, node: Option<&str>) -> Option<web::Data<Console>> {
     let token = config.console_token.clone()?;
-    let settings = &config.console;
-    let feed = feed::install(FeedLimits {
-        events_per_second: settings.events_per_second,
-        buffer: settings.buffer,
-        max_viewers: settings.max_viewers,
-    });
+    // The state built the feed from the same config, so it is there whenever a token is.
+    let feed = state.console.feed()?.clone();
     if let (Some(cluster), Some(node)) = (&config.cluster, node) {
         cluster::start(feed.clone(), cluster, node);
     }
@@ -406,18 +404,29 @@ async fn trigger(
 
 type Chunk = Result<Bytes, Infallible>;
 
+#[derive(Deserialize)]
+struct FeedQuery {
+    page: Option<String>,
+}
+
 /// `GET /console/api/apps/{app_id}/feed`: the app's live events as server-sent events.
 /// `data:` lines hold one event each; `event: dropped` says how many this page lost by falling behind.
+/// `?page=` names the page: its next request (another app) takes over this one's place.
 async fn live_feed(
     admin: Admin,
     state: web::Data<State>,
     app_id: web::Path<String>,
+    query: web::Query<FeedQuery>,
 ) -> Result<HttpResponse, ConsoleError> {
     let app = app_by_id(&state, &app_id)?;
+    let page = match query.page.as_deref() {
+        Some(p) => Some(PageId::parse(p).map_err(|e| ConsoleError::BadRequest(e.to_string()))?),
+        None => None,
+    };
     let viewer = admin
         .0
         .feed
-        .watch()
+        .watch(page)
         .map_err(|_| ConsoleError::TooManyViewers(admin.0.settings.max_viewers))?;
     let key = app.key.clone();
     let hello = futures_util::stream::once(async {
