@@ -27,7 +27,11 @@ before(async () => {
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   hooks = await hookReceiver();
   broker = await startBroker({
+    // The 401 test below offers more wrong tokens than the default per-minute budget
+    // (broker/tests/console.rs covers that throttle).
     config: `console_token = "${TOKEN}"
+[console]
+failed_logins_per_minute = 100
 [webhooks]
 batch_wait_ms = 10
 [[apps]]
