@@ -29,6 +29,7 @@ use std::{
 };
 
 use actix_web::{
+    body::MessageBody,
     cookie::{Cookie, SameSite},
     dev::Payload,
     http::{header, StatusCode},
@@ -248,7 +249,7 @@ impl FromRequest for Admin {
     }
 }
 
-fn html(status: StatusCode, body: impl Into<String>) -> HttpResponse {
+fn html(status: StatusCode, body: impl MessageBody + 'static) -> HttpResponse {
     HttpResponse::build(status)
         .content_type("text/html; charset=utf-8")
         .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -258,7 +259,7 @@ fn html(status: StatusCode, body: impl Into<String>) -> HttpResponse {
         ))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .insert_header((header::REFERRER_POLICY, "no-referrer"))
-        .body(body.into())
+        .body(body)
 }
 
 /// The page's script and style: code only, no data, so served without the token.
