@@ -50,7 +50,10 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if client.as_ref().is_none_or(|c| c.is_closed()) {
+        if client
+            .as_ref()
+            .is_none_or(tokio_postgres::Client::is_closed)
+        {
             client = match connect(&store.database_url).await {
                 Ok(c) => Some(c),
                 Err(e) => {
@@ -72,7 +75,7 @@ pub async fn run(
                     ));
                     senders
                         .lock()
-                        .unwrap_or_else(|p| p.into_inner())
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .push(handle);
                 }
             }

@@ -118,7 +118,7 @@ impl App {
     pub fn allow_rest_request(&self) -> bool {
         self.rest_rate.as_ref().is_none_or(|b| {
             b.lock()
-                .unwrap_or_else(|p| p.into_inner())
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .take(Instant::now())
         })
     }
@@ -176,7 +176,9 @@ impl AppRegistry {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Maps> {
-        self.maps.read().unwrap_or_else(|p| p.into_inner())
+        self.maps
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn by_key(&self, key: &str) -> Option<Arc<App>> {
@@ -206,7 +208,10 @@ impl AppRegistry {
     /// are left alone. Returns webhook receivers to run for new queues.
     pub fn sync_store(&self, apps: &[AppConfig]) -> Vec<WebhookReceiver> {
         let mut receivers = Vec::new();
-        let mut maps = self.maps.write().unwrap_or_else(|p| p.into_inner());
+        let mut maps = self
+            .maps
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for c in apps {
             if self.fixed.contains(&c.id) {
                 tracing::warn!(

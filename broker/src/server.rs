@@ -160,7 +160,7 @@ impl Server {
                 .configure(|c| console::routes(c, console.clone()))
                 .configure(|cfg| {
                     if let Some(access) = public_ops.clone() {
-                        ops::guarded_routes(cfg, access)
+                        ops::guarded_routes(cfg, access);
                     }
                 })
         })
@@ -244,7 +244,11 @@ impl Server {
             // A polling client gets its 4200 with its next poll.
             let _ = tokio::time::timeout_at(until, sessions.until_empty()).await;
             state.flush_webhooks();
-            let senders = std::mem::take(&mut *senders.lock().unwrap_or_else(|p| p.into_inner()));
+            let senders = std::mem::take(
+                &mut *senders
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
             for sender in senders {
                 if tokio::time::timeout_at(until, sender).await.is_err() {
                     tracing::warn!("webhooks not flushed before the shutdown deadline");

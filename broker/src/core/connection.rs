@@ -157,7 +157,10 @@ impl ConnHandle {
             return false;
         }
         let was_empty = {
-            let mut q = s.queue.lock().unwrap_or_else(|p| p.into_inner());
+            let mut q = s
+                .queue
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if q.len() >= s.capacity {
                 drop(q);
                 self.close(ErrorCode::OverCapacity);
@@ -255,13 +258,17 @@ impl Receiver {
             self.shared
                 .queue
                 .lock()
-                .unwrap_or_else(|p| p.into_inner())
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clear();
             return Poll::Ready(Err(code));
         }
         self.shared.waker.register(cx.waker());
         {
-            let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+            let mut q = self
+                .shared
+                .queue
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if batch.is_empty() {
                 // Swap rather than copy: the queue keeps the (empty) batch's buffer.
                 std::mem::swap(&mut *q, batch);

@@ -185,7 +185,10 @@ impl FallbackSession {
     /// older request that holds it to step aside. `None` if it did not in time.
     pub async fn attach(self: &Arc<Self>) -> Option<Attached> {
         let epoch = {
-            let mut a = self.attach.lock().unwrap_or_else(|p| p.into_inner());
+            let mut a = self
+                .attach
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             a.epoch += 1;
             a.attached = true;
             a.epoch
@@ -203,7 +206,10 @@ impl FallbackSession {
 
     /// How long no receive request has been attached (zero while one is).
     fn detached_for(&self, now: Instant) -> Duration {
-        let a = self.attach.lock().unwrap_or_else(|p| p.into_inner());
+        let a = self
+            .attach
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if a.attached {
             Duration::ZERO
         } else {
@@ -219,7 +225,7 @@ impl Attached {
         self.session
             .attach
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .epoch
             == self.epoch
     }
@@ -231,7 +237,7 @@ impl Drop for Attached {
             .session
             .attach
             .lock()
-            .unwrap_or_else(|p| p.into_inner());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if a.epoch == self.epoch {
             a.attached = false;
             a.since = Instant::now();

@@ -78,7 +78,9 @@ impl Interest {
     }
 
     fn topics(&self) -> std::sync::MutexGuard<'_, HashMap<String, Topic>> {
-        self.topics.lock().unwrap_or_else(|p| p.into_inner())
+        self.topics
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Takes a reference on `topic` now; the returned [`Hold`] resolves once this node

@@ -194,11 +194,14 @@ impl RedisAdapter {
             }
         };
         tracing::info!(node = %self.node, cluster = self.target.is_cluster(), "connected to redis");
-        *self.bus.write().unwrap_or_else(|p| p.into_inner()) = Some(bus.clone());
+        *self
+            .bus
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(bus.clone());
         if let Some(rx) = self
             .interest_rx
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take()
         {
             actix_web::rt::spawn(self.interest.clone().run(rx, bus.clone()));
@@ -206,7 +209,7 @@ impl RedisAdapter {
         if let Some(rx) = self
             .publish_rx
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take()
         {
             actix_web::rt::spawn(self.clone().run_publisher(rx, bus.clone()));
@@ -232,13 +235,19 @@ impl RedisAdapter {
     }
 
     fn bus(&self) -> Option<Bus> {
-        self.bus.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.bus
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Whether the first connection was made (the client reconnects by itself after
     /// that); on the publish path, so it does not clone the connection as [`Self::bus`] does.
     fn connected(&self) -> bool {
-        self.bus.read().unwrap_or_else(|p| p.into_inner()).is_some()
+        self.bus
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some()
     }
 
     /// Runs a command on the shared connection; on failure marks the adapter unhealthy.
@@ -364,7 +373,7 @@ impl RedisAdapter {
                 let pending = header.token.and_then(|t| {
                     self.pending_joins
                         .lock()
-                        .unwrap_or_else(|p| p.into_inner())
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .remove(&t)
                 });
                 let Some(p) = pending else { return }; // gave up waiting; joined without it

@@ -139,12 +139,12 @@ impl RedisAdapter {
         };
         self.pending_joins
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(token, pending);
         let take_pending = || {
             self.pending_joins
                 .lock()
-                .unwrap_or_else(|p| p.into_inner())
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .remove(&token)
         };
         // Admission is cluster-wide; the script decides, announces and lists.
