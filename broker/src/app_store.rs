@@ -42,7 +42,7 @@ pub async fn run(
     state: Arc<State>,
     store: AppStoreConfig,
     settings: WebhookSettings,
-    senders: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
+    senders: Arc<parking_lot::Mutex<Vec<JoinHandle<()>>>>,
     on_loopback: bool,
 ) {
     let mut client: Option<Client> = None;
@@ -73,10 +73,7 @@ pub async fn run(
                         settings.clone(),
                         state.webhook_flush_signal(),
                     ));
-                    senders
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .push(handle);
+                    senders.lock().push(handle);
                 }
             }
             Err(e) => {
