@@ -21,10 +21,12 @@ use std::{
     collections::HashMap,
     sync::{
         atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
-        Arc, Mutex,
+        Arc,
     },
     time::{SystemTime, UNIX_EPOCH},
 };
+
+use parking_lot::Mutex;
 
 use protocol::{AppKey, ChannelName, EventName, SocketId};
 use serde::Serialize;
@@ -44,6 +46,8 @@ pub struct FeedLimits {
 /// One thing that happened, as the page shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+// The variant names are the page's `kind` tags (`rest_event`, `client_event`), read by console.js.
+#[allow(clippy::enum_variant_names)]
 pub enum Event {
     ConnectionOpened {
         socket_id: String,
@@ -220,7 +224,7 @@ impl Feed {
     /// Starts watching for `page`: takes over that page's place if it holds one (the
     /// earlier viewer ends), else takes a new place unless `max_viewers` are held.
     pub fn watch(self: &Arc<Self>, page: Option<PageId>) -> Result<Viewer, TooManyViewers> {
-        let mut places = self.places.lock().unwrap_or_else(|p| p.into_inner());
+        let mut places = self.places.lock();
         let own = page.as_ref().and_then(|page| {
             places
                 .held
@@ -298,7 +302,7 @@ impl Feed {
 
     #[cold]
     fn count_published(&self, app: &AppKey, messages: u64) {
-        let mut published = self.published.lock().unwrap_or_else(|p| p.into_inner());
+        let mut published = self.published.lock();
         match published.get_mut(app) {
             Some(n) => *n += messages,
             None => {
@@ -333,8 +337,7 @@ impl Feed {
     /// (`None` if nobody watched, so nothing was counted).
     pub fn tick(&self) -> Option<HashMap<AppKey, u64>> {
         self.in_window.store(0, Ordering::Relaxed);
-        let counted =
-            std::mem::take(&mut *self.published.lock().unwrap_or_else(|p| p.into_inner()));
+        let counted = std::mem::take(&mut *self.published.lock());
         self.watched().then_some(counted)
     }
 }
@@ -355,7 +358,7 @@ impl Viewer {
 impl Drop for Viewer {
     fn drop(&mut self) {
         let feed = &self.receiver.feed;
-        let mut places = feed.places.lock().unwrap_or_else(|p| p.into_inner());
+        let mut places = feed.places.lock();
         // A place taken over is no longer in the list.
         places.held.retain(|p| p.id != self.place);
         feed.viewers.store(places.held.len(), Ordering::Relaxed);

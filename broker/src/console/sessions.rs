@@ -13,10 +13,10 @@
 use std::{
     collections::HashMap,
     fmt::Write,
-    sync::Mutex,
     time::{Duration, Instant},
 };
 
+use parking_lot::Mutex;
 use rand::{rngs::OsRng, RngCore};
 use tokio::sync::watch;
 
@@ -77,7 +77,7 @@ impl LoginSessions {
                 let _ = write!(s, "{b:02x}");
                 s
             });
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let mut live = self.live.lock();
         live.retain(|_, s| s.expires > now);
         if live.len() >= self.max {
             // Every session lasts as long, so the first to expire is the oldest.
@@ -102,7 +102,7 @@ impl LoginSessions {
         if id.len() != ID_LEN {
             return None;
         }
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let mut live = self.live.lock();
         match live.get(id) {
             Some(s) if s.expires > now => Some(Ended {
                 expires: s.expires,
@@ -118,10 +118,7 @@ impl LoginSessions {
 
     /// Ends a session (logout); unknown ids are ignored.
     pub fn close(&self, id: &str) {
-        self.live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+        self.live.lock().remove(id);
     }
 }
 

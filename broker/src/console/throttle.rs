@@ -17,9 +17,10 @@
 use std::{
     collections::HashMap,
     net::{IpAddr, Ipv6Addr},
-    sync::Mutex,
     time::{Duration, Instant},
 };
+
+use parking_lot::Mutex;
 
 use crate::core::{ip_limit::counted_as, rate::TokenBucket};
 
@@ -47,7 +48,7 @@ impl LoginThrottle {
     /// `Err(retry_after)` while `peer` has no failures left; `peer` is `None` for a
     /// connection without an IP address (counted with the overflow).
     pub fn check(&self, peer: Option<IpAddr>, now: Instant) -> Result<(), Duration> {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let mut buckets = self.buckets.lock();
         let key = key_in(&buckets, peer);
         match buckets.get_mut(&key).and_then(|b| b.wait(now)) {
             Some(wait) => Err(wait),
@@ -57,7 +58,7 @@ impl LoginThrottle {
 
     /// Counts a wrong token offered from `peer`.
     pub fn failed(&self, peer: Option<IpAddr>, now: Instant) {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let mut buckets = self.buckets.lock();
         if buckets.len() >= MAX_ADDRESSES {
             // Full buckets say nothing: forgetting them makes room.
             buckets.retain(|_, b| !b.is_full(now));
