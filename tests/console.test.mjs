@@ -207,6 +207,26 @@ test('one page switching apps and reloading holds one viewer place (max_viewers 
   }
 });
 
+test('the login cookie is a session id, not the token, and logging out ends it on the broker', async () => {
+  const { context, page, problems } = await openConsole();
+  try {
+    const [cookie] = (await context.cookies()).filter((c) => c.name === 'broker_console');
+    assert.ok(cookie, 'a login cookie');
+    assert.notEqual(cookie.value, TOKEN);
+    assert.ok(!cookie.value.includes(TOKEN));
+    assert.ok(cookie.httpOnly && cookie.sameSite === 'Strict', JSON.stringify(cookie));
+    const withCookie = () => fetch(`${broker.url}/console/api/apps`, { headers: { cookie: `broker_console=${cookie.value}` } });
+    assert.equal((await withCookie()).status, 200);
+    // (The login form that follows the logout is a 401, which Chromium logs as an error.)
+    assert.deepEqual(problems, []);
+    await Promise.all([page.waitForNavigation({ waitUntil: 'load' }), page.click('header form button[type=submit]')]);
+    assert.equal(await page.locator('#token').count(), 1, 'back at the login form');
+    assert.equal((await withCookie()).status, 401, 'a copy of the cookie is refused after logout');
+  } finally {
+    await context.close();
+  }
+});
+
 test('without the token: 401 and no data, in the browser and on every data route', async () => {
   // Some data to leak, if anything leaked.
   const client = await connect(broker);
