@@ -450,6 +450,15 @@ mod console_settings_tests {
             .unwrap_err()
             .0
             .contains("console.buffer"));
+        let no_logins = ConsoleSettings {
+            failed_logins_per_minute: 0,
+            ..ConsoleSettings::default()
+        };
+        assert!(no_logins
+            .apply_env(&mut None, |_| None)
+            .unwrap_err()
+            .0
+            .contains("console.failed_logins_per_minute"));
     }
 }
 
