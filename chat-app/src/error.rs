@@ -3,7 +3,10 @@
 use actix_web::{http::StatusCode, HttpResponse, ResponseError};
 use serde_json::json;
 
-use crate::store::StoreError;
+use crate::{
+    store::StoreError,
+    throttle::{HashingBusy, TooMany},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -78,10 +81,19 @@ impl AppError {
     }
 }
 
-impl From<crate::throttle::TooMany> for AppError {
-    fn from(t: crate::throttle::TooMany) -> Self {
+impl From<TooMany> for AppError {
+    fn from(t: TooMany) -> Self {
         AppError::TooManyRequests {
             retry_after_secs: t.retry_after_secs,
+        }
+    }
+}
+
+impl From<HashingBusy> for AppError {
+    /// A slot frees within one hash (well under a second), so one second is enough.
+    fn from(_: HashingBusy) -> Self {
+        AppError::Busy {
+            retry_after_secs: 1,
         }
     }
 }
