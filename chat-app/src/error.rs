@@ -27,6 +27,9 @@ pub enum AppError {
     Busy { retry_after_secs: u64 },
     #[error("the database is unavailable, try again shortly")]
     Unavailable(String),
+    /// Start-up has not yet reached and migrated the database (the log says why).
+    #[error("starting: waiting for the database")]
+    Starting,
     /// The text is logged; the client only learns that something went wrong.
     #[error("internal error")]
     Internal(String),
@@ -51,7 +54,9 @@ impl ResponseError for AppError {
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            AppError::Busy { .. } | AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Busy { .. } | AppError::Unavailable(_) | AppError::Starting => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
