@@ -31,6 +31,7 @@
 //!   When Redis returns, the node listens again and writes its local state back ([`reconcile`]).
 
 mod bus;
+mod history;
 mod interest;
 mod keys;
 mod liveness;
