@@ -477,7 +477,7 @@ mod tests {
             HistoryRequest::parse(&raw(r#"{"socket_ids":["x"]}"#), &c),
             Err(RequestError::SocketId)
         );
-        let many = format!(r#"{{"socket_ids":[{}]}}"#, vec!["\"1.1\""; 9].join(","));
+        let many = format!(r#"{{"socket_ids":[{}]}}"#, ["\"1.1\""; 9].join(","));
         assert_eq!(
             HistoryRequest::parse(&raw(&many), &c),
             Err(RequestError::TooManySocketIds(8))

@@ -5,6 +5,7 @@ pub mod body;
 mod channels;
 pub mod error;
 mod events;
+mod history;
 pub mod ops;
 mod users;
 
@@ -46,6 +47,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/batch_events", web::post().to(events::batch))
             .route("/channels", web::get().to(channels::list))
             .route("/channels/{channel_name}", web::get().to(channels::show))
+            .route(
+                "/channels/{channel_name}/history",
+                web::get().to(history::page),
+            )
             .route(
                 "/channels/{channel_name}/users",
                 web::get().to(channels::users),
