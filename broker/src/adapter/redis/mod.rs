@@ -282,6 +282,7 @@ impl RedisAdapter {
             topic: keys.topic(),
             shares: keys.shares(),
             payload: encode(header, frame),
+            history: None,
             ack,
         };
         if !self.connected() || self.publish.try_send(out).is_err() {
@@ -350,6 +351,7 @@ impl RedisAdapter {
                 app.hub
                     .deliver(&channel, header.except, || Message::new(body.to_owned()));
             }
+            Kind::Kept => history::deliver(&app, &channel, &header, body),
             Kind::Terminate => {
                 let code = header
                     .code
