@@ -13,7 +13,9 @@ import { rawClient, sleep } from './lib/probe.mjs';
 import { sdkFor, withTimeout, eventually } from './lib/clients.mjs';
 import { enableRecovery } from '../clients/pusher-recovery/index.js';
 
+const CONSOLE_TOKEN = 'history-console-token-0123456789';
 const CONFIG = `
+console_token = "${CONSOLE_TOKEN}"
 [[apps]]
 id = "1"
 key = "app-key"
@@ -271,6 +273,18 @@ test('REST: a channel history page, from the node SDK, bounded and ordered', asy
   assert.deepEqual(oldest.events.map((e) => e.position), [2, 3]);
   await assert.rejects(sdk.get({ path: '/channels/history-rest/history', params: { limit: 1000 } }), (e) => e.status === 400);
   await assert.rejects(sdk.get({ path: '/channels/not-kept/history' }), (e) => e.status === 404);
+});
+
+test('the debug console shows a kept channel\'s history (same answer as REST)', async () => {
+  await sdk.trigger('history-console', 'shown', { n: 1 });
+  const url = `${broker.url}/console/api/apps/1/channels/history-console/history`;
+  assert.equal((await fetch(url)).status, 401);
+  const res = await fetch(url, { headers: { authorization: `Bearer ${CONSOLE_TOKEN}` } });
+  assert.equal(res.status, 200);
+  const page = await res.json();
+  assert.deepEqual(page.events.map((e) => [e.position, e.event]), [[1, 'shown']]);
+  const notKept = await fetch(`${broker.url}/console/api/apps/1/channels/elsewhere/history`, { headers: { authorization: `Bearer ${CONSOLE_TOKEN}` } });
+  assert.equal(notKept.status, 404);
 });
 
 test('laravel-echo with the helper on its pusher instance recovers too', async () => {

@@ -10,7 +10,7 @@ use super::{
     channels::channel_name,
     error::{bad_request, ApiError},
 };
-use crate::{adapter::history::is_kept, core::history::KeptEvent, state::State};
+use crate::{adapter::history::is_kept, apps::App, core::history::KeptEvent, state::State};
 
 /// The parts of a kept frame a page shows.
 #[derive(Deserialize)]
@@ -27,17 +27,30 @@ pub async fn page(
     path: web::Path<(String, String)>,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
-    let app = &authed.app;
     let (_, raw) = path.into_inner();
-    let name = channel_name(&raw, app.limits.max_channel_name_len)?;
+    let json = history_page(&state, &authed.app, &raw, |k| authed.param(k)).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(json))
+}
+
+/// A kept channel's history page as JSON, for the query `param` looks up; the REST
+/// endpoint and the debug console both answer with this.
+pub async fn history_page<'q>(
+    state: &State,
+    app: &App,
+    channel: &str,
+    param: impl Fn(&str) -> Option<&'q str>,
+) -> Result<String, ApiError> {
+    let name = channel_name(channel, app.limits.max_channel_name_len)?;
     let Some(config) = app.history.as_ref().filter(|_| is_kept(app, &name, false)) else {
         return Err(ApiError::NotFound(format!(
             "this app keeps no history for {}",
             name.as_str()
         )));
     };
-    let query = HistoryQuery::parse(|k| authed.param(k), config.max_page)
-        .map_err(|e| bad_request(e.to_string()))?;
+    let query =
+        HistoryQuery::parse(param, config.max_page).map_err(|e| bad_request(e.to_string()))?;
     let page = state
         .adapter
         .page(app, &name, &query)
@@ -63,11 +76,12 @@ pub async fn page(
             })
         })
         .collect();
-    Ok(HttpResponse::Ok().json(HistoryPage {
+    Ok(serde_json::to_string(&HistoryPage {
         epoch: &page.window.epoch,
         oldest: page.window.oldest,
         newest: page.window.newest,
         direction: query.direction,
         events,
-    }))
+    })
+    .expect("a page serializes"))
 }

@@ -14,6 +14,7 @@ use actix_web::{dev::Service, web};
 use crate::{metrics::RestLabels, state::State};
 
 pub use events::trigger_as;
+pub use history::history_page;
 
 /// The REST API and `/health`; `/ready` and `/metrics` are added per listener
 /// (see [`ops::guarded_routes`]). Bodies are read by [`body::RestBody`], bounded by `max_rest_body_bytes`.
