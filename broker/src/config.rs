@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use protocol::{AppId, AppKey, AppSecret, Limits};
+use protocol::{history::HistoryConfig, AppId, AppKey, AppSecret, Limits};
 use serde::Deserialize;
 
 use subtle::ConstantTimeEq;
@@ -72,6 +72,16 @@ pub struct Config {
     pub ops_token: Option<OpsToken>,
     pub apps: Vec<AppConfig>,
 }
+
+/// Environment keys that set the first app's `history` (`..._CHANNELS` is comma-separated prefixes).
+const HISTORY_ENV: [&str; 6] = [
+    "BROKER_APP_HISTORY_CHANNELS",
+    "BROKER_APP_HISTORY_MAX_EVENTS",
+    "BROKER_APP_HISTORY_MAX_AGE_SECS",
+    "BROKER_APP_HISTORY_MAX_BYTES",
+    "BROKER_APP_HISTORY_MAX_PAGE",
+    "BROKER_APP_HISTORY_CLIENT_EVENTS",
+];
 
 /// How many times `max_rest_body_bytes` an oversized REST body is read (and
 /// discarded) before the 413 is sent; past that the connection is closed unread.
@@ -150,6 +160,9 @@ pub struct AppConfig {
     pub authorized_connection_timeout_secs: u64,
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
+    /// Channel history and connection recovery; off (`None`) by default.
+    #[serde(default)]
+    pub history: Option<HistoryConfig>,
 }
 
 fn yes() -> bool {
@@ -509,6 +522,7 @@ impl AppConfig {
             authorized_connections: false,
             authorized_connection_timeout_secs: thirty(),
             webhooks: Vec::new(),
+            history: None,
         }
     }
 }
@@ -639,11 +653,16 @@ impl Config {
             get("BROKER_APP_AUTHORIZED_CONNECTIONS"),
             get("BROKER_APP_AUTHORIZED_CONNECTION_TIMEOUT"),
         );
+        let history: Vec<(&str, String)> = HISTORY_ENV
+            .iter()
+            .filter_map(|k| get(k).map(|v| (*k, v)))
+            .collect();
         if id.is_some()
             || key.is_some()
             || secret.is_some()
             || authorized.is_some()
             || authorized_timeout.is_some()
+            || !history.is_empty()
         {
             if self.apps.is_empty() {
                 self.apps.push(AppConfig::default_app());
@@ -667,6 +686,26 @@ impl Config {
             if let Some(v) = authorized_timeout {
                 app.authorized_connection_timeout_secs =
                     num("BROKER_APP_AUTHORIZED_CONNECTION_TIMEOUT", v)?;
+            }
+            if !history.is_empty() {
+                let h = app.history.get_or_insert_with(HistoryConfig::default);
+                for (k, v) in history {
+                    match k {
+                        "BROKER_APP_HISTORY_CHANNELS" => {
+                            h.channels = v
+                                .split(',')
+                                .map(str::trim)
+                                .filter(|p| !p.is_empty())
+                                .map(str::to_owned)
+                                .collect();
+                        }
+                        "BROKER_APP_HISTORY_MAX_EVENTS" => h.max_events = num(k, v)?,
+                        "BROKER_APP_HISTORY_MAX_AGE_SECS" => h.max_age_secs = num(k, v)?,
+                        "BROKER_APP_HISTORY_MAX_BYTES" => h.max_bytes = num(k, v)?,
+                        "BROKER_APP_HISTORY_MAX_PAGE" => h.max_page = num(k, v)?,
+                        _ => h.client_events = matches!(v.trim(), "1" | "true" | "yes" | "on"),
+                    }
+                }
             }
         }
         if let Some(url) = get("BROKER_REDIS_URL") {
@@ -739,6 +778,12 @@ impl Config {
                  BROKER_APP_SECRET), or listen on loopback only (host = \"127.0.0.1\" / BROKER_HOST=127.0.0.1)",
                 self.listen_host()
             )));
+        }
+        for app in &self.apps {
+            if let Some(h) = &app.history {
+                h.validate()
+                    .map_err(|e| ConfigError(format!("app {}: {e}", app.id.as_str())))?;
+            }
         }
         if self.max_rest_body_bytes == 0 {
             return Err(ConfigError("max_rest_body_bytes must be at least 1".into()));

@@ -130,6 +130,9 @@ impl Server {
                 let now = Instant::now();
                 for app in sweeper.apps.all() {
                     app.hub.cache_sweep(now);
+                    if let Some(h) = &app.history {
+                        app.hub.history.sweep(h, now);
+                    }
                 }
             }
         });
