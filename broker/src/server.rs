@@ -165,6 +165,12 @@ impl Server {
                 })
         })
         .disable_signals()
+        // A client that closes its side of the connection is gone: no client of
+        // this broker half-closes and waits for an answer. Without this, a held
+        // HTTP-fallback poll or stream whose page was closed would stay attached
+        // (its socket in CLOSE-WAIT) until the next heartbeat failed to write,
+        // and its session would outlive `session_timeout_secs` by that much.
+        .h1_allow_half_closed(false)
         .shutdown_timeout(1);
         if config.workers > 0 {
             server = server.workers(config.workers);

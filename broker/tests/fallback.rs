@@ -21,6 +21,9 @@ type Body = Pin<Box<dyn Stream<Item = Result<Bytes, awc::error::PayloadError>>>>
 
 static NEXT_SESSION: AtomicU32 = AtomicU32::new(1);
 
+/// The `User-Agent` every request of these clients sends (a browser's stays the same too).
+const UA: &str = "fallback-test/1.0";
+
 /// How the client receives.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -81,7 +84,8 @@ impl Fb {
         let mut req = self
             .http
             .post(url)
-            .insert_header(("content-type", "application/json"));
+            .insert_header(("content-type", "application/json"))
+            .insert_header(("user-agent", UA));
         if let Some(o) = &self.origin {
             req = req.insert_header(("origin", o.as_str()));
         }
@@ -433,4 +437,86 @@ async fn eventually(f: impl Fn() -> bool) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Opens a receive request (`op`: `xhr` or `xhr_streaming`) of `fb`'s session
+/// on a TCP socket of its own, as a browser does, and returns the socket once
+/// the request is attached and all it was sent is read (so that dropping the
+/// socket sends a FIN, as a browser closing a page does, not a reset).
+async fn raw_receive(b: &TestBroker, fb: &Fb, op: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let path = fb.base.strip_prefix(&b.url).unwrap();
+    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", b.port))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST {path}/{op}?protocol=7&client=js&version=8.4.0 HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         User-Agent: {UA}\r\nContent-Type: application/json\r\nContent-Length: 0\r\n\r\n"
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    // A poll has sent its head; a stream its prelude too (one chunk).
+    let end: &[u8] = if op == "xhr_streaming" {
+        b"h\n\r\n"
+    } else {
+        b"\r\n\r\n"
+    };
+    let mut got = Vec::new();
+    while !got.ends_with(end) {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(WAIT, socket.read(&mut buf))
+            .await
+            .expect("the response within the wait")
+            .unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    socket
+}
+
+/// A client whose socket closes while its poll or stream is held is noticed at
+/// once: the session ends `session_timeout_secs` after that, not after the next
+/// heartbeat could not be written.
+async fn a_closed_socket_is_noticed_at_once(mode: Mode) {
+    const TIMEOUT: Duration = Duration::from_secs(2);
+    let b = start(
+        "[http_fallback]\nsession_timeout_secs = 2\nheartbeat_secs = 60",
+        "",
+    )
+    .await;
+    let mut ws = Ws::connect(&b).await;
+    ws.join("presence-room", "wsuser").await;
+    let mut fb = Fb::connect(&b, mode).await;
+    fb.join("presence-room", "fbuser").await;
+    ws.expect("pusher_internal:member_added").await;
+    let op = if mode == Mode::Streaming {
+        "xhr_streaming"
+    } else {
+        "xhr"
+    };
+    let socket = raw_receive(&b, &fb, op).await;
+    let closed = tokio::time::Instant::now();
+    drop(socket);
+    let removed = ws.expect("pusher_internal:member_removed").await;
+    let took = closed.elapsed();
+    assert_eq!(data(&removed)["user_id"], "fbuser");
+    assert!(
+        took >= TIMEOUT - Duration::from_millis(100) && took <= TIMEOUT + Duration::from_secs(1),
+        "member_removed {took:?} after the socket closed; expected the session timeout ({TIMEOUT:?}) plus at most 1 s"
+    );
+    b.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_closed_streaming_socket_is_noticed_at_once() {
+    a_closed_socket_is_noticed_at_once(Mode::Streaming).await;
+}
+
+#[actix_rt::test]
+async fn a_closed_polling_socket_is_noticed_at_once() {
+    a_closed_socket_is_noticed_at_once(Mode::Polling).await;
 }
