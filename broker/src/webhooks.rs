@@ -16,10 +16,12 @@ use std::{
     collections::HashMap,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
+        Arc,
     },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
+
+use parking_lot::Mutex;
 
 use protocol::{sign, AppKey, AppSecret};
 use serde::Serialize;
@@ -141,7 +143,7 @@ impl Debounce {
         events: impl FnOnce(&T) -> Vec<WebhookEvent>,
         now: Instant,
     ) -> (T, Vec<WebhookEvent>) {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pending = self.pending.lock();
         let result = op();
         let events = events(&result);
         let mut out = Vec::new();
@@ -171,7 +173,7 @@ impl Debounce {
     /// Takes the held-back leaves whose window has passed (all of them with `now = None`),
     /// in the order they happened.
     pub fn take_due(&self, now: Option<Instant>) -> Vec<WebhookEvent> {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pending = self.pending.lock();
         if pending.is_empty() {
             return Vec::new();
         }
@@ -191,7 +193,7 @@ impl Debounce {
 
     /// Leaves waiting for their window.
     pub fn pending(&self) -> usize {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.pending.lock().len()
     }
 }
 
@@ -287,11 +289,13 @@ struct Body<'a> {
 }
 
 /// Sends one app's webhooks until `flush` turns true; then sends what is still
-/// queued or held back and returns. Needs an actix runtime (awc).
+/// queued or held back and returns, telling the server's console what became of
+/// each batch. Needs an actix runtime (awc).
 pub async fn run_sender(
     mut r: WebhookReceiver,
     settings: WebhookSettings,
     mut flush: watch::Receiver<bool>,
+    console: crate::console_feed::Hooks,
 ) {
     let client = awc::Client::builder()
         .timeout(Duration::from_millis(settings.timeout_ms))
@@ -315,7 +319,7 @@ pub async fn run_sender(
                     batch.push(e);
                 }
                 for chunk in batch.chunks(settings.batch_max.max(1)) {
-                    send_batch(&client, &r, chunk, &last).await;
+                    send_batch(&client, &r, chunk, &last, &console).await;
                 }
                 return;
             }
@@ -331,7 +335,7 @@ pub async fn run_sender(
             }
         }
         for chunk in batch.chunks(settings.batch_max.max(1)) {
-            send_batch(&client, &r, chunk, &settings).await;
+            send_batch(&client, &r, chunk, &settings, &console).await;
         }
         batch.clear();
     }
@@ -343,6 +347,7 @@ async fn send_batch(
     r: &WebhookReceiver,
     batch: &[WebhookEvent],
     settings: &WebhookSettings,
+    console: &crate::console_feed::Hooks,
 ) {
     for hook in &r.hooks {
         let events: Vec<&WebhookEvent> = batch
@@ -362,7 +367,7 @@ async fn send_batch(
         let body = serde_json::to_vec(&Body { time_ms, events }).expect("webhook body serializes");
         let signature = sign::sign_webhook(&r.secret, &body);
         let sent = deliver(client, hook, &r.key, &signature, body, settings).await;
-        crate::console_feed::webhook(&r.key, &hook.url, events_len, sent, settings.retry_for_secs);
+        console.webhook(&r.key, &hook.url, events_len, sent, settings.retry_for_secs);
         if sent {
             r.stats.sent_batches.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -402,7 +407,7 @@ async fn deliver(
         match result {
             Ok(res) if res.status().is_success() => return true,
             Ok(res) => {
-                tracing::debug!(url = %hook.url, status = res.status().as_u16(), attempt, "webhook refused")
+                tracing::debug!(url = %hook.url, status = res.status().as_u16(), attempt, "webhook refused");
             }
             Err(e) => tracing::debug!(url = %hook.url, error = %e, attempt, "webhook failed"),
         }
