@@ -10,13 +10,14 @@
 //!
 //! SUBSCRIBE and UNSUBSCRIBE for one topic must reach Redis in the order they were
 //! decided (an UNSUBSCRIBE overtaking a later SUBSCRIBE would leave a subscriber deaf),
-//! so one task sends them all, in order, from a queue filled under the map's lock.
+//! so one task sends them all, in order, from a queue filled while the topic's entry is
+//! locked. The map is sharded: a subscribe storm over many channels does not queue
+//! behind one node-wide lock, while the decisions about one topic (always in one shard)
+//! stay in order.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::{collections::HashMap, sync::Arc};
 
+use dashmap::{mapref::entry::Entry, DashMap};
 use tokio::sync::{mpsc, oneshot};
 
 use super::bus::Bus;
@@ -60,7 +61,7 @@ impl Hold {
 
 /// The topics this node listens to, reference-counted.
 pub(super) struct Interest {
-    topics: Mutex<HashMap<String, Topic>>,
+    topics: DashMap<String, Topic>,
     queue: mpsc::UnboundedSender<Command>,
 }
 
@@ -70,24 +71,21 @@ impl Interest {
         let (queue, rx) = mpsc::unbounded_channel();
         (
             Arc::new(Self {
-                topics: Mutex::new(HashMap::new()),
+                topics: DashMap::new(),
                 queue,
             }),
             rx,
         )
     }
 
-    fn topics(&self) -> std::sync::MutexGuard<'_, HashMap<String, Topic>> {
-        self.topics.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Takes a reference on `topic` now; the returned [`Hold`] resolves once this node
     /// listens to it (`true`), or `false` if Redis could not be asked. The reference is
     /// held either way, until [`Interest::release`].
     pub fn hold(&self, topic: &str) -> Hold {
-        let mut topics = self.topics();
-        match topics.get_mut(topic) {
-            Some(t) => {
+        // The entry stays locked until the command is queued: per-topic order.
+        match self.topics.entry(topic.to_owned()) {
+            Entry::Occupied(mut t) => {
+                let t = t.get_mut();
                 t.refs += 1;
                 match &mut t.state {
                     State::Live => Hold::Ready(true),
@@ -99,16 +97,13 @@ impl Interest {
                     }
                 }
             }
-            None => {
+            Entry::Vacant(slot) => {
                 let (tx, rx) = oneshot::channel();
-                topics.insert(
-                    topic.to_owned(),
-                    Topic {
-                        refs: 1,
-                        state: State::Pending(vec![tx]),
-                    },
-                );
                 let _ = self.queue.send(Command::Subscribe(topic.to_owned()));
+                slot.insert(Topic {
+                    refs: 1,
+                    state: State::Pending(vec![tx]),
+                });
                 Hold::Waiting(rx)
             }
         }
@@ -116,51 +111,46 @@ impl Interest {
 
     /// Drops a reference; the last one stops listening.
     pub fn release(&self, topic: &str) {
-        let mut topics = self.topics();
-        let Some(t) = topics.get_mut(topic) else {
+        let Entry::Occupied(mut t) = self.topics.entry(topic.to_owned()) else {
             return;
         };
-        t.refs -= 1;
-        if t.refs == 0 {
-            topics.remove(topic);
+        t.get_mut().refs -= 1;
+        if t.get().refs == 0 {
             let _ = self.queue.send(Command::Unsubscribe(topic.to_owned()));
+            t.remove();
         }
     }
 
     /// Topics listened to (or being subscribed).
     pub fn len(&self) -> usize {
-        self.topics().len()
+        self.topics.len()
     }
 
     /// After the connection was lost: marks every topic as needing SUBSCRIBE again and
     /// sends it; resolves `true` once Redis confirmed them all.
     pub async fn resubscribe_all(&self) -> bool {
-        let waits: Vec<_> = {
-            let mut topics = self.topics();
-            topics
-                .iter_mut()
-                .map(|(name, t)| {
-                    let (tx, rx) = oneshot::channel();
-                    match &mut t.state {
-                        State::Pending(waiters) => waiters.push(tx),
-                        state => *state = State::Pending(vec![tx]),
-                    }
-                    let _ = self.queue.send(Command::Subscribe(name.clone()));
-                    rx
-                })
-                .collect()
-        };
-        let mut all = true;
-        for w in waits {
-            all &= w.await.unwrap_or(false);
-        }
-        all
+        let waits: Vec<_> = self
+            .topics
+            .iter_mut()
+            .map(|mut t| {
+                let (tx, rx) = oneshot::channel();
+                let _ = self.queue.send(Command::Subscribe(t.key().clone()));
+                match &mut t.state {
+                    State::Pending(waiters) => waiters.push(tx),
+                    state => *state = State::Pending(vec![tx]),
+                }
+                rx
+            })
+            .collect();
+        futures_util::future::join_all(waits)
+            .await
+            .into_iter()
+            .all(|w| w.unwrap_or(false))
     }
 
     /// Answers the waiters of `topic` if it is still wanted.
     fn settle(&self, topic: &str, ok: bool) {
-        let mut topics = self.topics();
-        let Some(t) = topics.get_mut(topic) else {
+        let Some(mut t) = self.topics.get_mut(topic) else {
             return;
         };
         if let State::Pending(waiters) =
