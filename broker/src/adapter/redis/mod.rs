@@ -59,13 +59,13 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
 use self::{
-    interest::Interest,
+    interest::{Hold, Interest},
     keys::{channel_ref, ChannelKeys, Keys},
     message::{decode, encode, member_list, Header, Kind},
     presence::{succeeded_frame, PendingJoin},
     publisher::Outgoing,
 };
-use super::{local, Adapter, BusStats, NotPublished, Published};
+use super::{local, Adapter, BusStats, Published};
 use crate::{
     apps::{App, AppRegistry},
     config::ClusterConfig,
@@ -268,14 +268,9 @@ impl RedisAdapter {
         self.target.publish_command()
     }
 
-    /// Queues a message for the channel's topic; the receiver learns whether every node
+    /// Queues a message for the channel's topic; the receipt says whether every node
     /// holding the channel heard it.
-    fn send_cluster(
-        &self,
-        keys: &ChannelKeys,
-        header: &Header<'_>,
-        frame: &str,
-    ) -> oneshot::Receiver<bool> {
+    fn send_cluster(&self, keys: &ChannelKeys, header: &Header<'_>, frame: &str) -> Published {
         let (ack, acked) = oneshot::channel();
         let out = Outgoing {
             topic: keys.topic(),
@@ -286,7 +281,7 @@ impl RedisAdapter {
         if !self.connected() || self.publish.try_send(out).is_err() {
             self.dropped_publishes.fetch_add(1, Ordering::Relaxed);
         }
-        acked
+        Published::awaiting(acked)
     }
 
     /// The webhook debounce window in milliseconds, as scripts take it.
@@ -517,17 +512,6 @@ fn rand_node_id() -> u64 {
     h.finish()
 }
 
-/// Turns a publish acknowledgement into what callers await.
-fn published(acked: oneshot::Receiver<bool>) -> Published {
-    async move {
-        match acked.await {
-            Ok(true) => Ok(()),
-            _ => Err(NotPublished),
-        }
-    }
-    .boxed()
-}
-
 impl Adapter for RedisAdapter {
     fn healthy(&self) -> bool {
         self.healthy.load(Ordering::Acquire)
@@ -676,11 +660,11 @@ impl Adapter for RedisAdapter {
             channel.as_str(),
         );
         header.except = except;
-        published(self.send_cluster(
+        self.send_cluster(
             &self.keys.channel(app.id.as_str(), channel.as_str()),
             &header,
             &frame,
-        ))
+        )
     }
 
     fn cache_put(&self, app: &App, channel: &ChannelName, event: CachedEvent) {
@@ -740,11 +724,12 @@ impl Adapter for RedisAdapter {
             channel.as_str(),
         );
         header.code = Some(code.code());
-        drop(self.send_cluster(
+        self.send_cluster(
             &self.keys.channel(app.id.as_str(), channel.as_str()),
             &header,
             "",
-        ));
+        )
+        .unacknowledged();
     }
 
     fn watch<'a>(
@@ -763,9 +748,7 @@ impl Adapter for RedisAdapter {
                 })
                 .collect();
             if self.healthy() {
-                for h in holds {
-                    h.wait().await;
-                }
+                futures_util::future::join_all(holds.into_iter().map(Hold::wait)).await;
             }
         }
         .boxed()
@@ -783,7 +766,8 @@ impl Adapter for RedisAdapter {
         app.hub
             .notify_watchers(user_id, &Message::new(frame.clone()));
         let header = Header::new(&self.node, Kind::Watchers, app.id.as_str(), user_id);
-        drop(self.send_cluster(&self.keys.watch(app.id.as_str(), user_id), &header, &frame));
+        self.send_cluster(&self.keys.watch(app.id.as_str(), user_id), &header, &frame)
+            .unacknowledged();
     }
 
     fn channel_counts<'a>(
