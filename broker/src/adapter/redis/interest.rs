@@ -20,7 +20,7 @@ use std::{collections::HashMap, sync::Arc};
 use dashmap::{mapref::entry::Entry, DashMap};
 use tokio::sync::{mpsc, oneshot};
 
-use super::bus::Bus;
+use super::transport::Transport;
 
 #[derive(Debug)]
 pub(super) enum Command {
@@ -164,7 +164,11 @@ impl Interest {
 
     /// Sends the queued commands to Redis in order, for the life of the process. What is
     /// queued meanwhile goes as one batch: per topic only its last command matters.
-    pub async fn run(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Command>, bus: Bus) {
+    pub async fn run(
+        self: Arc<Self>,
+        mut rx: mpsc::UnboundedReceiver<Command>,
+        bus: Arc<dyn Transport>,
+    ) {
         let mut batch = Vec::new();
         while rx.recv_many(&mut batch, 1024).await > 0 {
             let mut last: HashMap<String, bool> = HashMap::new();
