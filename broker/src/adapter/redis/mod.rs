@@ -34,11 +34,15 @@ mod bus;
 mod interest;
 mod keys;
 mod liveness;
+#[cfg(test)]
+mod memory;
 mod message;
 mod presence;
 mod publisher;
 mod reconcile;
 mod redis_transport;
+#[cfg(test)]
+mod tests;
 mod transport;
 
 pub(crate) use bus::{message as bus_message, Bus, Target};
@@ -172,18 +176,19 @@ impl RedisAdapter {
         };
         tracing::info!(node = %self.node, cluster = self.target.is_cluster(), "connected to redis");
         let transport = Arc::new(RedisTransport::new(bus, &self.target));
+        self.attach(apps.clone(), transport, pushed);
         actix_web::rt::spawn(self.clone().run_heartbeat(apps.clone()));
-        actix_web::rt::spawn(self.clone().run_held_back_webhooks(apps.clone()));
-        self.serve(apps, transport, pushed).await;
+        actix_web::rt::spawn(self.clone().run_held_back_webhooks(apps));
     }
 
-    /// Runs the node on a connected transport: sends what interest and publishes
-    /// queue, and handles what the bus pushes, for the life of the process.
-    async fn serve(
-        self: Arc<Self>,
+    /// Puts the node on a connected transport and spawns the work that lasts the
+    /// process's life: sending what interest and publishes queue, handling what the
+    /// bus pushes. (Heartbeats and webhook claims are [`Self::run`]'s.)
+    fn attach(
+        self: &Arc<Self>,
         apps: Arc<AppRegistry>,
         transport: Arc<dyn Transport>,
-        mut pushed: mpsc::UnboundedReceiver<PushInfo>,
+        pushed: mpsc::UnboundedReceiver<PushInfo>,
     ) {
         *self.bus.write().unwrap_or_else(|p| p.into_inner()) = Some(transport.clone());
         if let Some(rx) = self
@@ -202,6 +207,16 @@ impl RedisAdapter {
         {
             actix_web::rt::spawn(self.clone().run_publisher(rx, transport));
         }
+        actix_web::rt::spawn(self.clone().receive(apps, pushed));
+    }
+
+    /// Handles what the bus pushes: messages on the topics this node listens to, and
+    /// notice of a lost connection.
+    async fn receive(
+        self: Arc<Self>,
+        apps: Arc<AppRegistry>,
+        mut pushed: mpsc::UnboundedReceiver<PushInfo>,
+    ) {
         while let Some(push) = pushed.recv().await {
             if push.kind == redis::PushKind::Disconnection {
                 // Whatever was published meanwhile is gone; the heartbeat listens again and reconciles.
