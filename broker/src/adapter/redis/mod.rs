@@ -288,7 +288,7 @@ impl RedisAdapter {
     fn hold_for(&self, app: &App) -> HoldFor {
         app.webhooks
             .is_some()
-            .then(|| self.debounce.as_millis() as u64)
+            .then_some(self.debounce.as_millis() as u64)
     }
 
     /// A member event as scripts publish it: every node delivers it, the sender's too.
