@@ -166,7 +166,7 @@ async fn storm(mut ws: Ws, channels: Vec<String>, within: std::time::Duration) -
                         .saturating_record((at.elapsed().as_micros() as u64).max(1));
                 }
             }
-            Some("pusher:error") | Some("pusher:subscription_error") => {
+            Some("pusher:error" | "pusher:subscription_error") => {
                 outcome.error = Some(format!("refused: {}", v["data"]));
                 break;
             }

@@ -1,5 +1,6 @@
 //! A chat with read receipts: messages in PostgreSQL, live updates through a
 //! Pusher-compatible broker. `main.rs` is a thin command line over [`serve`].
+#![forbid(unsafe_code)]
 
 pub mod accounts;
 pub mod body;

@@ -289,7 +289,7 @@ impl Session {
             self.channels.push(name.clone());
             self.after_subscribe(&name, sub);
         }
-        self.replay_cache(&name).await
+        self.replay_cache(&name).await;
     }
 
     /// Sends a subscription's refusal (and shows it in the debug console).
@@ -343,7 +343,7 @@ impl Session {
                 self.app.webhook(|| WebhookEvent::CacheMiss {
                     channel: name.to_string(),
                 });
-                self.send(frame::cache_miss(name.as_str()))
+                self.send(frame::cache_miss(name.as_str()));
             }
         }
     }
@@ -387,7 +387,7 @@ impl Session {
                     "presence channel is full ({} members)",
                     self.app.limits.max_presence_members
                 );
-                self.refuse_subscription(name.as_str(), refuse(&msg, 403))
+                self.refuse_subscription(name.as_str(), refuse(&msg, 403));
             }
             Ok(None) => {}
             Ok(Some(joined)) => {
@@ -395,7 +395,7 @@ impl Session {
                 self.channels.push(name.clone());
                 self.authorized = true;
                 self.after_subscribe(&name, joined.subscribed);
-                self.replay_cache(&name).await
+                self.replay_cache(&name).await;
             }
         }
     }

@@ -12,9 +12,11 @@ use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     sync::{
         atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering},
-        Arc, Mutex, MutexGuard,
+        Arc,
     },
 };
+
+use parking_lot::{Mutex, MutexGuard};
 
 use futures_util::future::{self, BoxFuture, FutureExt};
 use redis::{PushInfo, PushKind, RedisResult, Value};
@@ -77,7 +79,7 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> MutexGuard<'_, Data> {
-        self.data.lock().unwrap_or_else(|p| p.into_inner())
+        self.data.lock()
     }
 
     /// The store's data, if it can be reached.
