@@ -224,6 +224,38 @@ mod tests {
         assert_eq!(interest.len(), 0);
     }
 
+    #[test]
+    fn each_topics_commands_are_queued_in_the_order_they_were_decided() {
+        // Threads holding and releasing the same few topics at once: for each topic the
+        // queue must alternate SUBSCRIBE, UNSUBSCRIBE, ... (an UNSUBSCRIBE queued after
+        // a later SUBSCRIBE would leave a held topic unheard).
+        let (interest, mut rx) = Interest::new();
+        let topics = ["a", "b", "c"];
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let interest = &interest;
+                s.spawn(move || {
+                    for i in 0..2_000 {
+                        let topic = topics[(i + t) % topics.len()];
+                        drop(interest.hold(topic));
+                        interest.release(topic);
+                    }
+                });
+            }
+        });
+        assert_eq!(interest.len(), 0);
+        let mut last: HashMap<String, bool> = HashMap::new();
+        while let Ok(command) = rx.try_recv() {
+            let (topic, subscribe) = match command {
+                Command::Subscribe(t) => (t, true),
+                Command::Unsubscribe(t) => (t, false),
+            };
+            let before = last.insert(topic.clone(), subscribe).unwrap_or(false);
+            assert_ne!(before, subscribe, "{topic}: two in a row");
+        }
+        assert!(last.values().all(|subscribed| !subscribed), "all released");
+    }
+
     #[tokio::test]
     async fn a_failed_subscribe_is_retried_by_resubscribe_all() {
         let (interest, mut rx) = Interest::new();

@@ -14,7 +14,8 @@ use super::{
     },
 };
 
-/// The Lua scripts, kept as `.lua` files beside this module.
+/// The Lua scripts, kept as `.lua` files beside this module. Each has a Rust twin in
+/// `memory.rs` that the unit tests run: a change to a script is made to its twin too.
 struct Scripts {
     adjust: Script,
     join: Script,
