@@ -328,11 +328,6 @@ impl ConsoleToken {
     pub fn matches(&self, offered: &[u8]) -> bool {
         self.0.as_bytes().ct_eq(offered).into()
     }
-
-    /// The token itself, for the console's login cookie only.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
 impl TryFrom<String> for ConsoleToken {
@@ -362,6 +357,13 @@ pub struct ConsoleSettings {
     pub history_secs: usize,
     /// Most channels one channel-list answer holds (the page says when there are more).
     pub max_channels_listed: usize,
+    /// Seconds a login lasts; then the cookie gets 401 and the page asks for the token again.
+    pub session_secs: u64,
+    /// Login sessions live at once; one more login ends the oldest.
+    pub max_sessions: usize,
+    /// Wrong tokens one client address may offer per minute (in a burst, then one every
+    /// 60/n s); past that it gets 429 with `Retry-After`.
+    pub failed_logins_per_minute: u32,
 }
 
 impl Default for ConsoleSettings {
@@ -372,6 +374,9 @@ impl Default for ConsoleSettings {
             max_viewers: 4,
             history_secs: 300,
             max_channels_listed: 500,
+            session_secs: 8 * 3600,
+            max_sessions: 64,
+            failed_logins_per_minute: 10,
         }
     }
 }
@@ -395,6 +400,12 @@ impl ConsoleSettings {
             ("max_viewers", self.max_viewers),
             ("history_secs", self.history_secs),
             ("max_channels_listed", self.max_channels_listed),
+            ("session_secs", self.session_secs as usize),
+            ("max_sessions", self.max_sessions),
+            (
+                "failed_logins_per_minute",
+                self.failed_logins_per_minute as usize,
+            ),
         ];
         match positive.iter().find(|(_, v)| *v == 0) {
             Some((name, _)) => Err(ConfigError(format!("console.{name} must be at least 1"))),
@@ -439,6 +450,15 @@ mod console_settings_tests {
             .unwrap_err()
             .0
             .contains("console.buffer"));
+        let no_logins = ConsoleSettings {
+            failed_logins_per_minute: 0,
+            ..ConsoleSettings::default()
+        };
+        assert!(no_logins
+            .apply_env(&mut None, |_| None)
+            .unwrap_err()
+            .0
+            .contains("console.failed_logins_per_minute"));
     }
 }
 

@@ -38,7 +38,6 @@ use sessions::{FallbackSession, NotMade, SessionInbound};
 
 use crate::{
     apps::App,
-    console_feed,
     core::{connection, ConnHandle},
     session::{self, InboundError, Incoming},
     state::State,
@@ -190,7 +189,7 @@ async fn open(
             };
         }
     };
-    console_feed::connection_opened(&app.key, conn.id, origin);
+    state.console.connection_opened(&app.key, conn.id, origin);
     let sessions_arc = sessions.clone().into_inner();
     let (run_state, run_session) = (state.clone(), session.clone());
     actix_web::rt::spawn(async move {

@@ -200,7 +200,11 @@ impl Env {
         >,
     > {
         let throttle = std::sync::Arc::new(chat_app::throttle::Throttle::new(&self.config.abuse));
-        chat_app::build_app(self.config.clone(), self.pool.clone(), throttle)
+        chat_app::build_app(
+            self.config.clone(),
+            chat_app::Database::ready(self.pool.clone()),
+            throttle,
+        )
     }
 
     pub fn add_user(&self, name: &str, password: &str) -> i32 {
