@@ -557,6 +557,16 @@ impl Config {
                 .parse()
                 .map_err(|_| ConfigError(format!("{name}={v:?} is not a valid number")))
         }
+        // A mistyped switch (`ture`) must stop the start, not quietly mean "off".
+        fn flag(name: &str, v: String) -> Result<bool, ConfigError> {
+            match v.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => Ok(true),
+                "0" | "false" | "no" | "off" => Ok(false),
+                _ => Err(ConfigError(format!(
+                    "{name}={v:?} is not a switch (true/false, yes/no, on/off, 1/0)"
+                ))),
+            }
+        }
         if let Some(v) = get("BROKER_HOST") {
             self.host = Some(v);
         }
@@ -582,7 +592,7 @@ impl Config {
             self.shutdown_timeout = num("BROKER_SHUTDOWN_TIMEOUT", v)?;
         }
         if let Some(v) = get("BROKER_HTTP_FALLBACK") {
-            self.http_fallback.enabled = matches!(v.trim(), "1" | "true" | "yes" | "on");
+            self.http_fallback.enabled = flag("BROKER_HTTP_FALLBACK", v)?;
         }
         if let Some(v) = get("BROKER_HTTP_FALLBACK_MAX_SESSIONS") {
             self.http_fallback.max_sessions = num("BROKER_HTTP_FALLBACK_MAX_SESSIONS", v)?;
@@ -651,7 +661,7 @@ impl Config {
                 app.secret = AppSecret::new(v).map_err(|e| bad("BROKER_APP_SECRET", e))?;
             }
             if let Some(v) = authorized {
-                app.authorized_connections = matches!(v.trim(), "1" | "true" | "yes" | "on");
+                app.authorized_connections = flag("BROKER_APP_AUTHORIZED_CONNECTIONS", v)?;
             }
             if let Some(v) = authorized_timeout {
                 app.authorized_connection_timeout_secs =
@@ -943,6 +953,26 @@ mod tests {
         assert!(c.validate().unwrap_err().0.contains("publish_queue"));
         let c = Config::from_toml("[cluster]\nredis_url = 'redis://127.0.0.1'").unwrap();
         assert_eq!(c.cluster.unwrap().publish_queue, 65_536);
+    }
+
+    #[test]
+    fn a_mistyped_switch_is_an_error_not_off() {
+        for name in ["BROKER_HTTP_FALLBACK", "BROKER_APP_AUTHORIZED_CONNECTIONS"] {
+            let e = Config::default()
+                .apply_env(env(&[(name, "ture")]))
+                .unwrap_err();
+            assert!(e.0.contains(name) && e.0.contains("ture"), "{e}");
+        }
+        let mut c = Config::default();
+        c.apply_env(env(&[("BROKER_HTTP_FALLBACK", "Off")]))
+            .unwrap();
+        assert!(!c.http_fallback.enabled);
+        c.apply_env(env(&[("BROKER_HTTP_FALLBACK", " YES ")]))
+            .unwrap();
+        assert!(c.http_fallback.enabled);
+        c.apply_env(env(&[("BROKER_APP_AUTHORIZED_CONNECTIONS", "1")]))
+            .unwrap();
+        assert!(c.apps[0].authorized_connections);
     }
 
     #[test]

@@ -21,10 +21,12 @@ use std::{
     collections::HashMap,
     sync::{
         atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
-        Arc, Mutex, OnceLock,
+        Arc, OnceLock,
     },
     time::{SystemTime, UNIX_EPOCH},
 };
+
+use parking_lot::Mutex;
 
 use protocol::{AppKey, ChannelName, EventName, SocketId};
 use serde::Serialize;
@@ -44,6 +46,8 @@ pub struct FeedLimits {
 /// One thing that happened, as the page shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+// The variant names are the page's `kind` tags (`rest_event`, `client_event`), read by console.js.
+#[allow(clippy::enum_variant_names)]
 pub enum Event {
     ConnectionOpened {
         socket_id: String,
@@ -232,7 +236,7 @@ impl Feed {
 
     #[cold]
     fn count_published(&self, app: &AppKey, messages: u64) {
-        let mut published = self.published.lock().unwrap_or_else(|p| p.into_inner());
+        let mut published = self.published.lock();
         match published.get_mut(app) {
             Some(n) => *n += messages,
             None => {
@@ -267,8 +271,7 @@ impl Feed {
     /// (`None` if nobody watched, so nothing was counted).
     pub fn tick(&self) -> Option<HashMap<AppKey, u64>> {
         self.in_window.store(0, Ordering::Relaxed);
-        let counted =
-            std::mem::take(&mut *self.published.lock().unwrap_or_else(|p| p.into_inner()));
+        let counted = std::mem::take(&mut *self.published.lock());
         self.watched().then_some(counted)
     }
 }

@@ -69,7 +69,7 @@ pub struct Server {
     sessions: web::Data<fallback::Sessions>,
     http: actix_web::dev::Server,
     addrs: Vec<SocketAddr>,
-    senders: Arc<std::sync::Mutex<Vec<actix_web::rt::task::JoinHandle<()>>>>,
+    senders: Arc<parking_lot::Mutex<Vec<actix_web::rt::task::JoinHandle<()>>>>,
     shutdown_timeout: Duration,
     /// The `metrics_addr` listener, when configured.
     ops: Option<ServerHandle>,
@@ -110,7 +110,7 @@ impl Server {
                 ))
             })
             .collect();
-        let senders = Arc::new(std::sync::Mutex::new(senders));
+        let senders = Arc::new(parking_lot::Mutex::new(senders));
         if let Some(store) = config.app_store.clone() {
             let on_loopback = is_loopback(config.listen_host(), config.port);
             actix_web::rt::spawn(app_store::run(
@@ -163,7 +163,7 @@ impl Server {
                 .configure(|c| console::routes(c, console.clone()))
                 .configure(|cfg| {
                     if let Some(access) = public_ops.clone() {
-                        ops::guarded_routes(cfg, access)
+                        ops::guarded_routes(cfg, access);
                     }
                 })
         })
@@ -247,7 +247,7 @@ impl Server {
             // A polling client gets its 4200 with its next poll.
             let _ = tokio::time::timeout_at(until, sessions.until_empty()).await;
             state.flush_webhooks();
-            let senders = std::mem::take(&mut *senders.lock().unwrap_or_else(|p| p.into_inner()));
+            let senders = std::mem::take(&mut *senders.lock());
             for sender in senders {
                 if tokio::time::timeout_at(until, sender).await.is_err() {
                     tracing::warn!("webhooks not flushed before the shutdown deadline");

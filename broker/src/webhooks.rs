@@ -16,10 +16,12 @@ use std::{
     collections::HashMap,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
+        Arc,
     },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
+
+use parking_lot::Mutex;
 
 use protocol::{sign, AppKey, AppSecret};
 use serde::Serialize;
@@ -141,7 +143,7 @@ impl Debounce {
         events: impl FnOnce(&T) -> Vec<WebhookEvent>,
         now: Instant,
     ) -> (T, Vec<WebhookEvent>) {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pending = self.pending.lock();
         let result = op();
         let events = events(&result);
         let mut out = Vec::new();
@@ -171,7 +173,7 @@ impl Debounce {
     /// Takes the held-back leaves whose window has passed (all of them with `now = None`),
     /// in the order they happened.
     pub fn take_due(&self, now: Option<Instant>) -> Vec<WebhookEvent> {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pending = self.pending.lock();
         if pending.is_empty() {
             return Vec::new();
         }
@@ -191,7 +193,7 @@ impl Debounce {
 
     /// Leaves waiting for their window.
     pub fn pending(&self) -> usize {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.pending.lock().len()
     }
 }
 
@@ -402,7 +404,7 @@ async fn deliver(
         match result {
             Ok(res) if res.status().is_success() => return true,
             Ok(res) => {
-                tracing::debug!(url = %hook.url, status = res.status().as_u16(), attempt, "webhook refused")
+                tracing::debug!(url = %hook.url, status = res.status().as_u16(), attempt, "webhook refused");
             }
             Err(e) => tracing::debug!(url = %hook.url, error = %e, attempt, "webhook failed"),
         }

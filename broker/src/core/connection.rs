@@ -15,10 +15,12 @@ use std::{
     collections::VecDeque,
     sync::{
         atomic::{AtomicBool, AtomicU16, Ordering},
-        Arc, Mutex, OnceLock,
+        Arc, OnceLock,
     },
     task::{Context, Poll},
 };
+
+use parking_lot::Mutex;
 
 use bytes::Bytes;
 use bytestring::ByteString;
@@ -209,11 +211,8 @@ impl ConnHandle {
         }
     }
 
-    fn tracking(&self) -> std::sync::MutexGuard<'_, Tracking<Message>> {
-        self.shared
-            .tracking
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+    fn tracking(&self) -> parking_lot::MutexGuard<'_, Tracking<Message>> {
+        self.shared.tracking.lock()
     }
 
     /// Starts holding `channel`'s kept events for a subscription that asked for
@@ -279,7 +278,7 @@ impl ConnHandle {
             return false;
         }
         let was_empty = {
-            let mut q = s.queue.lock().unwrap_or_else(|p| p.into_inner());
+            let mut q = s.queue.lock();
             let was_empty = q.is_empty();
             let before = q.len();
             q.extend(items);
@@ -303,7 +302,7 @@ impl ConnHandle {
             return false;
         }
         let was_empty = {
-            let mut q = s.queue.lock().unwrap_or_else(|p| p.into_inner());
+            let mut q = s.queue.lock();
             if q.len() >= s.capacity {
                 drop(q);
                 self.close(ErrorCode::OverCapacity);
@@ -398,16 +397,12 @@ impl Receiver {
         batch: &mut VecDeque<Outgoing>,
     ) -> Poll<Result<(), u16>> {
         if let Some(code) = self.close_code() {
-            self.shared
-                .queue
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clear();
+            self.shared.queue.lock().clear();
             return Poll::Ready(Err(code));
         }
         self.shared.waker.register(cx.waker());
         {
-            let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+            let mut q = self.shared.queue.lock();
             if batch.is_empty() {
                 // Swap rather than copy: the queue keeps the (empty) batch's buffer.
                 std::mem::swap(&mut *q, batch);

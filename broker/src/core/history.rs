@@ -18,13 +18,14 @@ use std::{
     collections::VecDeque,
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Arc, Mutex,
+        Arc,
     },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use bytestring::ByteString;
 use dashmap::DashMap;
+use parking_lot::Mutex;
 use protocol::{
     history::{
         plan, FailReason, HistoryConfig, HistoryQuery, HistoryRequest, Position, Rewind, Window,
@@ -168,7 +169,7 @@ impl LocalHistory {
         let at_ms = now_ms();
         let ring = self.ring(channel, now);
         let out = {
-            let mut r = ring.lock().unwrap_or_else(|p| p.into_inner());
+            let mut r = ring.lock();
             let position = r.next;
             r.next += 1;
             r.touched = now;
@@ -200,12 +201,12 @@ impl LocalHistory {
                 .rings
                 .iter()
                 .filter_map(|e| {
-                    let r = e.value().lock().unwrap_or_else(|p| p.into_inner());
+                    let r = e.value().lock();
                     (!r.events.is_empty()).then(|| (r.touched, e.value().clone()))
                 })
                 .min_by_key(|(touched, _)| *touched);
             let Some((_, ring)) = coldest else { return };
-            let mut r = ring.lock().unwrap_or_else(|p| p.into_inner());
+            let mut r = ring.lock();
             while self.bytes.load(Ordering::Relaxed) > target {
                 let freed = r.evict_oldest();
                 if freed == 0 {
@@ -226,7 +227,7 @@ impl LocalHistory {
         let now = Instant::now();
         let now_ms = now_ms();
         let ring = self.ring(channel, now);
-        let mut r = ring.lock().unwrap_or_else(|p| p.into_inner());
+        let mut r = ring.lock();
         let freed = r.trim(config, now_ms);
         self.bytes.fetch_sub(freed, Ordering::Relaxed);
         let window = r.window();
@@ -248,7 +249,7 @@ impl LocalHistory {
     ) -> Page {
         let now_ms = now_ms();
         let ring = self.ring(channel, Instant::now());
-        let mut r = ring.lock().unwrap_or_else(|p| p.into_inner());
+        let mut r = ring.lock();
         let freed = r.trim(config, now_ms);
         self.bytes.fetch_sub(freed, Ordering::Relaxed);
         let matching = r.events.iter().filter(|e| query.contains(e.position));
@@ -271,7 +272,7 @@ impl LocalHistory {
         let now_ms = now_ms();
         let idle = Duration::from_secs(config.max_age_secs);
         self.rings.retain(|_, ring| {
-            let mut r = ring.lock().unwrap_or_else(|p| p.into_inner());
+            let mut r = ring.lock();
             let freed = r.trim(config, now_ms);
             self.bytes.fetch_sub(freed, Ordering::Relaxed);
             if r.events.is_empty() && now.saturating_duration_since(r.touched) >= idle {
@@ -466,13 +467,7 @@ mod tests {
         let before = h.replay(&c, &ch("a"), &HistoryRequest::Positions).epoch;
         h.sweep(&c, Instant::now() + Duration::from_secs(2));
         assert_eq!(h.channels(), 1, "the event is not a second old yet");
-        h.rings
-            .get(&ch("a"))
-            .unwrap()
-            .lock()
-            .unwrap()
-            .events
-            .clear();
+        h.rings.get(&ch("a")).unwrap().lock().events.clear();
         h.sweep(&c, Instant::now() + Duration::from_secs(2));
         assert_eq!(h.channels(), 0);
         let after = h.replay(&c, &ch("a"), &HistoryRequest::Positions).epoch;

@@ -144,7 +144,7 @@ async fn open(
     origin: Option<&str>,
 ) -> HttpResponse {
     let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
-        .map(|q| q.into_inner())
+        .map(actix_web::web::Query::into_inner)
         .unwrap_or_default();
     let protocol = query
         .iter()

@@ -327,7 +327,7 @@ impl Session {
             self.after_subscribe(&name, sub);
         }
         self.finish_history(&name, ask, subscribed.is_some()).await;
-        self.replay_cache(&name).await
+        self.replay_cache(&name).await;
     }
 
     /// Reads a subscription's `history` field. A request on a kept channel starts
@@ -456,7 +456,7 @@ impl Session {
                 self.app.webhook(|| WebhookEvent::CacheMiss {
                     channel: name.to_string(),
                 });
-                self.send(frame::cache_miss(name.as_str()))
+                self.send(frame::cache_miss(name.as_str()));
             }
         }
     }
@@ -470,7 +470,7 @@ impl Session {
         let joined = self.try_join_presence(&name, channel_data).await;
         self.finish_history(&name, ask, joined).await;
         if joined {
-            self.replay_cache(&name).await
+            self.replay_cache(&name).await;
         }
     }
 

@@ -27,7 +27,7 @@ pub async fn connect(
 ) -> actix_web::Result<HttpResponse> {
     let mut response = actix_http::ws::handshake(req.head())?;
     let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
-        .map(|q| q.into_inner())
+        .map(actix_web::web::Query::into_inner)
         .unwrap_or_default();
     let protocol = query
         .iter()
