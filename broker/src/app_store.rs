@@ -73,6 +73,7 @@ pub async fn run(
                         receiver,
                         settings.clone(),
                         state.webhook_flush_signal(),
+                        state.console.clone(),
                     ));
                     senders.lock().push(handle);
                 }

@@ -233,6 +233,12 @@ pub struct FallbackConfig {
     pub path: String,
     /// Most HTTP-fallback sessions open at once on this node; more are refused with 4100.
     pub max_sessions: usize,
+    /// The share of `max_sessions`, in percent, one client address (IPv6: one /64) may
+    /// hold; more are refused with 4101. 100 leaves only `max_sessions`.
+    pub max_sessions_per_ip_percent: u8,
+    /// Refuse a session's requests from another address than the one that opened it
+    /// (its `Origin` and `User-Agent` must match in any case).
+    pub bind_to_address: bool,
     /// Seconds a session lives without a poll or stream attached before it ends
     /// (its subscriptions are dropped, presence members removed).
     pub session_timeout_secs: u64,
@@ -250,10 +256,21 @@ impl Default for FallbackConfig {
             enabled: true,
             path: "/pusher".into(),
             max_sessions: 10_000,
+            max_sessions_per_ip_percent: 10,
+            bind_to_address: true,
             session_timeout_secs: 15,
             heartbeat_secs: 25,
             hostname: None,
         }
+    }
+}
+
+impl FallbackConfig {
+    /// Sessions one client address may hold: `max_sessions_per_ip_percent` of
+    /// `max_sessions`, rounded up; `None` at 100 % (`max_sessions` is the bound).
+    pub fn max_sessions_per_ip(&self) -> Option<usize> {
+        let percent = usize::from(self.max_sessions_per_ip_percent);
+        (percent < 100).then(|| self.max_sessions.saturating_mul(percent).div_ceil(100))
     }
 }
 
@@ -341,11 +358,6 @@ impl ConsoleToken {
     pub fn matches(&self, offered: &[u8]) -> bool {
         self.0.as_bytes().ct_eq(offered).into()
     }
-
-    /// The token itself, for the console's login cookie only.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
 impl TryFrom<String> for ConsoleToken {
@@ -375,6 +387,13 @@ pub struct ConsoleSettings {
     pub history_secs: usize,
     /// Most channels one channel-list answer holds (the page says when there are more).
     pub max_channels_listed: usize,
+    /// Seconds a login lasts; then the cookie gets 401 and the page asks for the token again.
+    pub session_secs: u64,
+    /// Login sessions live at once; one more login ends the oldest.
+    pub max_sessions: usize,
+    /// Wrong tokens one client address may offer per minute (in a burst, then one every
+    /// 60/n s); past that it gets 429 with `Retry-After`.
+    pub failed_logins_per_minute: u32,
 }
 
 impl Default for ConsoleSettings {
@@ -385,6 +404,9 @@ impl Default for ConsoleSettings {
             max_viewers: 4,
             history_secs: 300,
             max_channels_listed: 500,
+            session_secs: 8 * 3600,
+            max_sessions: 64,
+            failed_logins_per_minute: 10,
         }
     }
 }
@@ -408,6 +430,12 @@ impl ConsoleSettings {
             ("max_viewers", self.max_viewers),
             ("history_secs", self.history_secs),
             ("max_channels_listed", self.max_channels_listed),
+            ("session_secs", self.session_secs as usize),
+            ("max_sessions", self.max_sessions),
+            (
+                "failed_logins_per_minute",
+                self.failed_logins_per_minute as usize,
+            ),
         ];
         match positive.iter().find(|(_, v)| *v == 0) {
             Some((name, _)) => Err(ConfigError(format!("console.{name} must be at least 1"))),
@@ -452,6 +480,15 @@ mod console_settings_tests {
             .unwrap_err()
             .0
             .contains("console.buffer"));
+        let no_logins = ConsoleSettings {
+            failed_logins_per_minute: 0,
+            ..ConsoleSettings::default()
+        };
+        assert!(no_logins
+            .apply_env(&mut None, |_| None)
+            .unwrap_err()
+            .0
+            .contains("console.failed_logins_per_minute"));
     }
 }
 
@@ -596,6 +633,13 @@ impl Config {
         }
         if let Some(v) = get("BROKER_HTTP_FALLBACK_MAX_SESSIONS") {
             self.http_fallback.max_sessions = num("BROKER_HTTP_FALLBACK_MAX_SESSIONS", v)?;
+        }
+        if let Some(v) = get("BROKER_HTTP_FALLBACK_MAX_SESSIONS_PER_IP_PERCENT") {
+            self.http_fallback.max_sessions_per_ip_percent =
+                num("BROKER_HTTP_FALLBACK_MAX_SESSIONS_PER_IP_PERCENT", v)?;
+        }
+        if let Some(v) = get("BROKER_HTTP_FALLBACK_BIND_TO_ADDRESS") {
+            self.http_fallback.bind_to_address = matches!(v.trim(), "1" | "true" | "yes" | "on");
         }
         if let Some(v) = get("BROKER_HTTP_FALLBACK_HOSTNAME") {
             self.http_fallback.hostname = Some(v);
@@ -808,6 +852,11 @@ impl Config {
                 "http_fallback: session_timeout_secs and heartbeat_secs must be at least 1".into(),
             ));
         }
+        if !(1..=100).contains(&fb.max_sessions_per_ip_percent) {
+            return Err(ConfigError(
+                "http_fallback.max_sessions_per_ip_percent must be from 1 to 100".into(),
+            ));
+        }
         if !fb.path.is_empty() && (!fb.path.starts_with('/') || fb.path.ends_with('/')) {
             return Err(ConfigError("http_fallback.path must start with '/' and not end with one (pusher-js's httpPath)".into()));
         }
@@ -919,6 +968,20 @@ mod tests {
         .unwrap();
         assert!(!c.http_fallback.enabled);
         assert_eq!(c.http_fallback.max_sessions, 7);
+        assert_eq!(
+            c.http_fallback.max_sessions_per_ip(),
+            Some(1),
+            "10 % of 7, rounded up"
+        );
+        assert!(c.http_fallback.bind_to_address, "on by default");
+        c.apply_env(env(&[
+            ("BROKER_HTTP_FALLBACK_MAX_SESSIONS_PER_IP_PERCENT", "100"),
+            ("BROKER_HTTP_FALLBACK_BIND_TO_ADDRESS", "false"),
+        ]))
+        .unwrap();
+        assert_eq!(c.http_fallback.max_sessions_per_ip(), None);
+        assert!(!c.http_fallback.bind_to_address);
+        assert_eq!(FallbackConfig::default().max_sessions_per_ip(), Some(1000));
     }
 
     #[test]
@@ -953,6 +1016,17 @@ mod tests {
         assert!(c.validate().unwrap_err().0.contains("publish_queue"));
         let c = Config::from_toml("[cluster]\nredis_url = 'redis://127.0.0.1'").unwrap();
         assert_eq!(c.cluster.unwrap().publish_queue, 65_536);
+        for bad in ["0", "101"] {
+            let c = Config::from_toml(&format!(
+                "[http_fallback]\nmax_sessions_per_ip_percent = {bad}"
+            ))
+            .unwrap();
+            assert!(c
+                .validate()
+                .unwrap_err()
+                .0
+                .contains("max_sessions_per_ip_percent"));
+        }
     }
 
     #[test]

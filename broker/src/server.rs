@@ -107,6 +107,7 @@ impl Server {
                     r,
                     config.webhooks.clone(),
                     state.webhook_flush_signal(),
+                    state.console.clone(),
                 ))
             })
             .collect();
@@ -167,6 +168,13 @@ impl Server {
                     }
                 })
         })
+        // A client that closes its side is gone: no browser or SDK half-closes a
+        // request and then waits for the answer. Without this a streaming answer
+        // (the console's feed, an HTTP-fallback poll or stream) outlives its page
+        // until a write to it fails: a closed page's fallback session would stay
+        // attached (its socket in CLOSE-WAIT) until the next heartbeat, and end
+        // that much later than `session_timeout_secs` after the page closed.
+        .h1_allow_half_closed(false)
         .disable_signals()
         .shutdown_timeout(1);
         if config.workers > 0 {
@@ -286,6 +294,7 @@ fn ops_listener(
             .configure(|cfg| ops::guarded_routes(cfg, access.clone()))
             .configure(|c| console::routes(c, console.clone()))
     })
+    .h1_allow_half_closed(false)
     .disable_signals()
     .workers(1)
     .shutdown_timeout(1)

@@ -1,10 +1,12 @@
-//! `max_connections_per_ip`: how many WebSocket connections one client address
-//! may hold at once, over every app on this node.
+//! How many connections one client address may hold at once, over every app
+//! on this node: `max_connections_per_ip` (WebSocket connections and
+//! HTTP-fallback sessions), and `[http_fallback] max_sessions_per_ip_percent`
+//! (HTTP-fallback sessions).
 //!
 //! The address is the TCP peer's. `X-Forwarded-For` and similar headers are
 //! never read: any client can write them. Behind a reverse proxy every
 //! connection comes from the proxy, so limit per client at the proxy instead
-//! (and leave this at 0). IPv6 clients usually hold a whole /64, so IPv6
+//! (and leave `max_connections_per_ip` at 0, `max_sessions_per_ip_percent` at 100). IPv6 clients usually hold a whole /64, so IPv6
 //! addresses are counted per /64; IPv4-mapped IPv6 addresses count as IPv4.
 
 use std::{
@@ -51,6 +53,11 @@ impl IpLimiter {
         })
     }
 
+    /// Connections one address may hold.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
     /// Addresses holding at least one connection (for tests and metrics).
     pub fn addresses(&self) -> usize {
         self.open.len()
@@ -67,8 +74,8 @@ impl Drop for IpSlot {
     }
 }
 
-/// The address a connection is counted under: IPv4 as is, IPv6 by its /64.
-fn counted_as(ip: IpAddr) -> IpAddr {
+/// The address a client is counted under: IPv4 as is, IPv6 by its /64 (also for console logins).
+pub fn counted_as(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V4(v4) => IpAddr::V4(v4),
         IpAddr::V6(v6) => {

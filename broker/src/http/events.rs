@@ -19,7 +19,6 @@ use super::{
 use crate::{
     adapter::{history::is_kept, Published},
     apps::App,
-    console_feed,
     core::hub::CachedEvent,
     state::State,
 };
@@ -56,7 +55,9 @@ fn publish(state: &State, app: &App, t: &Trigger) -> Vec<Published> {
             state.adapter.broadcast(app, channel, bytes, t.except)
         });
     }
-    console_feed::rest_trigger(&app.key, &t.channels, &t.name, t.data.len(), t.except);
+    state
+        .console
+        .rest_trigger(&app.key, &t.channels, &t.name, t.data.len(), t.except);
     published
 }
 
