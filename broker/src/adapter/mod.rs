@@ -271,6 +271,7 @@ pub(crate) mod local {
 
     pub fn subscribe(app: &App, channel: &ChannelName, conn: &ConnHandle) -> Option<Subscribed> {
         app.transition(
+            channel,
             || app.hub.subscribe(channel, conn),
             |sub| match sub {
                 Some(s) if s.occupied => vec![WebhookEvent::ChannelOccupied {
@@ -289,6 +290,7 @@ pub(crate) mod local {
         info: Box<RawValue>,
     ) -> Result<Option<Joined>, ChannelFull> {
         app.transition(
+            channel,
             || {
                 app.hub.join(
                     channel,
@@ -320,6 +322,7 @@ pub(crate) mod local {
 
     pub fn unsubscribe(app: &App, channel: &ChannelName, socket: SocketId) -> Option<Unsubscribed> {
         app.transition(
+            channel,
             || app.hub.unsubscribe(channel, socket, Announce::Members),
             |left| left_webhooks(channel, left.as_ref()),
         )
