@@ -45,7 +45,10 @@ async function occupy(broker, channel) {
 async function rawReceiver() {
   const port = await freePort();
   const requests = [];
+  const sockets = new Set();
   const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
     let buf = Buffer.alloc(0);
     socket.on('data', (d) => {
       buf = Buffer.concat([buf, d]);
@@ -63,7 +66,12 @@ async function rawReceiver() {
     socket.on('error', () => {});
   });
   await new Promise((r) => server.listen(port, '127.0.0.1', r));
-  return { url: `http://127.0.0.1:${port}/hooks`, requests, close: () => new Promise((r) => server.close(r)) };
+  const close = () => {
+    // The broker keeps its connection for the next batch: end it, or close() waits for it.
+    for (const s of sockets) s.destroy();
+    return new Promise((r) => server.close(r));
+  };
+  return { url: `http://127.0.0.1:${port}/hooks`, requests, close };
 }
 
 test('webhook headers go out as X-Pusher-Key and X-Pusher-Signature, as the PHP SDK looks them up', async () => {
@@ -96,7 +104,7 @@ test('a receiver answering 307 is not followed: the attempt failed, is retried a
   });
   await new Promise((r) => server.listen(port, '127.0.0.1', r));
   const broker = await startBroker({ config: appConfig(`http://127.0.0.1:${port}/hooks`, 'attempts = 3') });
-  cleanup.push(() => broker.stop(), () => elsewhere.close(), () => new Promise((r) => server.close(r)));
+  cleanup.push(() => broker.stop(), () => elsewhere.close(), () => new Promise((r) => (server.closeAllConnections(), server.close(r))));
   await occupy(broker, 'redirected');
   await eventually(async () => assert.equal(redirected, 3, 'three attempts, each answered 307'), 'the retries');
   await eventually(async () => assert.equal(await metric(broker, 'broker_webhook_failed_batches'), 1), 'the batch given up');

@@ -373,21 +373,26 @@ test('three users: direct and group conversations, receipts per recipient, unrea
     await waitForLabel(a.page, 'group hello', 'Delivered to all 2 · Seen by all');
     await shot(a.page, 'chat-e2e-3users-alice-group.png');
 
-    // Carol goes offline; two messages wait for her. When she comes back they
-    // are marked Delivered in one request, and alice sees it live.
+    // Carol goes offline; three messages wait for her. She comes back on another
+    // conversation: her list shows the last one's preview and the unread count,
+    // so that one has reached her device and alice sees it Delivered, live; the
+    // other two are marked Delivered in one request when she opens the group.
     await c.context.close();
-    await send(a.page, 'while carol was away 1');
-    await send(a.page, 'while carol was away 2');
-    await waitForLabel(a.page, 'while carol was away 2', 'Delivered to 1 of 2 · Seen by 1');
+    for (const n of [1, 2, 3]) await send(a.page, `while carol was away ${n}`);
+    await waitForLabel(a.page, 'while carol was away 3', 'Delivered to 1 of 2 · Seen by 1');
     assert.equal(await receiptLabel(a.page, 'while carol was away 1').textContent(), 'Delivered to 1 of 2 · Seen by 1');
     c = await openChat('carol', { width: 1000, height: 720 });
     users[2] = c;
+    assert.notEqual(await c.page.locator('#conversation-title').textContent(), 'Trip');
+    assert.equal(await unreadOf(c.page, 'Trip'), '3', 'unread counted while away');
+    const tripPreview = c.page.locator('#conversation-list li').filter({ has: c.page.locator('.conv-title', { hasText: 'Trip' }) }).locator('.conv-last');
+    assert.equal(await tripPreview.textContent(), 'alice: while carol was away 3');
+    await waitForLabel(a.page, 'while carol was away 3', 'Delivered to all 2 · Seen by 1');
+    for (const n of [1, 2]) assert.equal(await receiptLabel(a.page, `while carol was away ${n}`).textContent(), 'Delivered to 1 of 2 · Seen by 1');
     const receipts = [];
     c.page.on('request', (r) => r.url().endsWith('/receipts') && r.method() === 'POST' && receipts.push(JSON.parse(r.postData())));
-    assert.equal(await unreadOf(c.page, 'Trip'), '2', 'unread counted while away');
     await openFromSidebar(c.page, 'Trip');
-    await waitForLabel(a.page, 'while carol was away 1', 'Delivered to all 2 · Seen by all');
-    await waitForLabel(a.page, 'while carol was away 2', 'Delivered to all 2 · Seen by all');
+    for (const n of [1, 2, 3]) await waitForLabel(a.page, `while carol was away ${n}`, 'Delivered to all 2 · Seen by all');
     const delivered = receipts.filter((r) => r.status === 'Delivered');
     assert.equal(delivered.length, 1, `one batched Delivered request: ${JSON.stringify(receipts)}`);
     assert.equal(delivered[0].ids.length, 2);
@@ -487,5 +492,124 @@ test('three users: direct and group conversations, receipts per recipient, unrea
     throw e;
   } finally {
     for (const u of users) await u.context.close().catch(() => {});
+  }
+});
+
+test('scroll-back reaches every older message whatever the order live and history messages arrive in', { timeout: 180_000 }, async () => {
+  const stack = await startStack(['alice', 'bob']);
+  // 120 messages from alice in the default conversation before anyone opens it.
+  const base = ADMIN_URL.slice(0, ADMIN_URL.lastIndexOf('/'));
+  const r = spawnSync('psql', [`${base}/${stack.dbName}`, '-v', 'ON_ERROR_STOP=1', '-qAtc',
+    `INSERT INTO messages (sender_id, conversation_id, message)
+     SELECT u.id, 1, 'old ' || g FROM users u, generate_series(1, 120) g WHERE u.username = 'alice' ORDER BY g`], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const expected = [...Array.from({ length: 120 }, (_, i) => `old ${i + 1}`), 'sent before bob subscribed', 'live 1', 'live 2', 'live 3'];
+
+  const a = await openChat('alice', { width: 1100, height: 760 });
+  const b = await openChat('bob', { width: 1000, height: 720 });
+  try {
+    // Bob reloads on a slow network: his first history page is answered at once
+    // but reaches the page late, and his subscription to the conversation waits
+    // too. Alice posts in between, so one message is in neither the held page
+    // nor the live stream, and three arrive live before the page does.
+    let served, authAsked, releaseAuth, releaseHistory;
+    const historyServed = new Promise((r) => (served = r));
+    const authWaiting = new Promise((r) => (authAsked = r));
+    const authReleased = new Promise((r) => (releaseAuth = r));
+    const historyReleased = new Promise((r) => (releaseHistory = r));
+    let heldHistory = false;
+    let heldAuth = false;
+    // A new page of bob's (his old one closed first, so that none of its requests is caught here).
+    await b.page.close();
+    await b.context.route(/\/api\/conversations\/\d+\/messages\?limit=/, async (route) => {
+      if (heldHistory) return route.continue();
+      heldHistory = true;
+      const response = await route.fetch();
+      served();
+      await historyReleased;
+      await route.fulfill({ response });
+    });
+    await b.context.route('**/pusher/auth', async (route) => {
+      if (!heldAuth && (route.request().postData() || '').includes('private-a_channel')) {
+        heldAuth = true;
+        authAsked();
+        await authReleased;
+      }
+      await route.continue();
+    });
+    b.page = await b.context.newPage();
+    b.page.on('pageerror', (e) => b.problems.push(`pageerror: ${e.message}`));
+    b.page.on('console', (m) => m.type() === 'error' && b.problems.push(`console: ${m.text()}`));
+    await b.page.goto(`${baseUrl}/`);
+    await Promise.all([historyServed, authWaiting]);
+    await send(a.page, 'sent before bob subscribed');
+    releaseAuth();
+    for (const text of ['live 1', 'live 2', 'live 3']) await send(a.page, text);
+    await theirMessage(b.page, 'live 3').waitFor();
+    assert.equal(await theirMessage(b.page, 'old 120').count(), 0, 'the first page is still held');
+    releaseHistory();
+    await theirMessage(b.page, 'old 120').waitFor();
+    await theirMessage(b.page, 'sent before bob subscribed').waitFor();
+
+    // Scrolling up reaches the very first message.
+    const deadline = Date.now() + 60_000;
+    while ((await b.page.locator('#messages li .text', { hasText: /^old 1$/ }).count()) === 0) {
+      assert.ok(Date.now() < deadline, `scroll-back stopped at ${await b.page.locator('#messages li .text').first().textContent()}`);
+      await b.page.evaluate(() => (document.getElementById('messages-scroll').scrollTop = 0));
+      await new Promise((r) => setTimeout(r, 300));
+    }
+    let texts = await b.page.locator('#messages li .text').allTextContents();
+    assert.deepEqual(texts, expected, 'every message once, in order');
+
+    // Away for more than a page: the broker goes down while alice posts 60
+    // messages (stored, not broadcast). Bob's page catches up with the newest
+    // page when the broker is back; the ten before it are still reachable.
+    await broker.stop();
+    await b.page.waitForFunction(() => document.getElementById('connection').dataset.state !== 'connected');
+    const posted = await a.page.evaluate(async () => {
+      const csrf = document.querySelector('meta[name="csrf-token"]').content;
+      const statuses = [];
+      for (let i = 1; i <= 60; i++) {
+        const res = await fetch('/api/conversations/1/messages', {
+          method: 'POST',
+          headers: { 'X-CSRF-Token': csrf, 'Content-Type': 'application/json' },
+          body: JSON.stringify({ message: `away ${i}` }),
+        });
+        statuses.push(res.status);
+      }
+      return statuses;
+    });
+    assert.deepEqual([...new Set(posted)], [200]);
+    const child = spawn(BROKER_BIN, [], {
+      env: { ...process.env, BROKER_HOST: '127.0.0.1', BROKER_PORT: String(broker.port), RUST_LOG: 'warn' },
+      stdio: 'ignore',
+    });
+    try {
+      await waitForHttp(`${broker.url}/health`, { child });
+      await b.page.locator('#messages li .text', { hasText: /^away 60$/ }).waitFor({ timeout: 60_000 });
+      const deadline2 = Date.now() + 60_000;
+      while ((await b.page.locator('#messages li .text', { hasText: /^away 1$/ }).count()) === 0) {
+        assert.ok(Date.now() < deadline2, `the messages just before the newest page stay unreachable: ${(await b.page.locator('#messages li .text').allTextContents()).slice(0, 3)}`);
+        await b.page.evaluate(() => (document.getElementById('messages-scroll').scrollTop = 0));
+        await new Promise((r) => setTimeout(r, 300));
+      }
+      while ((await b.page.locator('#messages li .text', { hasText: /^old 1$/ }).count()) === 0) {
+        assert.ok(Date.now() < deadline2, 'scroll-back reaches the first message again');
+        await b.page.evaluate(() => (document.getElementById('messages-scroll').scrollTop = 0));
+        await new Promise((r) => setTimeout(r, 300));
+      }
+    } finally {
+      child.kill('SIGTERM');
+    }
+    texts = await b.page.locator('#messages li .text').allTextContents();
+    assert.deepEqual(texts, [...expected, ...Array.from({ length: 60 }, (_, i) => `away ${i + 1}`)], 'every message once, in order');
+    const problems = [...a.problems, ...b.problems].filter((p) => !/WebSocket connection to .* failed/.test(p));
+    assert.deepEqual(problems, [], 'no script errors');
+  } catch (e) {
+    for (const u of [a, b]) await shot(u.page, `chat-e2e-scrollback-failure-${u.name}.png`).catch(() => {});
+    e.message += `\n--- chat-app output ---\n${chatLogs().slice(-4000)}`;
+    throw e;
+  } finally {
+    for (const u of [a, b]) await u.context.close().catch(() => {});
   }
 });

@@ -27,7 +27,11 @@ before(async () => {
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   hooks = await hookReceiver();
   broker = await startBroker({
+    // The 401 test below offers more wrong tokens than the default per-minute budget
+    // (broker/tests/console.rs covers that throttle).
     config: `console_token = "${TOKEN}"
+[console]
+failed_logins_per_minute = 100
 [webhooks]
 batch_wait_ms = 10
 [[apps]]
@@ -35,6 +39,10 @@ id = "1"
 key = "app-key"
 secret = "app-secret"
 webhooks = [{ url = "${hooks.url}hook?secret=not-for-the-page", event_types = ["channel_occupied"] }]
+[[apps]]
+id = "2"
+key = "app-key-2"
+secret = "app-secret-2"
 `,
   });
   browser = await chromium.launch({
@@ -161,6 +169,60 @@ test('the console shows a pusher-js client connect, subscribe and receive an eve
     assert.deepEqual(problems, []);
   } finally {
     client.disconnect();
+    await context.close();
+  }
+});
+
+/** The live feed's viewer count, as the stats report it. */
+async function viewerCount() {
+  const res = await fetch(`${broker.url}/console/api/apps/1/stats`, { headers: { authorization: `Bearer ${TOKEN}` } });
+  assert.equal(res.status, 200);
+  return (await res.json()).viewers;
+}
+
+test('one page switching apps and reloading holds one viewer place (max_viewers = 4)', async () => {
+  const { context, page, problems } = await openConsole();
+  try {
+    for (let i = 0; i < 6; i++) {
+      for (const app of ['2', '1']) {
+        await page.selectOption('#app', app);
+        await page.waitForSelector('#feed-state[data-state="live"]', { timeout: 5000 });
+      }
+    }
+    for (let i = 0; i < 6; i++) {
+      await page.reload();
+      await page.waitForSelector('#feed-state[data-state="live"]', { timeout: 5000 });
+    }
+    // Each switch reused the page's place and each reload's closed feed freed its place at once.
+    await eventually(async () => assert.equal(await viewerCount(), 1), 'one viewer', 2000);
+    // The page's own count, after its next once-a-second refresh.
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.doesNotMatch(await page.textContent('#graph-span'), /consoles open/);
+    // Closing the page frees its place too.
+    await page.close();
+    await eventually(async () => assert.equal(await viewerCount(), 0), 'no viewer after the page closed', 2000);
+    assert.deepEqual(problems, []);
+  } finally {
+    await context.close();
+  }
+});
+
+test('the login cookie is a session id, not the token, and logging out ends it on the broker', async () => {
+  const { context, page, problems } = await openConsole();
+  try {
+    const [cookie] = (await context.cookies()).filter((c) => c.name === 'broker_console');
+    assert.ok(cookie, 'a login cookie');
+    assert.notEqual(cookie.value, TOKEN);
+    assert.ok(!cookie.value.includes(TOKEN));
+    assert.ok(cookie.httpOnly && cookie.sameSite === 'Strict', JSON.stringify(cookie));
+    const withCookie = () => fetch(`${broker.url}/console/api/apps`, { headers: { cookie: `broker_console=${cookie.value}` } });
+    assert.equal((await withCookie()).status, 200);
+    // (The login form that follows the logout is a 401, which Chromium logs as an error.)
+    assert.deepEqual(problems, []);
+    await Promise.all([page.waitForNavigation({ waitUntil: 'load' }), page.click('header form button[type=submit]')]);
+    assert.equal(await page.locator('#token').count(), 1, 'back at the login form');
+    assert.equal((await withCookie()).status, 401, 'a copy of the cookie is refused after logout');
+  } finally {
     await context.close();
   }
 });

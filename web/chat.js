@@ -34,7 +34,10 @@
 
   /** id -> summary, for the sidebar. */
   const conversations = new Map();
-  /** The open conversation: { id, channelName, channel, messages: Map(id -> {data, el}), hasOlder }. */
+  /**
+   * The open conversation: { id, channelName, channel, messages: Map(id -> {data, el}), hasOlder,
+   * historyLoaded (its newest page has been merged), historyRequest, historyAgain (see syncHistory) }.
+   */
   let current = null;
   let pusher = null;
 
@@ -125,10 +128,25 @@
       conversations.clear();
       for (const c of all) conversations.set(c.id, c);
       renderSidebar();
+      deliverPreviews();
       return all;
     } catch (e) {
       showNotice(`Could not load conversations: ${e.message}`, 'error');
       return [];
+    }
+  }
+
+  /**
+   * A last message shown in the list has reached this device: it is Delivered
+   * (Seen still needs the conversation open). The open conversation's history
+   * acknowledges its own messages.
+   */
+  function deliverPreviews() {
+    for (const c of conversations.values()) {
+      const m = c.last_message;
+      if (!m || m.my_status !== 'Sent' || (current && current.id === c.id)) continue;
+      m.my_status = 'Delivered';
+      send('POST', `/api/conversations/${c.id}/receipts`, { status: 'Delivered', ids: [m.id], socket_id: socketId() }).catch(() => {});
     }
   }
 
@@ -382,40 +400,74 @@
 
   // ---- history --------------------------------------------------------------
 
-  let historyRequest = null;
-
-  /** Loads the newest page and merges it: run on opening and after every (re)subscription. */
+  /**
+   * Loads the newest page and merges it: run on opening and after every
+   * (re)subscription. Asked again while a load is in flight, it loads once more
+   * afterwards: the page in flight may have been answered before the
+   * subscription began, and a message sent in between would be in neither.
+   */
   function syncHistory() {
-    if (historyRequest) return historyRequest;
     const conv = current;
-    historyRequest = (async () => {
+    if (conv.historyRequest) {
+      conv.historyAgain = true;
+      return conv.historyRequest;
+    }
+    conv.historyRequest = (async () => {
       try {
         const page = await getJson(`/api/conversations/${conv.id}/messages?limit=${PAGE}`);
-        if (current !== conv) return;
-        const firstLoad = conv.messages.size === 0;
-        const stick = firstLoad || nearBottom();
-        page.forEach(upsert);
-        if (firstLoad) {
-          conv.hasOlder = page.length === PAGE;
-          olderButton.hidden = !conv.hasOlder;
-        }
-        if (stick) scroller.scrollTop = scroller.scrollHeight;
-        deliverAll();
-        markSeen();
+        if (current === conv) mergeNewest(conv, page);
       } catch (e) {
-        showNotice(`Could not load messages: ${e.message}`, 'error');
+        if (current === conv) showNotice(`Could not load messages: ${e.message}`, 'error');
       } finally {
-        historyRequest = null;
+        conv.historyRequest = null;
+      }
+      if (conv.historyAgain && current === conv) {
+        conv.historyAgain = false;
+        await syncHistory();
       }
     })();
-    return historyRequest;
+    return conv.historyRequest;
+  }
+
+  /**
+   * Merges the newest page. Whether older messages exist is known from the
+   * first page only, whatever live messages came before it. A later full page
+   * that shares no message with what is loaded may leave a gap below it (the
+   * page was away longer than a page's worth): the messages below the gap are
+   * dropped, so that scroll-back, which pages down from the oldest loaded
+   * message, walks through the gap instead of skipping it.
+   */
+  function mergeNewest(conv, page) {
+    const first = !conv.historyLoaded;
+    const stick = first || nearBottom();
+    if (!first && page.length === PAGE && !page.some((m) => conv.messages.has(m.id))) {
+      dropBelow(conv, page[0].id);
+      conv.hasOlder = true;
+    }
+    page.forEach(upsert);
+    if (first) conv.hasOlder = page.length === PAGE;
+    conv.historyLoaded = true;
+    olderButton.hidden = !conv.hasOlder;
+    if (stick) scroller.scrollTop = scroller.scrollHeight;
+    deliverAll();
+    markSeen();
+  }
+
+  function dropBelow(conv, id) {
+    for (const [mid, entry] of conv.messages) {
+      if (mid >= id) continue;
+      visibility.unobserve(entry.el);
+      onScreen.delete(mid);
+      entry.el.remove();
+      conv.messages.delete(mid);
+    }
   }
 
   let olderRequest = null;
 
   /** Scroll-back: the page before the oldest loaded message (a cursor, not an offset). */
   function loadOlder() {
-    if (!current || !current.hasOlder || olderRequest || current.messages.size === 0) return olderRequest;
+    if (!current || !current.historyLoaded || !current.hasOlder || olderRequest || current.messages.size === 0) return olderRequest;
     const conv = current;
     const oldest = Math.min(...conv.messages.keys());
     olderButton.disabled = true;
@@ -491,7 +543,7 @@
     list.replaceChildren();
     olderButton.hidden = true;
     showNotice('');
-    current = { id, channelName: null, channel: null, messages: new Map(), hasOlder: false };
+    current = { id, channelName: null, channel: null, messages: new Map(), hasOlder: false, historyLoaded: false, historyRequest: null, historyAgain: false };
     history.replaceState(null, '', `#c${id}`);
     $('conversation-title').textContent = summary.title;
     renderSidebar();

@@ -126,7 +126,7 @@ pub async fn open_subscribed(
                 {
                     return Ok((s, socket_id))
                 }
-                Some("pusher:subscription_error") | Some("pusher:error") => {
+                Some("pusher:subscription_error" | "pusher:error") => {
                     return Err(format!("subscription refused: {}", v["data"]))
                 }
                 _ => {}

@@ -4,6 +4,7 @@
 //! Every run is bounded: connection counts are capped, durations too, each
 //! connection gets a time limit to open and subscribe, and a global timeout ends
 //! the run with partial results and `"error"` set.
+#![forbid(unsafe_code)]
 
 mod client_events;
 mod connect;

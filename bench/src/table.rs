@@ -186,7 +186,7 @@ pub fn render(text: &str) -> String {
     let records: Vec<Value> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
-        .filter(|v| v.is_object())
+        .filter(serde_json::Value::is_object)
         .collect();
     let key = |r: &Value| -> (String, String) {
         let run = r["run"]

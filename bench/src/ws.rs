@@ -151,7 +151,7 @@ pub fn subscribe_frame(t: &Target, socket_id: &str, spec: &SubSpec) -> String {
         Auth::Public => {}
         Auth::Private => {
             data["auth"] =
-                sign::sign_channel(&t.key, &t.secret, socket_id, &spec.channel, None).into()
+                sign::sign_channel(&t.key, &t.secret, socket_id, &spec.channel, None).into();
         }
         Auth::Presence(cd) => {
             data["auth"] =
@@ -178,7 +178,7 @@ pub async fn subscribe(ws: &mut Ws, frame: String, channel: &str) -> Result<(), 
             Some("pusher_internal:subscription_succeeded") if v["channel"] == channel => {
                 return Ok(())
             }
-            Some("pusher:subscription_error") | Some("pusher:error") => {
+            Some("pusher:subscription_error" | "pusher:error") => {
                 return Err(format!("subscription refused: {}", v["data"]));
             }
             _ => {}

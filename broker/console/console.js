@@ -10,6 +10,13 @@ const MAX_ROWS = 300;
 
 const $ = (id) => document.getElementById(id);
 
+/** Names this page's feed requests: opening the feed for another app takes over the page's own
+ * viewer place on the broker instead of needing a second one. New with each page load, so a
+ * duplicated tab never fights over one place (a reloaded page's old feed is closed with it). */
+// (getRandomValues, not randomUUID: the latter needs a secure context, and the console may be served
+// over plain HTTP on a private address.)
+const PAGE_ID = Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join('');
+
 const view = {
   app: null, // { id, key }
   feed: null, // EventSource
@@ -75,7 +82,7 @@ function chooseApp(app) {
 function openFeed() {
   view.feed?.close();
   setFeedState('connecting', 'connecting…');
-  const es = new EventSource(`/console/api/apps/${encodeURIComponent(view.app.id)}/feed`);
+  const es = new EventSource(`/console/api/apps/${encodeURIComponent(view.app.id)}/feed?page=${PAGE_ID}`);
   view.feed = es;
   es.onopen = () => setFeedState(view.paused ? 'paused' : 'live', view.paused ? 'paused' : 'live');
   es.onerror = () => {

@@ -42,7 +42,7 @@ pub async fn run(
     state: Arc<State>,
     store: AppStoreConfig,
     settings: WebhookSettings,
-    senders: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
+    senders: Arc<parking_lot::Mutex<Vec<JoinHandle<()>>>>,
     on_loopback: bool,
 ) {
     let mut client: Option<Client> = None;
@@ -50,7 +50,10 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if client.as_ref().is_none_or(|c| c.is_closed()) {
+        if client
+            .as_ref()
+            .is_none_or(tokio_postgres::Client::is_closed)
+        {
             client = match connect(&store.database_url).await {
                 Ok(c) => Some(c),
                 Err(e) => {
@@ -69,11 +72,9 @@ pub async fn run(
                         receiver,
                         settings.clone(),
                         state.webhook_flush_signal(),
+                        state.console.clone(),
                     ));
-                    senders
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(handle);
+                    senders.lock().push(handle);
                 }
             }
             Err(e) => {

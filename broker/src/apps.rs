@@ -10,10 +10,12 @@ use std::{
     collections::HashMap,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Mutex, RwLock,
+        Arc,
     },
     time::{Duration, Instant},
 };
+
+use parking_lot::{Mutex, RwLock};
 
 use protocol::{AppId, AppKey, AppSecret, ChannelName, Limits};
 
@@ -117,11 +119,9 @@ impl App {
 
     /// Takes one REST request from the app's budget.
     pub fn allow_rest_request(&self) -> bool {
-        self.rest_rate.as_ref().is_none_or(|b| {
-            b.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take(Instant::now())
-        })
+        self.rest_rate
+            .as_ref()
+            .is_none_or(|b| b.lock().take(Instant::now()))
     }
 
     /// Whether a WebSocket from `origin` may connect.
@@ -176,8 +176,8 @@ impl AppRegistry {
         (reg, receivers)
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Maps> {
-        self.maps.read().unwrap_or_else(|p| p.into_inner())
+    fn read(&self) -> parking_lot::RwLockReadGuard<'_, Maps> {
+        self.maps.read()
     }
 
     pub fn by_key(&self, key: &str) -> Option<Arc<App>> {
@@ -207,7 +207,7 @@ impl AppRegistry {
     /// are left alone. Returns webhook receivers to run for new queues.
     pub fn sync_store(&self, apps: &[AppConfig]) -> Vec<WebhookReceiver> {
         let mut receivers = Vec::new();
-        let mut maps = self.maps.write().unwrap_or_else(|p| p.into_inner());
+        let mut maps = self.maps.write();
         for c in apps {
             if self.fixed.contains(&c.id) {
                 tracing::warn!(

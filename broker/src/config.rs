@@ -333,11 +333,6 @@ impl ConsoleToken {
     pub fn matches(&self, offered: &[u8]) -> bool {
         self.0.as_bytes().ct_eq(offered).into()
     }
-
-    /// The token itself, for the console's login cookie only.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
 impl TryFrom<String> for ConsoleToken {
@@ -367,6 +362,13 @@ pub struct ConsoleSettings {
     pub history_secs: usize,
     /// Most channels one channel-list answer holds (the page says when there are more).
     pub max_channels_listed: usize,
+    /// Seconds a login lasts; then the cookie gets 401 and the page asks for the token again.
+    pub session_secs: u64,
+    /// Login sessions live at once; one more login ends the oldest.
+    pub max_sessions: usize,
+    /// Wrong tokens one client address may offer per minute (in a burst, then one every
+    /// 60/n s); past that it gets 429 with `Retry-After`.
+    pub failed_logins_per_minute: u32,
 }
 
 impl Default for ConsoleSettings {
@@ -377,6 +379,9 @@ impl Default for ConsoleSettings {
             max_viewers: 4,
             history_secs: 300,
             max_channels_listed: 500,
+            session_secs: 8 * 3600,
+            max_sessions: 64,
+            failed_logins_per_minute: 10,
         }
     }
 }
@@ -400,6 +405,12 @@ impl ConsoleSettings {
             ("max_viewers", self.max_viewers),
             ("history_secs", self.history_secs),
             ("max_channels_listed", self.max_channels_listed),
+            ("session_secs", self.session_secs as usize),
+            ("max_sessions", self.max_sessions),
+            (
+                "failed_logins_per_minute",
+                self.failed_logins_per_minute as usize,
+            ),
         ];
         match positive.iter().find(|(_, v)| *v == 0) {
             Some((name, _)) => Err(ConfigError(format!("console.{name} must be at least 1"))),
@@ -444,6 +455,15 @@ mod console_settings_tests {
             .unwrap_err()
             .0
             .contains("console.buffer"));
+        let no_logins = ConsoleSettings {
+            failed_logins_per_minute: 0,
+            ..ConsoleSettings::default()
+        };
+        assert!(no_logins
+            .apply_env(&mut None, |_| None)
+            .unwrap_err()
+            .0
+            .contains("console.failed_logins_per_minute"));
     }
 }
 
@@ -548,6 +568,16 @@ impl Config {
                 .parse()
                 .map_err(|_| ConfigError(format!("{name}={v:?} is not a valid number")))
         }
+        // A mistyped switch (`ture`) must stop the start, not quietly mean "off".
+        fn flag(name: &str, v: String) -> Result<bool, ConfigError> {
+            match v.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => Ok(true),
+                "0" | "false" | "no" | "off" => Ok(false),
+                _ => Err(ConfigError(format!(
+                    "{name}={v:?} is not a switch (true/false, yes/no, on/off, 1/0)"
+                ))),
+            }
+        }
         if let Some(v) = get("BROKER_HOST") {
             self.host = Some(v);
         }
@@ -573,7 +603,7 @@ impl Config {
             self.shutdown_timeout = num("BROKER_SHUTDOWN_TIMEOUT", v)?;
         }
         if let Some(v) = get("BROKER_HTTP_FALLBACK") {
-            self.http_fallback.enabled = matches!(v.trim(), "1" | "true" | "yes" | "on");
+            self.http_fallback.enabled = flag("BROKER_HTTP_FALLBACK", v)?;
         }
         if let Some(v) = get("BROKER_HTTP_FALLBACK_MAX_SESSIONS") {
             self.http_fallback.max_sessions = num("BROKER_HTTP_FALLBACK_MAX_SESSIONS", v)?;
@@ -637,7 +667,7 @@ impl Config {
                 app.secret = AppSecret::new(v).map_err(|e| bad("BROKER_APP_SECRET", e))?;
             }
             if let Some(v) = authorized {
-                app.authorized_connections = matches!(v.trim(), "1" | "true" | "yes" | "on");
+                app.authorized_connections = flag("BROKER_APP_AUTHORIZED_CONNECTIONS", v)?;
             }
             if let Some(v) = authorized_timeout {
                 app.authorized_connection_timeout_secs =
@@ -903,6 +933,26 @@ mod tests {
         assert!(c.validate().unwrap_err().0.contains("publish_queue"));
         let c = Config::from_toml("[cluster]\nredis_url = 'redis://127.0.0.1'").unwrap();
         assert_eq!(c.cluster.unwrap().publish_queue, 65_536);
+    }
+
+    #[test]
+    fn a_mistyped_switch_is_an_error_not_off() {
+        for name in ["BROKER_HTTP_FALLBACK", "BROKER_APP_AUTHORIZED_CONNECTIONS"] {
+            let e = Config::default()
+                .apply_env(env(&[(name, "ture")]))
+                .unwrap_err();
+            assert!(e.0.contains(name) && e.0.contains("ture"), "{e}");
+        }
+        let mut c = Config::default();
+        c.apply_env(env(&[("BROKER_HTTP_FALLBACK", "Off")]))
+            .unwrap();
+        assert!(!c.http_fallback.enabled);
+        c.apply_env(env(&[("BROKER_HTTP_FALLBACK", " YES ")]))
+            .unwrap();
+        assert!(c.http_fallback.enabled);
+        c.apply_env(env(&[("BROKER_APP_AUTHORIZED_CONNECTIONS", "1")]))
+            .unwrap();
+        assert!(c.apps[0].authorized_connections);
     }
 
     #[test]

@@ -1,13 +1,13 @@
 //! The debug console's live event feed ([`crate::console`]): what happened on
 //! this node, for whoever has a console open.
 //!
-//! The broker calls the hook functions at the bottom of this module
-//! ([`connection_opened`], [`subscribed`], [`rest_trigger`], ...) from its
-//! sessions, REST handlers and webhook senders. Each hook first checks whether
-//! anyone is watching; with no console open that check is all it costs: no
-//! event is built, nothing is allocated, no lock is taken. (The feed is one
-//! per process, in a static, because the webhook senders run without the
-//! broker's shared state; see [`install`].)
+//! The broker calls the hooks of [`Hooks`] ([`Hooks::connection_opened`],
+//! [`Hooks::subscribed`], [`Hooks::rest_trigger`], ...) from its sessions, REST
+//! handlers and webhook senders. Each hook first checks whether anyone is
+//! watching; with no console open that check is all it costs: no event is
+//! built, nothing is allocated, no lock is taken. Each server builds its own
+//! feed (held in its shared state, and handed to its webhook senders), so two
+//! brokers in one process never share one another's log or bounds.
 //!
 //! With a console open the work stays bounded however busy the broker is:
 //! - at most `events_per_second` events are built per second; the rest are
@@ -21,14 +21,16 @@ use std::{
     collections::HashMap,
     sync::{
         atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
-        Arc, Mutex, OnceLock,
+        Arc,
     },
     time::{SystemTime, UNIX_EPOCH},
 };
 
+use parking_lot::Mutex;
+
 use protocol::{AppKey, ChannelName, EventName, SocketId};
 use serde::Serialize;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 /// Bounds of the feed (from `[console]`, see [`crate::config::ConsoleSettings`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +46,8 @@ pub struct FeedLimits {
 /// One thing that happened, as the page shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+// The variant names are the page's `kind` tags (`rest_event`, `client_event`), read by console.js.
+#[allow(clippy::enum_variant_names)]
 pub enum Event {
     ConnectionOpened {
         socket_id: String,
@@ -113,11 +117,13 @@ struct Encoded<'a> {
     event: &'a Event,
 }
 
-/// The feed: a count of viewers, a per-second budget and a bounded channel.
+/// The feed: the viewers' places, a per-second budget and a bounded channel.
 #[derive(Debug)]
 pub struct Feed {
     limits: FeedLimits,
-    /// Consoles watching on this node (bounded by `max_viewers`).
+    /// Consoles watching on this node (at most `max_viewers`).
+    places: Mutex<Places>,
+    /// How many places are held (read without the lock by the relay and the stats).
     viewers: AtomicUsize,
     /// Everything receiving events: viewers, plus the cluster relay while a console is open on any node.
     /// The hooks' one check.
@@ -138,17 +144,59 @@ pub struct Receiver {
     rx: broadcast::Receiver<Message>,
 }
 
-/// A console's place in the feed.
-pub struct Viewer(Receiver);
+/// A console's place in the feed. It ends when dropped (its page is gone) or when
+/// the same page opens the feed again (it switched apps), which takes the place over.
+pub struct Viewer {
+    receiver: Receiver,
+    place: u64,
+    /// Resolves (with an error) once the place was taken over.
+    taken_over: watch::Receiver<()>,
+}
 
 /// The feed is full of viewers.
 #[derive(Debug, PartialEq, Eq)]
 pub struct TooManyViewers;
 
+/// The id a console page gives its feed requests, so that opening the feed again
+/// (for another app) takes over its own place instead of needing a second one.
+/// Up to 64 ASCII letters, digits, `-` or `_` (a page uses a random UUID).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageId(String);
+
+/// A page id that is empty, too long or has other characters.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("page must be 1 to 64 letters, digits, '-' or '_'")]
+pub struct BadPageId;
+
+impl PageId {
+    pub fn parse(s: &str) -> Result<Self, BadPageId> {
+        let ok = (1..=64).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        ok.then(|| Self(s.to_owned())).ok_or(BadPageId)
+    }
+}
+
+/// The viewers' places (a few: `max_viewers` is small, so a list is enough).
+#[derive(Debug, Default)]
+struct Places {
+    held: Vec<Place>,
+    next_id: u64,
+}
+
+#[derive(Debug)]
+struct Place {
+    id: u64,
+    page: Option<PageId>,
+    /// Dropped when another request of the same page takes the place: its viewer then ends.
+    _holder: watch::Sender<()>,
+}
+
 impl Feed {
     pub fn new(limits: FeedLimits) -> Self {
         Self {
             limits,
+            places: Mutex::new(Places::default()),
             viewers: AtomicUsize::new(0),
             watchers: AtomicUsize::new(0),
             tx: broadcast::channel(limits.buffer.max(1)).0,
@@ -173,15 +221,37 @@ impl Feed {
         self.skipped.load(Ordering::Relaxed)
     }
 
-    /// Starts watching, unless `max_viewers` already do.
-    pub fn watch(self: &Arc<Self>) -> Result<Viewer, TooManyViewers> {
-        let max = self.limits.max_viewers;
-        self.viewers
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .map_err(|_| TooManyViewers)?;
-        Ok(self.receiver())
+    /// Starts watching for `page`: takes over that page's place if it holds one (the
+    /// earlier viewer ends), else takes a new place unless `max_viewers` are held.
+    pub fn watch(self: &Arc<Self>, page: Option<PageId>) -> Result<Viewer, TooManyViewers> {
+        let mut places = self.places.lock();
+        let own = page.as_ref().and_then(|page| {
+            places
+                .held
+                .iter()
+                .position(|p| p.page.as_ref() == Some(page))
+        });
+        match own {
+            // Dropping the place's holder ends the viewer that had it.
+            Some(i) => drop(places.held.swap_remove(i)),
+            None if places.held.len() >= self.limits.max_viewers => return Err(TooManyViewers),
+            None => {}
+        }
+        let (holder, taken_over) = watch::channel(());
+        let id = places.next_id;
+        places.next_id += 1;
+        places.held.push(Place {
+            id,
+            page,
+            _holder: holder,
+        });
+        self.viewers.store(places.held.len(), Ordering::Relaxed);
+        drop(places);
+        Ok(Viewer {
+            receiver: self.receiver(),
+            place: id,
+            taken_over,
+        })
     }
 
     /// Receives events without counting as a console (for the cluster relay); not bounded by `max_viewers`.
@@ -193,12 +263,12 @@ impl Feed {
         }
     }
 
-    fn receiver(self: &Arc<Self>) -> Viewer {
+    fn receiver(self: &Arc<Self>) -> Receiver {
         self.watchers.fetch_add(1, Ordering::AcqRel);
-        Viewer(Receiver {
+        Receiver {
             feed: self.clone(),
             rx: self.tx.subscribe(),
-        })
+        }
     }
 
     /// Hands viewers an event another node built (it already passed that node's budget).
@@ -232,7 +302,7 @@ impl Feed {
 
     #[cold]
     fn count_published(&self, app: &AppKey, messages: u64) {
-        let mut published = self.published.lock().unwrap_or_else(|p| p.into_inner());
+        let mut published = self.published.lock();
         match published.get_mut(app) {
             Some(n) => *n += messages,
             None => {
@@ -267,22 +337,31 @@ impl Feed {
     /// (`None` if nobody watched, so nothing was counted).
     pub fn tick(&self) -> Option<HashMap<AppKey, u64>> {
         self.in_window.store(0, Ordering::Relaxed);
-        let counted =
-            std::mem::take(&mut *self.published.lock().unwrap_or_else(|p| p.into_inner()));
+        let counted = std::mem::take(&mut *self.published.lock());
         self.watched().then_some(counted)
     }
 }
 
 impl Viewer {
-    /// The next message, waiting for one. `None` when the feed is gone.
+    /// The next message, waiting for one. `None` when the feed is gone or the
+    /// page took this place over with a newer request.
     pub async fn next(&mut self) -> Option<Message> {
-        self.0.next().await
+        tokio::select! {
+            biased;
+            // Nothing is ever sent: this resolves only when the holder is dropped.
+            _ = self.taken_over.changed() => None,
+            m = self.receiver.next() => m,
+        }
     }
 }
 
 impl Drop for Viewer {
     fn drop(&mut self) {
-        self.0.feed.viewers.fetch_sub(1, Ordering::AcqRel);
+        let feed = &self.receiver.feed;
+        let mut places = feed.places.lock();
+        // A place taken over is no longer in the list.
+        places.held.retain(|p| p.id != self.place);
+        feed.viewers.store(places.held.len(), Ordering::Relaxed);
     }
 }
 
@@ -303,62 +382,134 @@ impl Drop for Receiver {
     }
 }
 
-static FEED: OnceLock<Arc<Feed>> = OnceLock::new();
+/// The hooks the broker calls, one handle per server: empty when the console is off.
+/// Cloning it is cheap (the feed is shared).
+#[derive(Clone, Default)]
+pub struct Hooks(Option<Arc<Feed>>);
 
-/// Creates the process's feed (the first call wins; later calls return the same feed).
-pub fn install(limits: FeedLimits) -> Arc<Feed> {
-    FEED.get_or_init(|| Arc::new(Feed::new(limits))).clone()
-}
-
-/// The process's feed, if a console is configured.
-#[inline]
-fn feed() -> Option<&'static Feed> {
-    FEED.get().map(|f| &**f)
-}
-
-// The hooks. Each costs one load of `FEED` when no console is configured and one
-// more when none is open; arguments are borrowed so nothing is built before that.
-
-#[inline]
-pub fn connection_opened(app: &AppKey, socket: SocketId, origin: Option<&str>) {
-    if let Some(f) = feed() {
-        f.emit(app, || Event::ConnectionOpened {
-            socket_id: socket.to_string(),
-            origin: origin.map(str::to_owned),
-        });
+// Each hook costs one check of the handle when no console is configured and one
+// load more when none is open; arguments are borrowed so nothing is built before that.
+impl Hooks {
+    /// Hooks that feed a console with `limits`; without `limits` (console off) they do nothing.
+    pub fn new(limits: Option<FeedLimits>) -> Self {
+        Self(limits.map(|l| Arc::new(Feed::new(l))))
     }
-}
 
-#[inline]
-pub fn connection_closed(app: &AppKey, socket: SocketId, code: Option<u16>) {
-    if let Some(f) = feed() {
-        f.emit(app, || Event::ConnectionClosed {
-            socket_id: socket.to_string(),
-            code,
-        });
+    /// The feed, when the console is on.
+    pub fn feed(&self) -> Option<&Arc<Feed>> {
+        self.0.as_ref()
     }
-}
 
-#[inline]
-pub fn subscribed(app: &AppKey, socket: SocketId, channel: &ChannelName) {
-    if let Some(f) = feed() {
-        f.emit(app, || Event::Subscribed {
-            socket_id: socket.to_string(),
-            channel: channel.to_string(),
-        });
+    #[inline]
+    pub fn connection_opened(&self, app: &AppKey, socket: SocketId, origin: Option<&str>) {
+        if let Some(f) = &self.0 {
+            f.emit(app, || Event::ConnectionOpened {
+                socket_id: socket.to_string(),
+                origin: origin.map(str::to_owned),
+            });
+        }
     }
-}
 
-/// A subscription was refused with `refusal`, the frame the client gets
-/// (`pusher:subscription_error` or `pusher:error`); the log shows its message and status.
-#[inline]
-pub fn subscription_failed(app: &AppKey, socket: SocketId, channel: &str, refusal: &str) {
-    if let Some(f) = feed() {
-        f.emit(app, || Event::SubscriptionFailed {
-            socket_id: socket.to_string(),
-            channel: channel.to_owned(),
-            reason: reason_of(refusal),
-        });
+    #[inline]
+    pub fn connection_closed(&self, app: &AppKey, socket: SocketId, code: Option<u16>) {
+        if let Some(f) = &self.0 {
+            f.emit(app, || Event::ConnectionClosed {
+                socket_id: socket.to_string(),
+                code,
+            });
+        }
+    }
+
+    #[inline]
+    pub fn subscribed(&self, app: &AppKey, socket: SocketId, channel: &ChannelName) {
+        if let Some(f) = &self.0 {
+            f.emit(app, || Event::Subscribed {
+                socket_id: socket.to_string(),
+                channel: channel.to_string(),
+            });
+        }
+    }
+
+    /// A subscription was refused with `refusal`, the frame the client gets
+    /// (`pusher:subscription_error` or `pusher:error`); the log shows its message and status.
+    #[inline]
+    pub fn subscription_failed(
+        &self,
+        app: &AppKey,
+        socket: SocketId,
+        channel: &str,
+        refusal: &str,
+    ) {
+        if let Some(f) = &self.0 {
+            f.emit(app, || Event::SubscriptionFailed {
+                socket_id: socket.to_string(),
+                channel: channel.to_owned(),
+                reason: reason_of(refusal),
+            });
+        }
+    }
+
+    #[inline]
+    pub fn unsubscribed(&self, app: &AppKey, socket: SocketId, channel: &ChannelName) {
+        if let Some(f) = &self.0 {
+            f.emit(app, || Event::Unsubscribed {
+                socket_id: socket.to_string(),
+                channel: channel.to_string(),
+            });
+        }
+    }
+
+    #[inline]
+    pub fn rest_trigger(
+        &self,
+        app: &AppKey,
+        channels: &[ChannelName],
+        event: &EventName,
+        size: usize,
+        except: Option<SocketId>,
+    ) {
+        if let Some(f) = &self.0 {
+            f.emit_messages(app, channels.len() as u64, || Event::RestEvent {
+                channels: channels.iter().map(ChannelName::to_string).collect(),
+                event: event.to_string(),
+                size,
+                excluded_socket: except.map(|s| s.to_string()),
+            });
+        }
+    }
+
+    #[inline]
+    pub fn client_event(
+        &self,
+        app: &AppKey,
+        socket: SocketId,
+        channel: &ChannelName,
+        event: &str,
+        size: usize,
+    ) {
+        if let Some(f) = &self.0 {
+            f.emit_messages(app, 1, || Event::ClientEvent {
+                socket_id: socket.to_string(),
+                channel: channel.to_string(),
+                event: event.to_owned(),
+                size,
+            });
+        }
+    }
+
+    /// A webhook batch was accepted (`sent`) or given up after retrying for up to `retry_for_secs`.
+    #[inline]
+    pub fn webhook(&self, app: &AppKey, url: &str, events: usize, sent: bool, retry_for_secs: u64) {
+        if let Some(f) = &self.0 {
+            f.emit(app, || {
+                let url = redact_url(url);
+                if sent {
+                    Event::WebhookSent { url, events }
+                } else {
+                    Event::WebhookFailed { url, events, reason: format!("given up after retrying (for up to {retry_for_secs} s; see the broker log)") }
+                }
+            });
+        }
     }
 }
 
@@ -375,67 +526,6 @@ fn reason_of(refusal: &str) -> String {
         (Some(text), Some(status)) => format!("{text} ({status})"),
         (Some(text), None) => text.to_owned(),
         _ => refusal.to_owned(),
-    }
-}
-
-#[inline]
-pub fn unsubscribed(app: &AppKey, socket: SocketId, channel: &ChannelName) {
-    if let Some(f) = feed() {
-        f.emit(app, || Event::Unsubscribed {
-            socket_id: socket.to_string(),
-            channel: channel.to_string(),
-        });
-    }
-}
-
-#[inline]
-pub fn rest_trigger(
-    app: &AppKey,
-    channels: &[ChannelName],
-    event: &EventName,
-    size: usize,
-    except: Option<SocketId>,
-) {
-    if let Some(f) = feed() {
-        f.emit_messages(app, channels.len() as u64, || Event::RestEvent {
-            channels: channels.iter().map(ChannelName::to_string).collect(),
-            event: event.to_string(),
-            size,
-            excluded_socket: except.map(|s| s.to_string()),
-        });
-    }
-}
-
-#[inline]
-pub fn client_event(
-    app: &AppKey,
-    socket: SocketId,
-    channel: &ChannelName,
-    event: &str,
-    size: usize,
-) {
-    if let Some(f) = feed() {
-        f.emit_messages(app, 1, || Event::ClientEvent {
-            socket_id: socket.to_string(),
-            channel: channel.to_string(),
-            event: event.to_owned(),
-            size,
-        });
-    }
-}
-
-/// A webhook batch was accepted (`sent`) or given up after retrying for up to `retry_for_secs`.
-#[inline]
-pub fn webhook(app: &AppKey, url: &str, events: usize, sent: bool, retry_for_secs: u64) {
-    if let Some(f) = feed() {
-        f.emit(app, || {
-            let url = redact_url(url);
-            if sent {
-                Event::WebhookSent { url, events }
-            } else {
-                Event::WebhookFailed { url, events, reason: format!("given up after retrying (for up to {retry_for_secs} s; see the broker log)") }
-            }
-        });
     }
 }
 
@@ -491,7 +581,7 @@ mod tests {
     #[tokio::test]
     async fn a_watcher_gets_events_as_json() {
         let f = feed(10, 8);
-        let mut v = f.watch().unwrap();
+        let mut v = f.watch(None).unwrap();
         f.emit(&key("a"), || opened(1));
         match v.next().await.unwrap() {
             Message::Event { app, json, relayed } => {
@@ -509,7 +599,7 @@ mod tests {
     #[tokio::test]
     async fn over_the_budget_events_are_skipped_and_counted_until_the_next_second() {
         let f = feed(3, 64);
-        let mut v = f.watch().unwrap();
+        let mut v = f.watch(None).unwrap();
         for i in 0..10 {
             f.emit(&key("a"), || opened(i));
         }
@@ -532,7 +622,7 @@ mod tests {
     #[tokio::test]
     async fn a_slow_viewer_loses_the_oldest_and_is_told_how_many() {
         let f = feed(1000, 4);
-        let mut v = f.watch().unwrap();
+        let mut v = f.watch(None).unwrap();
         for i in 0..10 {
             f.emit(&key("a"), || opened(i));
         }
@@ -547,13 +637,46 @@ mod tests {
     #[test]
     fn viewers_are_bounded_and_counted_until_dropped() {
         let f = feed(10, 4);
-        let a = f.watch().unwrap();
-        let _b = f.watch().unwrap();
-        assert_eq!(f.watch().err(), Some(TooManyViewers));
+        let a = f.watch(None).unwrap();
+        let _b = f.watch(None).unwrap();
+        assert_eq!(f.watch(None).err(), Some(TooManyViewers));
         assert_eq!(f.viewers(), 2);
         drop(a);
         assert_eq!(f.viewers(), 1);
-        assert!(f.watch().is_ok());
+        assert!(f.watch(None).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_page_opening_the_feed_again_takes_its_own_place_over() {
+        let f = feed(10, 4);
+        let page = || Some(PageId::parse("7f9c-page_1").unwrap());
+        let mut first = f.watch(page()).unwrap();
+        let _other = f.watch(None).unwrap();
+        let mut second = f
+            .watch(page())
+            .expect("the page's own place, not a third one");
+        assert_eq!(f.viewers(), 2);
+        assert!(first.next().await.is_none(), "the earlier viewer ends");
+        drop(first);
+        assert_eq!(
+            f.viewers(),
+            2,
+            "dropping the ended viewer frees nothing more"
+        );
+        f.emit(&key("a"), || opened(1));
+        assert!(matches!(second.next().await, Some(Message::Event { .. })));
+        assert_eq!(f.watch(None).err(), Some(TooManyViewers));
+        drop(second);
+        assert_eq!(f.viewers(), 1);
+    }
+
+    #[test]
+    fn page_ids_are_short_and_plain() {
+        assert!(PageId::parse("0b6e2a1c-55d4-4c1e-9a57-3f1f0e6c9b21").is_ok());
+        assert_eq!(PageId::parse(""), Err(BadPageId));
+        assert_eq!(PageId::parse(&"a".repeat(65)), Err(BadPageId));
+        assert_eq!(PageId::parse("a b"), Err(BadPageId));
+        assert_eq!(PageId::parse("a/../b"), Err(BadPageId));
     }
 
     #[test]
@@ -564,8 +687,8 @@ mod tests {
         assert_eq!(f.viewers(), 0);
         drop(relay);
         assert!(!f.watched());
-        let _a = f.watch().unwrap();
-        let _b = f.watch().unwrap();
+        let _a = f.watch(None).unwrap();
+        let _b = f.watch(None).unwrap();
         let _r = f.relay();
         assert_eq!(f.viewers(), 2);
     }
@@ -573,7 +696,7 @@ mod tests {
     #[test]
     fn messages_are_counted_per_app_even_past_the_budget() {
         let f = feed(1, 4);
-        let _v = f.watch().unwrap();
+        let _v = f.watch(None).unwrap();
         for _ in 0..5 {
             f.emit_messages(&key("a"), 2, || opened(0));
         }

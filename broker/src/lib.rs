@@ -13,6 +13,7 @@
 //!
 //! Only what the binary and the integration tests use is public: [`config`],
 //! [`server`] (`Server::build`, `run_until`) and [`state`]; the rest is crate-private.
+#![forbid(unsafe_code)]
 
 pub(crate) mod adapter;
 pub(crate) mod app_store;

@@ -1,3 +1,5 @@
+#![deny(unsafe_code)]
+
 use std::process::ExitCode;
 
 use broker::config::Config;
@@ -12,7 +14,9 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// Purge freed pages in the background within a second, instead of waiting for
 /// the next allocation, so idle RSS reflects what is actually in use.
 #[cfg(feature = "jemalloc")]
-#[allow(non_upper_case_globals)]
+// Naming a symbol that jemalloc reads at start is `unsafe_code` to rustc (a clash
+// would be undefined behaviour); this is the one name jemalloc documents for it.
+#[allow(non_upper_case_globals, unsafe_code)]
 #[export_name = "_rjem_malloc_conf"]
 pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 

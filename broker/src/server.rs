@@ -69,7 +69,7 @@ pub struct Server {
     sessions: web::Data<fallback::Sessions>,
     http: actix_web::dev::Server,
     addrs: Vec<SocketAddr>,
-    senders: Arc<std::sync::Mutex<Vec<actix_web::rt::task::JoinHandle<()>>>>,
+    senders: Arc<parking_lot::Mutex<Vec<actix_web::rt::task::JoinHandle<()>>>>,
     shutdown_timeout: Duration,
     /// The `metrics_addr` listener, when configured.
     ops: Option<ServerHandle>,
@@ -107,10 +107,11 @@ impl Server {
                     r,
                     config.webhooks.clone(),
                     state.webhook_flush_signal(),
+                    state.console.clone(),
                 ))
             })
             .collect();
-        let senders = Arc::new(std::sync::Mutex::new(senders));
+        let senders = Arc::new(parking_lot::Mutex::new(senders));
         if let Some(store) = config.app_store.clone() {
             let on_loopback = is_loopback(config.listen_host(), config.port);
             actix_web::rt::spawn(app_store::run(
@@ -160,10 +161,14 @@ impl Server {
                 .configure(|c| console::routes(c, console.clone()))
                 .configure(|cfg| {
                     if let Some(access) = public_ops.clone() {
-                        ops::guarded_routes(cfg, access)
+                        ops::guarded_routes(cfg, access);
                     }
                 })
         })
+        // A client that closes its side is gone: no browser or SDK half-closes a
+        // request and then waits for the answer. Without this a streaming answer (the
+        // console's feed) outlives its page until a write to it fails.
+        .h1_allow_half_closed(false)
         .disable_signals()
         .shutdown_timeout(1);
         if config.workers > 0 {
@@ -244,7 +249,7 @@ impl Server {
             // A polling client gets its 4200 with its next poll.
             let _ = tokio::time::timeout_at(until, sessions.until_empty()).await;
             state.flush_webhooks();
-            let senders = std::mem::take(&mut *senders.lock().unwrap_or_else(|p| p.into_inner()));
+            let senders = std::mem::take(&mut *senders.lock());
             for sender in senders {
                 if tokio::time::timeout_at(until, sender).await.is_err() {
                     tracing::warn!("webhooks not flushed before the shutdown deadline");
@@ -283,6 +288,7 @@ fn ops_listener(
             .configure(|cfg| ops::guarded_routes(cfg, access.clone()))
             .configure(|c| console::routes(c, console.clone()))
     })
+    .h1_allow_half_closed(false)
     .disable_signals()
     .workers(1)
     .shutdown_timeout(1)

@@ -6,8 +6,13 @@ use protocol::socket_id::SocketIdGenerator;
 use tokio::sync::watch;
 
 use crate::{
-    adapter::Adapter, apps::AppRegistry, config::Config, core::ip_limit::IpLimiter,
-    metrics::Metrics, webhooks::WebhookReceiver,
+    adapter::Adapter,
+    apps::AppRegistry,
+    config::Config,
+    console_feed::{self, FeedLimits},
+    core::ip_limit::IpLimiter,
+    metrics::Metrics,
+    webhooks::WebhookReceiver,
 };
 
 pub struct State {
@@ -22,6 +27,8 @@ pub struct State {
     pub adapter: Arc<dyn Adapter>,
     pub socket_ids: SocketIdGenerator,
     pub metrics: Arc<Metrics>,
+    /// This server's debug-console hooks (they do nothing when the console is off).
+    pub(crate) console: console_feed::Hooks,
     /// Flips to true once, when the broker starts shutting down.
     shutdown: watch::Sender<bool>,
     /// Flips to true when webhook senders should send what they hold and stop.
@@ -43,6 +50,11 @@ impl State {
             adapter,
             socket_ids: SocketIdGenerator::new(),
             metrics: Arc::new(Metrics::new()),
+            console: console_feed::Hooks::new(config.console_token.as_ref().map(|_| FeedLimits {
+                events_per_second: config.console.events_per_second,
+                buffer: config.console.buffer,
+                max_viewers: config.console.max_viewers,
+            })),
             shutdown: watch::channel(false).0,
             flush_webhooks: watch::channel(false).0,
         };

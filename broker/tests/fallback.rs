@@ -177,7 +177,7 @@ impl Client for Fb {
                         serde_json::from_str(&line[1..]).expect("c[code,reason]");
                     return Err(Closed(Some(code)));
                 }
-                Some('h') | Some('o') => {}
+                Some('h' | 'o') => {}
                 _ => return Err(Closed(None)),
             }
         }

@@ -72,7 +72,7 @@ impl Default for AbuseLimits {
             login_per_ip_per_min: 30,
             signup_per_ip_per_min: 10,
             hash_concurrency: std::thread::available_parallelism()
-                .map(|n| n.get())
+                .map(std::num::NonZero::get)
                 .unwrap_or(2)
                 .clamp(1, 8),
             hash_wait_secs: 10,

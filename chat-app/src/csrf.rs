@@ -45,9 +45,8 @@ pub fn verify(
     req: &HttpRequest,
     form_token: Option<&str>,
 ) -> Result<(), AppError> {
-    let expected = match session.get::<String>(SESSION_KEY) {
-        Ok(Some(t)) => t,
-        _ => return Err(AppError::csrf()),
+    let Ok(Some(expected)) = session.get::<String>(SESSION_KEY) else {
+        return Err(AppError::csrf());
     };
     let given = req
         .headers()

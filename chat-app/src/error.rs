@@ -3,7 +3,10 @@
 use actix_web::{http::StatusCode, HttpResponse, ResponseError};
 use serde_json::json;
 
-use crate::store::StoreError;
+use crate::{
+    store::StoreError,
+    throttle::{HashingBusy, TooMany},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -24,6 +27,9 @@ pub enum AppError {
     Busy { retry_after_secs: u64 },
     #[error("the database is unavailable, try again shortly")]
     Unavailable(String),
+    /// Start-up has not yet reached and migrated the database (the log says why).
+    #[error("starting: waiting for the database")]
+    Starting,
     /// The text is logged; the client only learns that something went wrong.
     #[error("internal error")]
     Internal(String),
@@ -48,7 +54,9 @@ impl ResponseError for AppError {
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            AppError::Busy { .. } | AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Busy { .. } | AppError::Unavailable(_) | AppError::Starting => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -78,10 +86,19 @@ impl AppError {
     }
 }
 
-impl From<crate::throttle::TooMany> for AppError {
-    fn from(t: crate::throttle::TooMany) -> Self {
+impl From<TooMany> for AppError {
+    fn from(t: TooMany) -> Self {
         AppError::TooManyRequests {
             retry_after_secs: t.retry_after_secs,
+        }
+    }
+}
+
+impl From<HashingBusy> for AppError {
+    /// A slot frees within one hash (well under a second), so one second is enough.
+    fn from(_: HashingBusy) -> Self {
+        AppError::Busy {
+            retry_after_secs: 1,
         }
     }
 }

@@ -85,7 +85,7 @@ pub struct AuthForm<'a> {
     pub notice: Option<&'a str>,
 }
 
-pub fn login_page(f: &AuthForm) -> String {
+pub fn login_page(f: &AuthForm<'_>) -> String {
     auth_page(
         "Log in",
         "/login",
@@ -96,7 +96,7 @@ pub fn login_page(f: &AuthForm) -> String {
     )
 }
 
-pub fn signup_page(f: &AuthForm) -> String {
+pub fn signup_page(f: &AuthForm<'_>) -> String {
     auth_page(
         "Sign up",
         "/signup",
@@ -112,7 +112,7 @@ fn auth_page(
     action: &str,
     button: &str,
     pw_autocomplete: &str,
-    f: &AuthForm,
+    f: &AuthForm<'_>,
     footer: &str,
 ) -> String {
     let notice = f
@@ -170,7 +170,7 @@ pub struct ChatPage<'a> {
     pub config: &'a Config,
 }
 
-pub fn chat_page(p: &ChatPage) -> String {
+pub fn chat_page(p: &ChatPage<'_>) -> String {
     // Settings reach the script through escaped meta tags: no inline script, so the CSP can forbid them.
     let meta = |name: &str, value: &str| {
         format!(

@@ -1,5 +1,6 @@
 //! A chat with read receipts: messages in PostgreSQL, live updates through a
 //! Pusher-compatible broker. `main.rs` is a thin command line over [`serve`].
+#![forbid(unsafe_code)]
 
 pub mod accounts;
 pub mod body;
@@ -14,6 +15,7 @@ pub mod passwords;
 pub mod routes;
 pub mod schema;
 pub mod session;
+pub mod startup;
 pub mod state;
 pub mod store;
 pub mod throttle;
@@ -31,7 +33,7 @@ use actix_web::{
 };
 
 pub use config::Config;
-pub use db::DbPool;
+pub use db::{Database, DbPool};
 use error::AppError;
 pub use state::AppState;
 
@@ -42,7 +44,7 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 /// The whole application; `main` serves it and the tests call it in-process.
 pub fn build_app(
     config: Arc<Config>,
-    pool: DbPool,
+    database: Arc<Database>,
     throttle: Arc<throttle::Throttle>,
 ) -> App<
     impl ServiceFactory<
@@ -61,7 +63,7 @@ pub fn build_app(
             .cookie_same_site(SameSite::Lax)
             .build();
     App::new()
-        .app_data(web::Data::new(AppState::new(config, pool, throttle)))
+        .app_data(web::Data::new(AppState::new(config, database, throttle)))
         .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
         .app_data(web::QueryConfig::default().error_handler(|e, _| AppError::bad_request(format!("invalid query: {e}")).into()))
         .wrap(sessions)
@@ -77,22 +79,24 @@ pub fn build_app(
         .default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(AppError::NotFound("not found".into())) }))
 }
 
-/// Migrates, creates the demo user on an empty database, and serves until stopped.
+/// Serves at once, and in the background waits for the database, migrates it
+/// and creates the demo user on an empty one: until then `/health` answers 503
+/// (see [`startup`]). Serves until stopped.
 pub async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
-    let pool = db::connect_and_migrate(&config.database_url, 10)?;
-    {
-        let mut conn = pool.get()?;
-        accounts::ensure_demo_user(&mut conn, &config)?;
-    }
     let config = Arc::new(config);
     tracing::info!(?config, "starting chat-app");
     let (host, port) = (config.host.clone(), config.port);
     let throttle = Arc::new(throttle::Throttle::new(&config.abuse));
-    let server = HttpServer::new(move || build_app(config.clone(), pool.clone(), throttle.clone()))
-        .bind((host.as_str(), port))?;
+    let database = Database::starting();
+    let server = {
+        let (config, database) = (config.clone(), database.clone());
+        HttpServer::new(move || build_app(config.clone(), database.clone(), throttle.clone()))
+            .bind((host.as_str(), port))?
+    };
     for addr in server.addrs() {
         tracing::info!("chat listening on http://{addr}");
     }
+    actix_web::rt::spawn(startup::wait_for_database(database, config));
     server.run().await?;
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! `chat-app` serves the chat; `chat-app create-user NAME` adds an account
 //! (password read from standard input); `chat-app migrate` only migrates.
+#![forbid(unsafe_code)]
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;

@@ -122,6 +122,16 @@ impl Status {
         Self::ALL.into_iter().find(|st| st.as_str() == s)
     }
 
+    /// One recipient's own status from the store's receipt code: none yet
+    /// (`None`), delivered (1), seen (2).
+    pub fn of_receipt(code: Option<i32>) -> Self {
+        match code {
+            None => Status::Sent,
+            Some(2) => Status::Seen,
+            Some(_) => Status::Delivered,
+        }
+    }
+
     /// The status of a message as a whole: Delivered once every recipient has
     /// it, Seen once every recipient has seen it (as a direct message reads).
     pub fn of_counts(recipients: i64, delivered: i64, seen: i64) -> Self {

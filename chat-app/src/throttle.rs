@@ -1,7 +1,9 @@
 //! Limits on login and signup: attempts per account and per IP address, and
 //! how many argon2 hashes run at once. Attempts are GCRA buckets (the
 //! `governor` crate): a burst, then a steady refill. One `Throttle` is shared by every
-//! worker, so the limits hold for the whole process.
+//! worker, so the limits hold for the whole process. Refusals are this module's
+//! own types ([`TooMany`], [`HashingBusy`]); `error.rs` alone says which HTTP
+//! answer each one becomes, so this module does not depend on it.
 
 use std::{hash::Hash, net::IpAddr, num::NonZeroU32, sync::Arc, time::Duration};
 
@@ -11,7 +13,7 @@ use governor::{
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::{config::AbuseLimits, error::AppError};
+use crate::config::AbuseLimits;
 
 /// Past this many tracked keys, keys whose bucket is full again are dropped,
 /// so a flood of distinct usernames or addresses cannot grow memory for long.
@@ -58,6 +60,10 @@ pub struct Throttle {
 pub struct TooMany {
     pub retry_after_secs: u64,
 }
+
+/// Every hashing slot stayed busy for the configured wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashingBusy;
 
 impl From<Duration> for TooMany {
     fn from(wait: Duration) -> Self {
@@ -106,14 +112,13 @@ impl Throttle {
     }
 
     /// A slot to hash a password in. Waits up to the configured time, then
-    /// answers 503: a flood queues here instead of each holding ~19 MiB.
-    pub async fn hashing_slot(&self) -> Result<OwnedSemaphorePermit, AppError> {
+    /// gives up: a flood queues here instead of each holding ~19 MiB.
+    pub async fn hashing_slot(&self) -> Result<OwnedSemaphorePermit, HashingBusy> {
         match tokio::time::timeout(self.hash_wait, self.hashing.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
-            Ok(Err(_)) => Err(AppError::Internal("hashing semaphore closed".into())),
-            Err(_) => Err(AppError::Busy {
-                retry_after_secs: 1,
-            }),
+            // `acquire_owned` fails only on a closed semaphore, and nothing closes
+            // this one; were it closed, no slot would ever come, which is "busy".
+            Ok(Err(_)) | Err(_) => Err(HashingBusy),
         }
     }
 
@@ -182,7 +187,7 @@ mod tests {
         let t = Throttle::new(&limits(10));
         let held = t.hashing_slot().await.unwrap();
         assert_eq!(t.free_hashing_slots(), 0);
-        assert!(matches!(t.hashing_slot().await, Err(AppError::Busy { .. })));
+        assert_eq!(t.hashing_slot().await.err(), Some(HashingBusy));
         drop(held);
         assert!(t.hashing_slot().await.is_ok());
     }

@@ -990,7 +990,7 @@ async fn demo_user_is_created_once_on_an_empty_database() {
         c.demo = Some(chat_app::config::DemoLogin {
             user: "demo".into(),
             password: "demo-password".into(),
-        })
+        });
     });
     let config = env.config.clone();
     assert_eq!(

@@ -840,6 +840,24 @@ async fn receipts_are_kept_per_recipient_and_batched() {
         0,
         "my own messages are not unread"
     );
+    // The preview says how far I acknowledged the last message, so that a page
+    // showing it can report it Delivered; my own last message has no such field.
+    let preview = |v: Value| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == gid)
+            .unwrap()["last_message"]
+            .clone()
+    };
+    let bobs = preview(bob.get(&app, "/api/conversations").await.json());
+    assert_eq!(
+        (bobs["id"].as_i64(), bobs["my_status"].as_str()),
+        (Some(mids[2]), Some("Sent"))
+    );
+    let alices = preview(alice.get(&app, "/api/conversations").await.json());
+    assert_eq!(alices["id"].as_i64(), Some(mids[2]));
+    assert!(alices.get("my_status").is_none(), "{alices}");
     broker.recorded.clear();
 
     // Bob comes back: one request marks all three delivered; the sender hears one event.
@@ -962,6 +980,14 @@ async fn receipts_are_kept_per_recipient_and_batched() {
     assert_eq!(
         unread(carol.get(&app, "/api/conversations").await.json()),
         2
+    );
+    assert_eq!(
+        preview(bob.get(&app, "/api/conversations").await.json())["my_status"],
+        "Seen"
+    );
+    assert_eq!(
+        preview(carol.get(&app, "/api/conversations").await.json())["my_status"],
+        "Sent"
     );
 
     // The sender's own receipts change nothing; bad requests are refused.

@@ -108,7 +108,7 @@ mod tests {
         );
         // A body past the limit is refused before it is read.
         assert_eq!(
-            parse_send(&vec![b' '; 100], 10),
+            parse_send(&[b' '; 100], 10),
             Err(SendError::TooLarge { max: 10 })
         );
         // A message of quotes may take twice its length in the body, and is accepted.

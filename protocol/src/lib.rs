@@ -8,6 +8,7 @@
 //!
 //! The one exception is [`client`] (feature `client`), a small signed REST client
 //! for triggering events, used by the chat-app instead of an external SDK.
+#![forbid(unsafe_code)]
 
 pub mod app;
 pub mod channel;

@@ -133,7 +133,7 @@ impl Relay {
             });
             match (watched, &relay) {
                 (true, None) => {
-                    relay = Some(actix_web::rt::spawn(self.clone().relay_events(bus.clone())))
+                    relay = Some(actix_web::rt::spawn(self.clone().relay_events(bus.clone())));
                 }
                 (false, Some(task)) => {
                     // Dropping the task's receiver is what stops this node's hooks from building events.

@@ -4,10 +4,13 @@
 //!
 //! It is off unless an admin token is configured (`console_token` or
 //! `BROKER_CONSOLE_TOKEN`). Every data route answers 401 without the token,
-//! offered as `Authorization: Bearer <token>` or as the cookie the login form
-//! sets (HttpOnly, SameSite=Strict, scoped to `/console`). The page's files are
-//! compiled into the binary; nothing is fetched from elsewhere.
+//! offered as `Authorization: Bearer <token>`, or without a live login session,
+//! whose id is the cookie the login form sets (HttpOnly, SameSite=Strict, scoped
+//! to `/console`). Wrong tokens are throttled per client address (429). The
+//! page's files are compiled into the binary; nothing is fetched from elsewhere.
 //!
+//! - [`sessions`]: the login sessions the cookie names.
+//! - [`throttle`]: failed logins per client address.
 //! - [`crate::console_feed`]: the live event log and the hooks the broker calls
 //!   (a module of its own low in the layers, since transports and webhook senders call it).
 //! - [`series`]: the graphs' once-a-second samples.
@@ -16,30 +19,43 @@
 
 pub mod cluster;
 pub mod series;
+pub mod sessions;
+pub mod throttle;
 
-use std::{convert::Infallible, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use actix_web::{
+    body::MessageBody,
     cookie::{Cookie, SameSite},
     dev::Payload,
     http::{header, StatusCode},
     web, FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError,
 };
 use bytes::Bytes;
-use protocol::{ChannelKind, ChannelName};
+use protocol::{AppKey, ChannelKind, ChannelName};
 use serde::{Deserialize, Serialize};
 
-use self::series::{Sample, Series};
+use self::{
+    series::{Sample, Series},
+    sessions::{Ended, LoginSessions},
+    throttle::LoginThrottle,
+};
 use crate::{
     apps::App,
     config::{Config, ConsoleSettings, ConsoleToken},
-    console_feed::{self as feed, Feed, FeedLimits, Message},
+    console_feed::{Feed, Message, PageId, Viewer},
     http::{self, error::ApiError},
     state::State,
 };
 
 const COOKIE: &str = "broker_console";
-/// How often an idle feed says it is still there (so a closed page is noticed and its viewer slot freed).
+/// How often an idle feed says it is still there. A page that closes its connection is noticed at
+/// once (the server does not keep half-closed connections); this catches peers that vanished
+/// without closing, and keeps proxies from timing the stream out.
 const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
 const INDEX_HTML: &str = include_str!("../../console/index.html");
@@ -53,6 +69,8 @@ pub struct Console {
     settings: ConsoleSettings,
     feed: Arc<Feed>,
     series: Arc<Series>,
+    sessions: LoginSessions,
+    throttle: LoginThrottle,
     /// Whether the broker serves TLS (the cookie is then marked Secure).
     tls: bool,
     /// Whether this node is part of a cluster (channel lists and members are then cluster-wide).
@@ -63,23 +81,25 @@ pub struct Console {
 /// and, on a cluster node (`node` is its id), relaying events between nodes.
 pub fn start(config: &Config, state: Arc<State>, node: Option<&str>) -> Option<web::Data<Console>> {
     let token = config.console_token.clone()?;
-    let settings = &config.console;
-    let feed = feed::install(FeedLimits {
-        events_per_second: settings.events_per_second,
-        buffer: settings.buffer,
-        max_viewers: settings.max_viewers,
-    });
+    // The state built the feed from the same config, so it is there whenever a token is.
+    let feed = state.console.feed()?.clone();
     if let (Some(cluster), Some(node)) = (&config.cluster, node) {
         cluster::start(feed.clone(), cluster, node);
     }
     let series = Arc::new(Series::new(config.console.history_secs));
     actix_web::rt::spawn(series::run(state, feed.clone(), series.clone()));
     tracing::info!("debug console enabled at /console");
+    let settings = &config.console;
     Some(web::Data::new(Console {
         token,
-        settings: config.console.clone(),
+        settings: settings.clone(),
         feed,
         series,
+        sessions: LoginSessions::new(
+            Duration::from_secs(settings.session_secs),
+            settings.max_sessions,
+        ),
+        throttle: LoginThrottle::new(settings.failed_logins_per_minute),
         tls: config.tls_cert.is_some(),
         cluster: config.cluster.is_some(),
     }))
@@ -131,6 +151,8 @@ pub enum ConsoleError {
     NotJson,
     #[error("{0} consoles are already watching the live feed (console.max_viewers)")]
     TooManyViewers(usize),
+    #[error("too many wrong console tokens from this address: retry in {} s (console.failed_logins_per_minute)", retry_secs(*.0))]
+    TooManyFailures(Duration),
     #[error("{0}")]
     Trigger(#[from] ApiError),
 }
@@ -142,15 +164,21 @@ impl ResponseError for ConsoleError {
             Self::AppNotFound(_) => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotJson => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::TooManyViewers(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyViewers(_) | Self::TooManyFailures(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Trigger(e) => e.status_code(),
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         let mut res = HttpResponse::build(self.status_code());
-        if matches!(self, Self::Unauthorized) {
-            res.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"broker console\""));
+        match self {
+            Self::Unauthorized => {
+                res.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"broker console\""));
+            }
+            Self::TooManyFailures(wait) => {
+                res.insert_header((header::RETRY_AFTER, retry_secs(*wait)));
+            }
+            _ => {}
         }
         res.insert_header((header::CACHE_CONTROL, "no-store"))
             .content_type("text/plain; charset=utf-8")
@@ -158,24 +186,53 @@ impl ResponseError for ConsoleError {
     }
 }
 
+/// Whole seconds to wait, at least 1 (for `Retry-After`).
+fn retry_secs(wait: Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
+}
+
 impl Console {
-    /// Whether the request carries the token, as a bearer header or the login cookie.
-    fn admits(&self, req: &HttpRequest) -> bool {
+    /// Admits a request that offers the token as a bearer header (throttled per
+    /// address, see [`throttle`]) or the cookie of a live login session (then also
+    /// returns what resolves when that session ends).
+    fn admits(&self, req: &HttpRequest) -> Result<Option<Ended>, ConsoleError> {
         let bearer = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::to_owned);
-        match bearer.or_else(|| req.cookie(COOKIE).map(|c| c.value().to_owned())) {
-            Some(offered) => self.token.matches(offered.as_bytes()),
-            None => false,
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if let Some(offered) = bearer {
+            return self.check_token(req, offered).map(|()| None);
+        }
+        req.cookie(COOKIE)
+            .and_then(|c| self.sessions.ended(c.value(), Instant::now()))
+            .map(Some)
+            .ok_or(ConsoleError::Unauthorized)
+    }
+
+    /// Compares an offered token, unless its address is out of failures; counts a wrong one.
+    fn check_token(&self, req: &HttpRequest, offered: &str) -> Result<(), ConsoleError> {
+        let peer = req.peer_addr().map(|a| a.ip());
+        let now = Instant::now();
+        self.throttle
+            .check(peer, now)
+            .map_err(ConsoleError::TooManyFailures)?;
+        if self.token.matches(offered.as_bytes()) {
+            Ok(())
+        } else {
+            self.throttle.failed(peer, now);
+            Err(ConsoleError::Unauthorized)
         }
     }
 }
 
-/// Proof that a request carries the console token; a handler taking it answers 401 otherwise.
-pub struct Admin(web::Data<Console>);
+/// Proof that a request carries the console token or a login session; a handler taking it
+/// answers 401 (or 429) otherwise.
+pub struct Admin {
+    console: web::Data<Console>,
+    /// The login session's end, when admitted by one (not for a bearer token).
+    session: Option<Ended>,
+}
 
 impl FromRequest for Admin {
     type Error = ConsoleError;
@@ -184,13 +241,15 @@ impl FromRequest for Admin {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let console = req.app_data::<web::Data<Console>>().cloned();
         std::future::ready(match console {
-            Some(c) if c.admits(req) => Ok(Admin(c)),
-            _ => Err(ConsoleError::Unauthorized),
+            Some(console) => console
+                .admits(req)
+                .map(|session| Admin { console, session }),
+            None => Err(ConsoleError::Unauthorized),
         })
     }
 }
 
-fn html(status: StatusCode, body: &'static str) -> HttpResponse {
+fn html(status: StatusCode, body: impl MessageBody + 'static) -> HttpResponse {
     HttpResponse::build(status)
         .content_type("text/html; charset=utf-8")
         .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -213,11 +272,25 @@ fn asset(body: &'static str, content_type: &'static str) -> HttpResponse {
 
 /// `GET /console`: the console, or (401) a form asking for the token.
 async fn page(req: HttpRequest, console: web::Data<Console>) -> HttpResponse {
-    if console.admits(&req) {
-        html(StatusCode::OK, INDEX_HTML)
-    } else {
-        html(StatusCode::UNAUTHORIZED, LOGIN_HTML)
+    match console.admits(&req) {
+        Ok(_) => html(StatusCode::OK, INDEX_HTML),
+        Err(ConsoleError::TooManyFailures(wait)) => throttled(wait),
+        Err(_) => html(StatusCode::UNAUTHORIZED, LOGIN_HTML),
     }
+}
+
+/// The login form again (429) with how long to wait.
+fn throttled(wait: Duration) -> HttpResponse {
+    let secs = retry_secs(wait);
+    let notice = format!(
+        "<p class=\"error\" role=\"alert\">Too many wrong tokens from this address: try again in {secs} s.</p>"
+    );
+    let mut res = html(
+        StatusCode::TOO_MANY_REQUESTS,
+        LOGIN_HTML.replace("<!-- notice -->", &notice),
+    );
+    res.headers_mut().insert(header::RETRY_AFTER, secs.into());
+    res
 }
 
 #[derive(Deserialize)]
@@ -225,16 +298,28 @@ struct LoginForm {
     token: String,
 }
 
-/// `POST /console/login`: a right token sets the cookie and goes to the console.
-async fn login(form: web::Form<LoginForm>, console: web::Data<Console>) -> HttpResponse {
-    if !console.token.matches(form.token.as_bytes()) {
-        return html(StatusCode::UNAUTHORIZED, LOGIN_HTML);
+/// `POST /console/login`: a right token opens a session, sets its id as the cookie and
+/// goes to the console; a wrong one counts against the client's address.
+async fn login(
+    req: HttpRequest,
+    form: web::Form<LoginForm>,
+    console: web::Data<Console>,
+) -> HttpResponse {
+    match console.check_token(&req, &form.token) {
+        Ok(()) => {}
+        Err(ConsoleError::TooManyFailures(wait)) => return throttled(wait),
+        Err(_) => return html(StatusCode::UNAUTHORIZED, LOGIN_HTML),
     }
-    let cookie = Cookie::build(COOKIE, console.token.as_str().to_owned())
+    let session = console.sessions.open(Instant::now());
+    let max_age = actix_web::cookie::time::Duration::seconds(
+        i64::try_from(console.sessions.lifetime().as_secs()).unwrap_or(i64::MAX),
+    );
+    let cookie = Cookie::build(COOKIE, session)
         .path("/console")
         .http_only(true)
         .same_site(SameSite::Strict)
         .secure(console.tls)
+        .max_age(max_age)
         .finish();
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, "/console"))
@@ -242,8 +327,11 @@ async fn login(form: web::Form<LoginForm>, console: web::Data<Console>) -> HttpR
         .finish()
 }
 
-/// `POST /console/logout`: forgets the cookie.
-async fn logout() -> HttpResponse {
+/// `POST /console/logout`: ends the cookie's session on the broker and clears the cookie.
+async fn logout(req: HttpRequest, console: web::Data<Console>) -> HttpResponse {
+    if let Some(c) = req.cookie(COOKIE) {
+        console.sessions.close(c.value());
+    }
     let mut cookie = Cookie::build(COOKIE, "").path("/console").finish();
     cookie.make_removal();
     HttpResponse::SeeOther()
@@ -302,7 +390,7 @@ async fn stats(
     state: web::Data<State>,
     app_id: web::Path<String>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let console = &admin.0;
+    let console = &admin.console;
     let app = app_by_id(&state, &app_id)?;
     Ok(HttpResponse::Ok().json(Stats {
         connections: app.hub.connection_count(),
@@ -354,7 +442,7 @@ async fn channels(
     let total = found.len();
     let channels = found
         .into_iter()
-        .take(admin.0.settings.max_channels_listed)
+        .take(admin.console.settings.max_channels_listed)
         .map(|(name, counts)| ChannelRow {
             users: (name.kind() == ChannelKind::Presence).then_some(counts.users),
             subscriptions: counts.subscriptions,
@@ -406,41 +494,78 @@ async fn trigger(
 
 type Chunk = Result<Bytes, Infallible>;
 
+#[derive(Deserialize)]
+struct FeedQuery {
+    page: Option<String>,
+}
+
 /// `GET /console/api/apps/{app_id}/feed`: the app's live events as server-sent events.
 /// `data:` lines hold one event each; `event: dropped` says how many this page lost by falling behind.
+/// `?page=` names the page: its next request (another app) takes over this one's place.
 async fn live_feed(
     admin: Admin,
     state: web::Data<State>,
     app_id: web::Path<String>,
+    query: web::Query<FeedQuery>,
 ) -> Result<HttpResponse, ConsoleError> {
     let app = app_by_id(&state, &app_id)?;
+    let page = match query.page.as_deref() {
+        Some(p) => Some(PageId::parse(p).map_err(|e| ConsoleError::BadRequest(e.to_string()))?),
+        None => None,
+    };
     let viewer = admin
-        .0
+        .console
         .feed
-        .watch()
-        .map_err(|_| ConsoleError::TooManyViewers(admin.0.settings.max_viewers))?;
-    let key = app.key.clone();
+        .watch(page)
+        .map_err(|_| ConsoleError::TooManyViewers(admin.console.settings.max_viewers))?;
     let hello = futures_util::stream::once(async {
         Ok::<_, Infallible>(Bytes::from_static(b": connected\n\n"))
     });
-    let events = futures_util::stream::unfold((viewer, key), |(mut viewer, key)| async move {
-        loop {
-            let next = tokio::select! {
-                m = viewer.next() => m?,
-                _ = tokio::time::sleep(KEEP_ALIVE) => return Some((Ok(Bytes::from_static(b": still here\n\n")), (viewer, key))),
-            };
-            let chunk: Chunk = match next {
-                Message::Event { app, json, .. } if app == key => {
-                    Ok(Bytes::from(format!("data: {json}\n\n")))
-                }
-                Message::Event { .. } => continue,
-                Message::Dropped(n) => Ok(Bytes::from(format!("event: dropped\ndata: {n}\n\n"))),
-            };
-            return Some((chunk, (viewer, key)));
-        }
+    let watching = Watching {
+        viewer,
+        key: app.key.clone(),
+        session: admin.session,
+    };
+    let events = futures_util::stream::unfold(watching, |mut w| async move {
+        let chunk = w.next_chunk().await?;
+        Some((chunk, w))
     });
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .streaming(futures_util::StreamExt::chain(hello, events)))
+}
+
+/// One open feed: its place, its app, and the login session it ends with (none for a bearer token).
+struct Watching {
+    viewer: Viewer,
+    key: AppKey,
+    session: Option<Ended>,
+}
+
+impl Watching {
+    /// The next piece of the stream; `None` ends it (place taken over, or session ended).
+    async fn next_chunk(&mut self) -> Option<Chunk> {
+        let session_ended = async {
+            match &mut self.session {
+                Some(ended) => ended.wait().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(session_ended);
+        loop {
+            let next = tokio::select! {
+                _ = &mut session_ended => return None,
+                m = self.viewer.next() => m?,
+                _ = tokio::time::sleep(KEEP_ALIVE) => return Some(Ok(Bytes::from_static(b": still here\n\n"))),
+            };
+            return Some(match next {
+                Message::Event { app, json, .. } if app == self.key => {
+                    Ok(Bytes::from(format!("data: {json}\n\n")))
+                }
+                Message::Event { .. } => continue,
+                Message::Dropped(n) => Ok(Bytes::from(format!("event: dropped\ndata: {n}\n\n"))),
+            });
+        }
+    }
 }

@@ -3,9 +3,11 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
+
+use parking_lot::Mutex;
 
 use protocol::AppKey;
 use serde::Serialize;
@@ -39,7 +41,7 @@ impl Series {
 
     /// Adds one sample per app in `now`; apps not in it are forgotten.
     pub fn record(&self, now: impl IntoIterator<Item = (AppKey, Sample)>) {
-        let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        let mut apps = self.apps.lock();
         let mut next = HashMap::with_capacity(apps.len());
         for (key, sample) in now {
             let mut history = apps.remove(&key).unwrap_or_default();
@@ -56,7 +58,6 @@ impl Series {
     pub fn of(&self, app: &AppKey) -> Vec<Sample> {
         self.apps
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .get(app)
             .map(|h| h.iter().copied().collect())
             .unwrap_or_default()

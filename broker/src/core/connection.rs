@@ -15,10 +15,12 @@ use std::{
     collections::VecDeque,
     sync::{
         atomic::{AtomicBool, AtomicU16, Ordering},
-        Arc, Mutex, OnceLock,
+        Arc, OnceLock,
     },
     task::{Context, Poll},
 };
+
+use parking_lot::Mutex;
 
 use bytes::Bytes;
 use bytestring::ByteString;
@@ -157,7 +159,7 @@ impl ConnHandle {
             return false;
         }
         let was_empty = {
-            let mut q = s.queue.lock().unwrap_or_else(|p| p.into_inner());
+            let mut q = s.queue.lock();
             if q.len() >= s.capacity {
                 drop(q);
                 self.close(ErrorCode::OverCapacity);
@@ -252,16 +254,12 @@ impl Receiver {
         batch: &mut VecDeque<Outgoing>,
     ) -> Poll<Result<(), u16>> {
         if let Some(code) = self.close_code() {
-            self.shared
-                .queue
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clear();
+            self.shared.queue.lock().clear();
             return Poll::Ready(Err(code));
         }
         self.shared.waker.register(cx.waker());
         {
-            let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+            let mut q = self.shared.queue.lock();
             if batch.is_empty() {
                 // Swap rather than copy: the queue keeps the (empty) batch's buffer.
                 std::mem::swap(&mut *q, batch);

@@ -67,8 +67,8 @@ impl Drop for IpSlot {
     }
 }
 
-/// The address a connection is counted under: IPv4 as is, IPv6 by its /64.
-fn counted_as(ip: IpAddr) -> IpAddr {
+/// The address a client is counted under: IPv4 as is, IPv6 by its /64 (also for console logins).
+pub fn counted_as(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V4(v4) => IpAddr::V4(v4),
         IpAddr::V6(v6) => {

@@ -38,7 +38,6 @@ use sessions::{FallbackSession, NotMade, SessionInbound};
 
 use crate::{
     apps::App,
-    console_feed,
     core::{connection, ConnHandle},
     session::{self, InboundError, Incoming},
     state::State,
@@ -144,7 +143,7 @@ async fn open(
     origin: Option<&str>,
 ) -> HttpResponse {
     let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
-        .map(|q| q.into_inner())
+        .map(actix_web::web::Query::into_inner)
         .unwrap_or_default();
     let protocol = query
         .iter()
@@ -190,7 +189,7 @@ async fn open(
             };
         }
     };
-    console_feed::connection_opened(&app.key, conn.id, origin);
+    state.console.connection_opened(&app.key, conn.id, origin);
     let sessions_arc = sessions.clone().into_inner();
     let (run_state, run_session) = (state.clone(), session.clone());
     actix_web::rt::spawn(async move {

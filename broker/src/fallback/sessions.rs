@@ -12,10 +12,12 @@
 use std::{
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Arc, Mutex,
+        Arc,
     },
     time::Duration,
 };
+
+use parking_lot::Mutex;
 
 use dashmap::{mapref::entry::Entry, DashMap};
 use futures_util::task::AtomicWaker;
@@ -185,7 +187,7 @@ impl FallbackSession {
     /// older request that holds it to step aside. `None` if it did not in time.
     pub async fn attach(self: &Arc<Self>) -> Option<Attached> {
         let epoch = {
-            let mut a = self.attach.lock().unwrap_or_else(|p| p.into_inner());
+            let mut a = self.attach.lock();
             a.epoch += 1;
             a.attached = true;
             a.epoch
@@ -203,7 +205,7 @@ impl FallbackSession {
 
     /// How long no receive request has been attached (zero while one is).
     fn detached_for(&self, now: Instant) -> Duration {
-        let a = self.attach.lock().unwrap_or_else(|p| p.into_inner());
+        let a = self.attach.lock();
         if a.attached {
             Duration::ZERO
         } else {
@@ -216,22 +218,13 @@ impl Attached {
     /// False once a newer receive request wants the queue; `cx` is woken then.
     pub fn still_current(&self, cx: &std::task::Context<'_>) -> bool {
         self.session.holder.register(cx.waker());
-        self.session
-            .attach
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .epoch
-            == self.epoch
+        self.session.attach.lock().epoch == self.epoch
     }
 }
 
 impl Drop for Attached {
     fn drop(&mut self) {
-        let mut a = self
-            .session
-            .attach
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut a = self.session.attach.lock();
         if a.epoch == self.epoch {
             a.attached = false;
             a.since = Instant::now();

@@ -16,7 +16,7 @@ use super::{
     auth::{admit, Authed},
     error::ApiError,
 };
-use crate::{adapter::Published, apps::App, console_feed, core::hub::CachedEvent, state::State};
+use crate::{adapter::Published, apps::App, core::hub::CachedEvent, state::State};
 
 /// Serializes the event once per channel and hands it to the adapter; cache
 /// channels keep it as their last event. Returns what says whether every node heard it.
@@ -46,7 +46,9 @@ fn publish(state: &State, app: &App, t: &Trigger) -> Vec<Published> {
         }
         published.push(state.adapter.broadcast(app, channel, bytes, t.except));
     }
-    console_feed::rest_trigger(&app.key, &t.channels, &t.name, t.data.len(), t.except);
+    state
+        .console
+        .rest_trigger(&app.key, &t.channels, &t.name, t.data.len(), t.except);
     published
 }
 

@@ -9,7 +9,10 @@
 
 use std::net::SocketAddr;
 
-use actix_web::{http::header, web, HttpRequest, HttpResponse};
+use actix_web::{
+    http::{header, StatusCode},
+    web, HttpRequest, HttpResponse, ResponseError,
+};
 
 use crate::{config::OpsToken, state::State};
 
@@ -61,20 +64,38 @@ impl OpsAccess {
         }
     }
 
-    fn guard(&self, req: &HttpRequest) -> Result<(), HttpResponse> {
+    fn guard(&self, req: &HttpRequest) -> Result<(), Refusal> {
         let authorization = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        self.check(req.peer_addr(), authorization).map_err(|r| match r {
-            Refusal::NotLoopback => HttpResponse::Forbidden()
-                .content_type("text/plain")
-                .body("served to loopback peers only; set metrics_addr or ops_token to read it from elsewhere\n"),
-            Refusal::BadToken => HttpResponse::Unauthorized()
-                .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
-                .content_type("text/plain")
-                .body("missing or wrong bearer token (ops_token)\n"),
+        self.check(req.peer_addr(), authorization)
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::NotLoopback => "served to loopback peers only; set metrics_addr or ops_token to read it from elsewhere\n",
+            Self::BadToken => "missing or wrong bearer token (ops_token)\n",
         })
+    }
+}
+
+impl ResponseError for Refusal {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::NotLoopback => StatusCode::FORBIDDEN,
+            Self::BadToken => StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        if *self == Self::BadToken {
+            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        response.content_type("text/plain").body(self.to_string())
     }
 }
 
@@ -100,10 +121,8 @@ pub async fn ready(
     req: HttpRequest,
     access: web::Data<OpsAccess>,
     state: web::Data<State>,
-) -> HttpResponse {
-    if let Err(refused) = access.guard(&req) {
-        return refused;
-    }
+) -> Result<HttpResponse, Refusal> {
+    access.guard(&req)?;
     let mut problems = Vec::new();
     if state.is_shutting_down() {
         problems.push("shutting down");
@@ -114,13 +133,13 @@ pub async fn ready(
     if !state.apps.ready() {
         problems.push("app store not loaded");
     }
-    if problems.is_empty() {
+    Ok(if problems.is_empty() {
         HttpResponse::Ok().content_type("text/plain").body("ready")
     } else {
         HttpResponse::ServiceUnavailable()
             .content_type("text/plain")
             .body(problems.join(", "))
-    }
+    })
 }
 
 /// `GET /metrics`: Prometheus text format.
@@ -128,14 +147,12 @@ pub async fn metrics(
     req: HttpRequest,
     access: web::Data<OpsAccess>,
     state: web::Data<State>,
-) -> HttpResponse {
-    if let Err(refused) = access.guard(&req) {
-        return refused;
-    }
+) -> Result<HttpResponse, Refusal> {
+    access.guard(&req)?;
     let body = state.metrics.render(&state.apps, state.adapter.as_ref());
-    HttpResponse::Ok()
+    Ok(HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
-        .body(body)
+        .body(body))
 }
 
 #[cfg(test)]

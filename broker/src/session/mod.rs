@@ -24,7 +24,6 @@ use tokio::time::{sleep_until, Instant as TokioInstant};
 use crate::{
     adapter,
     apps::App,
-    console_feed,
     core::{hub::Subscribed, rate::TokenBucket, ConnHandle, Message, Outgoing},
     state::State,
     webhooks::WebhookEvent,
@@ -73,7 +72,10 @@ pub async fn run(state: Arc<State>, app: Arc<App>, conn: ConnHandle, reader: imp
     session.serve(reader).await;
     // Boxed so the rarely used clean-up path does not enlarge every idle connection's task.
     Box::pin(session.cleanup()).await;
-    console_feed::connection_closed(&session.app.key, id, session.conn.close_code());
+    session
+        .state
+        .console
+        .connection_closed(&session.app.key, id, session.conn.close_code());
     metrics.connections.dec();
     tracing::debug!(socket_id = %id, "disconnected");
 }
@@ -288,12 +290,14 @@ impl Session {
             self.channels.push(name.clone());
             self.after_subscribe(&name, sub);
         }
-        self.replay_cache(&name).await
+        self.replay_cache(&name).await;
     }
 
     /// Sends a subscription's refusal (and shows it in the debug console).
     fn refuse_subscription(&self, channel: &str, refusal: String) {
-        console_feed::subscription_failed(&self.app.key, self.conn.id, channel, &refusal);
+        self.state
+            .console
+            .subscription_failed(&self.app.key, self.conn.id, channel, &refusal);
         self.send(refusal);
     }
 
@@ -310,7 +314,9 @@ impl Session {
 
     /// Counts that follow a new subscription (the adapter sent its lifecycle webhooks).
     fn after_subscribe(&self, name: &ChannelName, sub: Subscribed) {
-        console_feed::subscribed(&self.app.key, self.conn.id, name);
+        self.state
+            .console
+            .subscribed(&self.app.key, self.conn.id, name);
         self.state.metrics.subscriptions.inc();
         self.subscription_count_changed(name, sub.subscriptions);
     }
@@ -343,7 +349,7 @@ impl Session {
                 self.app.webhook(|| WebhookEvent::CacheMiss {
                     channel: name.to_string(),
                 });
-                self.send(frame::cache_miss(name.as_str()))
+                self.send(frame::cache_miss(name.as_str()));
             }
         }
     }
@@ -387,7 +393,7 @@ impl Session {
                     "presence channel is full ({} members)",
                     self.app.limits.max_presence_members
                 );
-                self.refuse_subscription(name.as_str(), refuse(&msg, 403))
+                self.refuse_subscription(name.as_str(), refuse(&msg, 403));
             }
             Ok(None) => {}
             Ok(Some(joined)) => {
@@ -395,7 +401,7 @@ impl Session {
                 self.channels.push(name.clone());
                 self.authorized = true;
                 self.after_subscribe(&name, joined.subscribed);
-                self.replay_cache(&name).await
+                self.replay_cache(&name).await;
             }
         }
     }
@@ -411,7 +417,9 @@ impl Session {
         else {
             return;
         };
-        console_feed::unsubscribed(&self.app.key, self.conn.id, name);
+        self.state
+            .console
+            .unsubscribed(&self.app.key, self.conn.id, name);
         self.state.metrics.subscriptions.dec();
         if left.vacated {
             adapter::user_channel_changed(self.state.adapter.as_ref(), &self.app, name, false);
@@ -561,7 +569,13 @@ impl Session {
                 .adapter
                 .broadcast(&self.app, &name, out.into(), Some(self.conn.id)),
         );
-        console_feed::client_event(&self.app.key, self.conn.id, &name, event, data.get().len());
+        self.state.console.client_event(
+            &self.app.key,
+            self.conn.id,
+            &name,
+            event,
+            data.get().len(),
+        );
         self.app.webhook(|| WebhookEvent::ClientEvent {
             channel: name.to_string(),
             event: event.to_owned(),

@@ -16,12 +16,13 @@ use std::{
     collections::HashMap,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, Mutex, MutexGuard,
+        Arc,
     },
     time::{Duration, Instant},
 };
 
 use dashmap::DashMap;
+use parking_lot::Mutex;
 
 use super::WebhookEvent;
 
@@ -80,10 +81,6 @@ pub struct Debounce {
     next: AtomicU64,
 }
 
-fn lock(held: &Mutex<HashMap<Subject, Held>>) -> MutexGuard<'_, HashMap<Subject, Held>> {
-    held.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Debounce {
     pub fn new(window: Duration) -> Self {
         Self {
@@ -106,7 +103,7 @@ impl Debounce {
     ) -> (T, Vec<WebhookEvent>) {
         let entry = self.channels.entry(channel.to_owned()).or_default().clone();
         let out = {
-            let mut held = lock(&entry);
+            let mut held = entry.lock();
             let result = op();
             let events = events(&result);
             let mut out = Vec::new();
@@ -139,7 +136,7 @@ impl Debounce {
         for event in events {
             match lifecycle(&event).map(|(c, _, _)| c.to_owned()) {
                 Some(channel) => {
-                    out.extend(self.transition(&channel, || (), |_| vec![event], now).1)
+                    out.extend(self.transition(&channel, || (), |_| vec![event], now).1);
                 }
                 None => out.push(event),
             }
@@ -150,7 +147,7 @@ impl Debounce {
     /// Drops a channel's entry when no transition holds it and it holds no leave.
     fn forget_if_idle(&self, channel: &str) {
         self.channels.remove_if(channel, |_, held| {
-            Arc::strong_count(held) == 1 && held.try_lock().is_ok_and(|h| h.is_empty())
+            Arc::strong_count(held) == 1 && held.try_lock().is_some_and(|h| h.is_empty())
         });
     }
 
@@ -169,7 +166,7 @@ impl Debounce {
         let mut out: Vec<Held> = Vec::new();
         for (channel, entry) in channels {
             {
-                let mut held = lock(&entry);
+                let mut held = entry.lock();
                 let due: Vec<Subject> = held
                     .iter()
                     .filter(|(_, h)| now.is_none_or(|now| h.due <= now))
@@ -187,7 +184,7 @@ impl Debounce {
     /// Leaves waiting for their window.
     pub fn pending(&self) -> usize {
         let channels: Vec<ChannelHeld> = self.channels.iter().map(|e| e.value().clone()).collect();
-        channels.iter().map(|c| lock(c).len()).sum()
+        channels.iter().map(|c| c.lock().len()).sum()
     }
 
     /// Channels this node keeps an entry for (held leaves or a transition under way).

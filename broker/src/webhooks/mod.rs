@@ -181,11 +181,13 @@ struct Body<'a> {
 }
 
 /// Sends one app's webhooks until `flush` turns true; then sends what is still
-/// queued or held back and returns. Needs an actix runtime (awc).
+/// queued or held back and returns, telling the server's console what became of
+/// each batch. Needs an actix runtime (awc).
 pub async fn run_sender(
     mut r: WebhookReceiver,
     settings: WebhookSettings,
     mut flush: watch::Receiver<bool>,
+    console: crate::console_feed::Hooks,
 ) {
     // Redirects are not followed: a receiver (or whoever answers for its host) could
     // otherwise send the signed batch to another path or host, past
@@ -213,7 +215,7 @@ pub async fn run_sender(
                     batch.push(e);
                 }
                 for chunk in batch.chunks(settings.batch_max.max(1)) {
-                    send_batch(&client, &r, chunk, &last).await;
+                    send_batch(&client, &r, chunk, &last, &console).await;
                 }
                 return;
             }
@@ -229,7 +231,7 @@ pub async fn run_sender(
             }
         }
         for chunk in batch.chunks(settings.batch_max.max(1)) {
-            send_batch(&client, &r, chunk, &settings).await;
+            send_batch(&client, &r, chunk, &settings, &console).await;
         }
         batch.clear();
     }
@@ -241,6 +243,7 @@ async fn send_batch(
     r: &WebhookReceiver,
     batch: &[WebhookEvent],
     settings: &WebhookSettings,
+    console: &crate::console_feed::Hooks,
 ) {
     for hook in &r.hooks {
         let events: Vec<&WebhookEvent> = batch
@@ -260,7 +263,7 @@ async fn send_batch(
         let body = serde_json::to_vec(&Body { time_ms, events }).expect("webhook body serializes");
         let signature = sign::sign_webhook(&r.secret, &body);
         let sent = deliver(client, hook, &r.key, &signature, body, settings).await;
-        crate::console_feed::webhook(&r.key, &hook.url, events_len, sent, settings.retry_for_secs);
+        console.webhook(&r.key, &hook.url, events_len, sent, settings.retry_for_secs);
         if sent {
             r.stats.sent_batches.fetch_add(1, Ordering::Relaxed);
         } else {

@@ -11,7 +11,7 @@ use actix_web::{
 
 use protocol::ErrorCode;
 
-use crate::{console_feed, core::connection, session, state::State};
+use crate::{core::connection, session, state::State};
 
 /// `GET /app/{key}?protocol=7&client=js&version=8.6.0`
 ///
@@ -27,7 +27,7 @@ pub async fn connect(
 ) -> actix_web::Result<HttpResponse> {
     let mut response = actix_http::ws::handshake(req.head())?;
     let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
-        .map(|q| q.into_inner())
+        .map(actix_web::web::Query::into_inner)
         .unwrap_or_default();
     let protocol = query
         .iter()
@@ -54,7 +54,7 @@ pub async fn connect(
         Ok(app) => {
             let state = state.into_inner();
             let (conn, receiver) = connection::queue(state.socket_ids.next(), state.send_queue);
-            console_feed::connection_opened(&app.key, conn.id, origin);
+            state.console.connection_opened(&app.key, conn.id, origin);
             let outbox = outbox::Outbox::new(receiver, state.metrics.clone());
             let reader =
                 wire::FrameReader::new(payload, app.limits.max_ws_message_bytes, conn.clone());

@@ -145,7 +145,7 @@ pub async fn login(
         .await?;
     let slot = match state.throttle.hashing_slot().await {
         Ok(slot) => slot,
-        Err(e) => return render_error(&state, &session, Form::Login, &username, &e),
+        Err(busy) => return render_error(&state, &session, Form::Login, &username, &busy.into()),
     };
     // Hashing is deliberately slow, so it runs on the blocking pool, one slot each.
     let user = web::block(move || match user {

@@ -12,7 +12,7 @@ use crate::{
     broadcast::{NOTICE_ADDED, NOTICE_MEMBERS, NOTICE_REMOVED},
     csrf,
     error::AppError,
-    models::{channel_name, timestamp, Conversation, Kind},
+    models::{channel_name, timestamp, Conversation, Kind, Status},
     session::CurrentUser,
     state::AppState,
     store::conversations as store,
@@ -50,7 +50,12 @@ fn summary(row: store::SummaryRow) -> Summary {
     };
     let last_message = match (row.last_id, row.last_name, row.last_message) {
         (Some(id), Some(name), Some(message)) => {
-            Some(json!({ "id": id, "name": name, "message": message }))
+            let mut last = json!({ "id": id, "name": name, "message": message });
+            // As in history: how far I have acknowledged it, when it is someone else's to me.
+            if row.last_for_me {
+                last["my_status"] = Status::of_receipt(row.last_mine).as_str().into();
+            }
+            Some(last)
         }
         _ => None,
     };

@@ -339,9 +339,10 @@ pub async fn receipts(
 ) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, &req, body.csrf_token.as_deref())?;
     let cid = parse_id(&path, "conversation")?;
-    let to = match body.status.as_deref().and_then(Status::parse) {
-        Some(s @ (Status::Delivered | Status::Seen)) => s,
-        _ => return Err(AppError::bad_request("status must be Delivered or Seen")),
+    let Some(to @ (Status::Delivered | Status::Seen)) =
+        body.status.as_deref().and_then(Status::parse)
+    else {
+        return Err(AppError::bad_request("status must be Delivered or Seen"));
     };
     let ids = body.ids.unwrap_or_default();
     if ids.is_empty() || ids.len() > MAX_RECEIPT_BATCH {

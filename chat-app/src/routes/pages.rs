@@ -22,7 +22,9 @@ pub async fn index(state: web::Data<AppState>, session: Session) -> Result<HttpR
     Ok(html::respond(StatusCode::OK, &state.config, page))
 }
 
-/// 200 when the database answers, for start-up scripts and load balancers.
+/// Readiness, for start-up scripts, orchestrators and load balancers: 200 when
+/// the database answers; 503 while start-up still waits for it or when it stops
+/// answering (the process stays up either way).
 pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     use diesel::RunQueryDsl;
     state

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use diesel::{
     prelude::*,
-    sql_types::{BigInt, Integer, Nullable, Text, Timestamptz},
+    sql_types::{BigInt, Bool, Integer, Nullable, Text, Timestamptz},
 };
 
 use super::StoreError;
@@ -281,6 +281,13 @@ pub struct SummaryRow {
     pub last_name: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
     pub last_message: Option<String>,
+    /// Whether the viewer is a recipient of the last message (someone else's,
+    /// sent after the viewer joined), and their receipt code for it (1
+    /// delivered, 2 seen): the page acknowledges a preview it shows as Delivered.
+    #[diesel(sql_type = Bool)]
+    pub last_for_me: bool,
+    #[diesel(sql_type = Nullable<Integer>)]
+    pub last_mine: Option<i32>,
     /// Messages from others after the newest one this member has seen, counted up to 100.
     #[diesel(sql_type = BigInt)]
     pub unread: i64,
@@ -296,6 +303,8 @@ SELECT c.id, c.kind::text AS kind, c.title::text AS title, c.channel_epoch, c.cr
   END AS peer,
   (SELECT count(*) FROM members o WHERE o.conversation_id = c.id) AS member_count,
   lm.id AS last_id, lm.name AS last_name, lm.message AS last_message,
+  COALESCE(lm.sender_id <> $1 AND lm.created_at >= mb.joined_at, false) AS last_for_me,
+  (SELECT CASE WHEN r.seen_at IS NULL THEN 1 ELSE 2 END FROM receipts r WHERE r.message_id = lm.id AND r.user_id = $1) AS last_mine,
   (SELECT count(*) FROM (
      SELECT 1 FROM messages m
      WHERE m.conversation_id = c.id AND m.id > mb.last_seen_message_id AND m.sender_id <> $1 AND m.created_at >= mb.joined_at
@@ -303,7 +312,7 @@ SELECT c.id, c.kind::text AS kind, c.title::text AS title, c.channel_epoch, c.cr
 FROM members mb
 JOIN conversations c ON c.id = mb.conversation_id
 LEFT JOIN LATERAL (
-  SELECT m.id, u.username::text AS name, m.message::text AS message
+  SELECT m.id, m.sender_id, m.created_at, u.username::text AS name, m.message::text AS message
   FROM messages m JOIN users u ON u.id = m.sender_id
   WHERE m.conversation_id = c.id ORDER BY m.id DESC LIMIT 1) lm ON true
 WHERE mb.user_id = $1 AND ($2::bigint IS NULL OR c.id = $2)

@@ -41,11 +41,7 @@ struct ViewRow {
 impl ViewRow {
     fn into_view(self, viewer: Option<i32>) -> MessageView {
         let my_status = match viewer {
-            Some(v) if v != self.sender_id => Some(match self.mine {
-                Some(2) => Status::Seen,
-                Some(_) => Status::Delivered,
-                None => Status::Sent,
-            }),
+            Some(v) if v != self.sender_id => Some(Status::of_receipt(self.mine)),
             _ => None,
         };
         MessageView {

@@ -99,7 +99,7 @@ pub struct FakeBroker {
 
 async fn record(req: HttpRequest, body: web::Bytes, recorded: web::Data<Recorded>) -> HttpResponse {
     let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
-        .map(|q| q.into_inner())
+        .map(actix_web::web::Query::into_inner)
         .unwrap_or_default();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -200,7 +200,11 @@ impl Env {
         >,
     > {
         let throttle = std::sync::Arc::new(chat_app::throttle::Throttle::new(&self.config.abuse));
-        chat_app::build_app(self.config.clone(), self.pool.clone(), throttle)
+        chat_app::build_app(
+            self.config.clone(),
+            chat_app::Database::ready(self.pool.clone()),
+            throttle,
+        )
     }
 
     pub fn add_user(&self, name: &str, password: &str) -> i32 {
@@ -271,8 +275,10 @@ impl Browser {
         let resp = test::call_service(app, req.to_request()).await;
         for c in resp.response().cookies() {
             if c.name() == chat_app::SESSION_COOKIE {
-                let removed =
-                    c.value().is_empty() || c.max_age().map(|m| m.is_zero()).unwrap_or(false);
+                let removed = c.value().is_empty()
+                    || c.max_age()
+                        .map(actix_web::cookie::time::SignedDuration::is_zero)
+                        .unwrap_or(false);
                 self.cookie = if removed {
                     None
                 } else {

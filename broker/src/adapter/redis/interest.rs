@@ -12,10 +12,9 @@
 //! decided (an UNSUBSCRIBE overtaking a later SUBSCRIBE would leave a subscriber deaf),
 //! so one task sends them all, in order, from a queue filled under the map's lock.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::{collections::HashMap, sync::Arc};
+
+use parking_lot::Mutex;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -77,8 +76,8 @@ impl Interest {
         )
     }
 
-    fn topics(&self) -> std::sync::MutexGuard<'_, HashMap<String, Topic>> {
-        self.topics.lock().unwrap_or_else(|p| p.into_inner())
+    fn topics(&self) -> parking_lot::MutexGuard<'_, HashMap<String, Topic>> {
+        self.topics.lock()
     }
 
     /// Takes a reference on `topic` now; the returned [`Hold`] resolves once this node

@@ -87,7 +87,7 @@ pub(super) fn member_list(
     payload: &str,
 ) -> Option<Vec<(String, Box<serde_json::value::RawValue>)>> {
     let flat: Vec<String> = serde_json::from_str(payload).ok()?;
-    if flat.len() % 2 != 0 {
+    if !flat.len().is_multiple_of(2) {
         return None;
     }
     let mut it = flat.into_iter();

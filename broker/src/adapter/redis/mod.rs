@@ -45,10 +45,12 @@ use std::{
     collections::HashMap,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc, Mutex, RwLock,
+        Arc,
     },
     time::{Duration, Instant},
 };
+
+use parking_lot::{Mutex, RwLock};
 
 use bytestring::ByteString;
 use futures_util::future::{BoxFuture, FutureExt};
@@ -194,21 +196,11 @@ impl RedisAdapter {
             }
         };
         tracing::info!(node = %self.node, cluster = self.target.is_cluster(), "connected to redis");
-        *self.bus.write().unwrap_or_else(|p| p.into_inner()) = Some(bus.clone());
-        if let Some(rx) = self
-            .interest_rx
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
+        *self.bus.write() = Some(bus.clone());
+        if let Some(rx) = self.interest_rx.lock().take() {
             actix_web::rt::spawn(self.interest.clone().run(rx, bus.clone()));
         }
-        if let Some(rx) = self
-            .publish_rx
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
+        if let Some(rx) = self.publish_rx.lock().take() {
             actix_web::rt::spawn(self.clone().run_publisher(rx, bus.clone()));
         }
         actix_web::rt::spawn(self.clone().run_heartbeat(apps.clone()));
@@ -232,13 +224,13 @@ impl RedisAdapter {
     }
 
     fn bus(&self) -> Option<Bus> {
-        self.bus.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.bus.read().clone()
     }
 
     /// Whether the first connection was made (the client reconnects by itself after
     /// that); on the publish path, so it does not clone the connection as [`Self::bus`] does.
     fn connected(&self) -> bool {
-        self.bus.read().unwrap_or_else(|p| p.into_inner()).is_some()
+        self.bus.read().is_some()
     }
 
     /// Runs a command on the shared connection; on failure marks the adapter unhealthy.
@@ -361,12 +353,9 @@ impl RedisAdapter {
                 if !own {
                     return;
                 }
-                let pending = header.token.and_then(|t| {
-                    self.pending_joins
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&t)
-                });
+                let pending = header
+                    .token
+                    .and_then(|t| self.pending_joins.lock().remove(&t));
                 let Some(p) = pending else { return }; // gave up waiting; joined without it
                 let Some(members) = member_list(body) else {
                     tracing::warn!(channel = %channel.as_str(), "malformed member list from redis");

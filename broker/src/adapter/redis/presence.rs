@@ -137,16 +137,8 @@ impl RedisAdapter {
             info: info.clone(),
             done,
         };
-        self.pending_joins
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(token, pending);
-        let take_pending = || {
-            self.pending_joins
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&token)
-        };
+        self.pending_joins.lock().insert(token, pending);
+        let take_pending = || self.pending_joins.lock().remove(&token);
         // Admission is cluster-wide; the script decides, announces and lists.
         let result = self
             .with_bus(|mut c| async move {
