@@ -207,6 +207,19 @@ fallback_sends = [
     b'\xff["\\ud800"]', b"\xffxhr_streaming", b"\xffxhr_send", b"\xffxhr", b"\xff8c3f2a9d", b"\xff../../etc", b"\x00" + b" " * 100,
 ]
 
+# history_request: first byte even = a pusher:subscribe frame with a history field; odd = a REST history query.
+def hsub(history):
+    return b"\x10" + j({"event": "pusher:subscribe", "data": {"channel": "history-a", "history": history}}).encode()
+history_requests = [
+    hsub({}), hsub({"epoch": "0123456789abcdef", "position": 7, "socket_ids": ["1.2", "3.4"]}),
+    hsub({"rewind": {"count": 5}}), hsub({"rewind": {"seconds": 30}}), hsub({"rewind": {"count": 500}}),
+    hsub({"epoch": "e"}), hsub({"epoch": "", "position": 1}), hsub([]), hsub({"socket_ids": ["x"] * 5}),
+    hsub({"epoch": "e", "position": 18446744073709551615}),
+    b"\x01limit=10&direction=oldest_first&start=1&end=5", b"\x01limit=0", b"\x01direction=sideways", b"\x01start=9&end=2",
+    b"\x01start=-1", b"\x01limit=99999999999999999999999",
+]
+write("history_request", history_requests)
+
 write("client_frame", frames)
 write("names", names)
 write("rest_body", bodies)

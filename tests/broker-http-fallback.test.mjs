@@ -88,11 +88,13 @@ after(async () => {
 /** The page: pusher-js's web build pointed at the broker with the README's recommended options. */
 function page(params) {
   const transports = params.get('transports');
+  // `port`: another broker than the file's own (see the closed-page test).
+  const port = Number(params.get('port')) || broker.port;
   const options = {
     wsHost: '127.0.0.1',
-    wsPort: broker.port,
+    wsPort: port,
     httpHost: '127.0.0.1',
-    httpPort: broker.port,
+    httpPort: port,
     forceTLS: false,
     cluster: 'mt1',
     channelAuthorization: { endpoint: '/auth', transport: 'ajax' },
@@ -200,6 +202,62 @@ test('pusher-js with default transports and working WebSockets uses WebSocket', 
   } finally {
     await context.close();
   }
+});
+
+/**
+ * A closed page is noticed at once: its held poll or stream ends with its
+ * socket, so the other members get `member_removed` the session timeout after
+ * the page closed, not after the next heartbeat fails to reach it. The
+ * heartbeat here is far longer than the timeout, so waiting for it shows.
+ */
+async function closedPageLeaves(transport) {
+  const TIMEOUT = 2;
+  const own = await startBroker({
+    config: `
+[http_fallback]
+session_timeout_secs = ${TIMEOUT}
+heartbeat_secs = 20
+[[apps]]
+id = "1"
+key = "app-key"
+secret = "app-secret"
+`,
+  });
+  const context = await browser.newContext();
+  try {
+    const pg = await context.newPage();
+    await pg.goto(`${pagesUrl}/?transports=${transport}&port=${own.port}`);
+    await pageSaw(pg, 'presence-fb', 'pusher:subscription_succeeded');
+    assert.equal(await transportOf(pg), transport);
+    const ws = await nodeClients.open(own, { sdk: sdkFor(own), user: presence('wsuser') });
+    const channel = ws.subscribe('presence-fb');
+    await once(channel, 'pusher:subscription_succeeded');
+    assert.ok(channel.members.get('fbuser'), 'the page is a member');
+    const removed = withTimeout(
+      new Promise((resolve) => channel.bind('pusher:member_removed', (m) => m.id === 'fbuser' && resolve())),
+      'member_removed for the closed page',
+      15000,
+    );
+    const closedAt = Date.now();
+    await pg.close();
+    await removed;
+    const took = (Date.now() - closedAt) / 1000;
+    console.log(`${transport}: member_removed ${took.toFixed(2)} s after the page closed (session timeout ${TIMEOUT} s)`);
+    assert.ok(took >= TIMEOUT - 0.5, `member_removed after ${took} s, before the session timeout`);
+    assert.ok(took <= TIMEOUT + 1, `member_removed after ${took} s; expected at most the session timeout (${TIMEOUT} s) plus 1 s`);
+    nodeClients.close(ws);
+  } finally {
+    await context.close();
+    await own.stop();
+  }
+}
+
+test('a closed xhr_streaming page leaves its presence channels the session timeout later', async () => {
+  await closedPageLeaves('xhr_streaming');
+});
+
+test('a closed xhr_polling page leaves its presence channels the session timeout later', async () => {
+  await closedPageLeaves('xhr_polling');
 });
 
 /** The broker's `connections` gauge. */

@@ -67,6 +67,12 @@ pub struct Args {
     /// How the subscribers connect: `ws`, or `xhr_streaming` (pusher-js's HTTP fallback).
     #[arg(long, value_enum, default_value_t = Transport::Ws)]
     pub transport: Transport,
+    /// Subscribe with channel history on: channels are named `history-bench-…` (start
+    /// the broker with `BROKER_APP_HISTORY_CHANNELS=history-bench-`, so the events are
+    /// kept) and each subscription asks for positions (`"history": {}`), so every
+    /// delivery also carries its `pusher_internal:position` frame. WebSocket only.
+    #[arg(long)]
+    pub history: bool,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +104,13 @@ impl Handler for Timed {
             self.shards.record(self.shard, sent, now_ns());
         }
     }
+}
+
+/// A `pusher:subscribe` frame with `"history": {}` added to its data (positions, no replay).
+fn with_history(frame: &str) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(frame).expect("our own frame");
+    v["data"]["history"] = json!({});
+    v.to_string()
 }
 
 /// `#T<ns>#S<seq>#` padded with `x` to `len` bytes.
@@ -213,7 +226,10 @@ pub async fn run(ctx: &Ctx, a: &Args) -> Result<(), String> {
     );
     let channels: Arc<Vec<String>> = Arc::new(
         (0..a.channels)
-            .map(|c| format!("bench-{}-{c}", ctx.tag))
+            .map(|c| {
+                let kept = if a.history { "history-" } else { "" };
+                format!("{kept}bench-{}-{c}", ctx.tag)
+            })
             .collect(),
     );
     let spec = |i: usize| SubSpec {
@@ -227,6 +243,11 @@ pub async fn run(ctx: &Ctx, a: &Args) -> Result<(), String> {
         shards: shards.clone(),
         shard: idx,
     };
+    let history = a.history;
+    if history && a.transport != Transport::Ws {
+        return Err("--history runs over WebSocket only".into());
+    }
+    ctx.set("history", history);
     let (per_channel, tasks): (_, Vec<_>) = match a.transport {
         Transport::Ws => {
             let (sub_targets, node_of) = (&sub_targets, &node_of);
@@ -238,12 +259,11 @@ pub async fn run(ctx: &Ctx, a: &Args) -> Result<(), String> {
                 |i, spec| async move {
                     let t = &sub_targets[node_of(i)];
                     let (mut socket, sid) = ws::open(t).await?;
-                    ws::subscribe(
-                        &mut socket,
-                        ws::subscribe_frame(t, &sid, &spec),
-                        &spec.channel,
-                    )
-                    .await?;
+                    let mut frame = ws::subscribe_frame(t, &sid, &spec);
+                    if history {
+                        frame = with_history(&frame);
+                    }
+                    ws::subscribe(&mut socket, frame, &spec.channel).await?;
                     Ok((socket, sid))
                 },
             )

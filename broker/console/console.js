@@ -353,6 +353,35 @@ async function refreshMembers() {
   $('members').replaceChildren(...items.map((u) => Object.assign(document.createElement('li'), { textContent: u })));
 }
 
+// ---- channel history -------------------------------------------------------------
+
+async function showHistory(ev) {
+  ev.preventDefault();
+  const app = view.app;
+  const channel = $('history-channel').value.trim();
+  if (!app || !channel) return;
+  const res = await api(`/apps/${encodeURIComponent(app.id)}/channels/${encodeURIComponent(channel)}/history`);
+  if (app !== view.app) return;
+  if (!res.ok) {
+    $('history-table').hidden = true;
+    $('history-summary').textContent = await res.text();
+    return;
+  }
+  const page = await res.json();
+  $('history-summary').textContent = `epoch ${page.epoch}: positions ${page.oldest}–${page.newest} kept; newest ${page.events.length} shown`;
+  $('history').replaceChildren(
+    ...page.events.map((e) => {
+      const tr = document.createElement('tr');
+      const data = typeof e.data === 'string' ? e.data : JSON.stringify(e.data);
+      tr.append(cell(String(e.position)), cell(e.event), cell(data.length > 200 ? `${data.slice(0, 200)}…` : data), cell(new Date(e.published_at_ms).toISOString()));
+      return tr;
+    }),
+  );
+  $('history-table').hidden = false;
+}
+
+$('history-form').addEventListener('submit', (ev) => showHistory(ev).catch(() => {}));
+
 // ---- event creator -------------------------------------------------------------
 
 function setupCreator() {

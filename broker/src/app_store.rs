@@ -6,7 +6,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use protocol::{AppId, AppKey, AppSecret, Limits};
+use protocol::{history::HistoryConfig, AppId, AppKey, AppSecret, Limits};
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls};
 
@@ -29,10 +29,11 @@ pub const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS broker_apps (
     rest_requests_per_second integer NOT NULL DEFAULT 0
 );
 ALTER TABLE broker_apps ADD COLUMN IF NOT EXISTS authorized_connections boolean NOT NULL DEFAULT false;
-ALTER TABLE broker_apps ADD COLUMN IF NOT EXISTS authorized_connection_timeout_secs integer NOT NULL DEFAULT 30";
+ALTER TABLE broker_apps ADD COLUMN IF NOT EXISTS authorized_connection_timeout_secs integer NOT NULL DEFAULT 30;
+ALTER TABLE broker_apps ADD COLUMN IF NOT EXISTS history jsonb";
 
 const SELECT: &str = "SELECT id, key, secret, enabled, limits::text, webhooks::text, allowed_origins::text,
-    subscription_count, rest_requests_per_second, authorized_connections, authorized_connection_timeout_secs FROM broker_apps";
+    subscription_count, rest_requests_per_second, authorized_connections, authorized_connection_timeout_secs, history::text FROM broker_apps";
 
 /// Keeps the registry in step with the table until the process ends. Webhook
 /// senders for apps it adds are pushed to `senders` so shutdown can wait for them.
@@ -144,6 +145,16 @@ fn parse(row: &tokio_postgres::Row) -> Result<AppConfig, String> {
             .ok()
             .filter(|s| *s > 0)
             .ok_or_else(|| "authorized_connection_timeout_secs must be at least 1".to_owned())?,
+        history: row
+            .try_get::<_, Option<String>>(11)
+            .map_err(|e| format!("history: {e}"))?
+            .map(|h| {
+                let h: HistoryConfig =
+                    serde_json::from_str(&h).map_err(|e| format!("history: {e}"))?;
+                h.validate()?;
+                Ok::<_, String>(h)
+            })
+            .transpose()?,
     })
 }
 

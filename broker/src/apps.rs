@@ -17,7 +17,7 @@ use std::{
 
 use parking_lot::{Mutex, RwLock};
 
-use protocol::{AppId, AppKey, AppSecret, ChannelName, Limits};
+use protocol::{history::HistoryConfig, AppId, AppKey, AppSecret, ChannelName, Limits};
 
 use crate::{
     config::AppConfig,
@@ -40,6 +40,8 @@ pub struct App {
     pub authorize_within: Option<Duration>,
     pub hub: Arc<Hub>,
     pub webhooks: Option<Arc<WebhookQueue>>,
+    /// Channel history settings; `None` keeps nothing.
+    pub history: Option<HistoryConfig>,
     /// REST request budget; `None` when unlimited.
     rest_rate: Option<Mutex<TokenBucket>>,
     /// The settings this value was built from, to notice changes.
@@ -80,6 +82,7 @@ impl App {
                 .then(|| Duration::from_secs(c.authorized_connection_timeout_secs.max(1))),
             hub: previous.map(|p| p.hub.clone()).unwrap_or_default(),
             webhooks,
+            history: c.history.clone(),
             rest_rate: (c.rest_requests_per_second > 0)
                 .then(|| Mutex::new(TokenBucket::new(c.rest_requests_per_second))),
             config: c.clone(),

@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use protocol::{AppId, AppKey, AppSecret, Limits};
+use protocol::{history::HistoryConfig, AppId, AppKey, AppSecret, Limits};
 use serde::Deserialize;
 
 use subtle::ConstantTimeEq;
@@ -72,6 +72,16 @@ pub struct Config {
     pub ops_token: Option<OpsToken>,
     pub apps: Vec<AppConfig>,
 }
+
+/// Environment keys that set the first app's `history` (`..._CHANNELS` is comma-separated prefixes).
+const HISTORY_ENV: [&str; 6] = [
+    "BROKER_APP_HISTORY_CHANNELS",
+    "BROKER_APP_HISTORY_MAX_EVENTS",
+    "BROKER_APP_HISTORY_MAX_AGE_SECS",
+    "BROKER_APP_HISTORY_MAX_BYTES",
+    "BROKER_APP_HISTORY_MAX_PAGE",
+    "BROKER_APP_HISTORY_CLIENT_EVENTS",
+];
 
 /// How many times `max_rest_body_bytes` an oversized REST body is read (and
 /// discarded) before the 413 is sent; past that the connection is closed unread.
@@ -150,6 +160,9 @@ pub struct AppConfig {
     pub authorized_connection_timeout_secs: u64,
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
+    /// Channel history and connection recovery; off (`None`) by default.
+    #[serde(default)]
+    pub history: Option<HistoryConfig>,
 }
 
 fn yes() -> bool {
@@ -220,6 +233,12 @@ pub struct FallbackConfig {
     pub path: String,
     /// Most HTTP-fallback sessions open at once on this node; more are refused with 4100.
     pub max_sessions: usize,
+    /// The share of `max_sessions`, in percent, one client address (IPv6: one /64) may
+    /// hold; more are refused with 4101. 100 leaves only `max_sessions`.
+    pub max_sessions_per_ip_percent: u8,
+    /// Refuse a session's requests from another address than the one that opened it
+    /// (its `Origin` and `User-Agent` must match in any case).
+    pub bind_to_address: bool,
     /// Seconds a session lives without a poll or stream attached before it ends
     /// (its subscriptions are dropped, presence members removed).
     pub session_timeout_secs: u64,
@@ -237,10 +256,21 @@ impl Default for FallbackConfig {
             enabled: true,
             path: "/pusher".into(),
             max_sessions: 10_000,
+            max_sessions_per_ip_percent: 10,
+            bind_to_address: true,
             session_timeout_secs: 15,
             heartbeat_secs: 25,
             hostname: None,
         }
+    }
+}
+
+impl FallbackConfig {
+    /// Sessions one client address may hold: `max_sessions_per_ip_percent` of
+    /// `max_sessions`, rounded up; `None` at 100 % (`max_sessions` is the bound).
+    pub fn max_sessions_per_ip(&self) -> Option<usize> {
+        let percent = usize::from(self.max_sessions_per_ip_percent);
+        (percent < 100).then(|| self.max_sessions.saturating_mul(percent).div_ceil(100))
     }
 }
 
@@ -514,6 +544,7 @@ impl AppConfig {
             authorized_connections: false,
             authorized_connection_timeout_secs: thirty(),
             webhooks: Vec::new(),
+            history: None,
         }
     }
 }
@@ -608,6 +639,13 @@ impl Config {
         if let Some(v) = get("BROKER_HTTP_FALLBACK_MAX_SESSIONS") {
             self.http_fallback.max_sessions = num("BROKER_HTTP_FALLBACK_MAX_SESSIONS", v)?;
         }
+        if let Some(v) = get("BROKER_HTTP_FALLBACK_MAX_SESSIONS_PER_IP_PERCENT") {
+            self.http_fallback.max_sessions_per_ip_percent =
+                num("BROKER_HTTP_FALLBACK_MAX_SESSIONS_PER_IP_PERCENT", v)?;
+        }
+        if let Some(v) = get("BROKER_HTTP_FALLBACK_BIND_TO_ADDRESS") {
+            self.http_fallback.bind_to_address = matches!(v.trim(), "1" | "true" | "yes" | "on");
+        }
         if let Some(v) = get("BROKER_HTTP_FALLBACK_HOSTNAME") {
             self.http_fallback.hostname = Some(v);
         }
@@ -644,11 +682,16 @@ impl Config {
             get("BROKER_APP_AUTHORIZED_CONNECTIONS"),
             get("BROKER_APP_AUTHORIZED_CONNECTION_TIMEOUT"),
         );
+        let history: Vec<(&str, String)> = HISTORY_ENV
+            .iter()
+            .filter_map(|k| get(k).map(|v| (*k, v)))
+            .collect();
         if id.is_some()
             || key.is_some()
             || secret.is_some()
             || authorized.is_some()
             || authorized_timeout.is_some()
+            || !history.is_empty()
         {
             if self.apps.is_empty() {
                 self.apps.push(AppConfig::default_app());
@@ -672,6 +715,26 @@ impl Config {
             if let Some(v) = authorized_timeout {
                 app.authorized_connection_timeout_secs =
                     num("BROKER_APP_AUTHORIZED_CONNECTION_TIMEOUT", v)?;
+            }
+            if !history.is_empty() {
+                let h = app.history.get_or_insert_with(HistoryConfig::default);
+                for (k, v) in history {
+                    match k {
+                        "BROKER_APP_HISTORY_CHANNELS" => {
+                            h.channels = v
+                                .split(',')
+                                .map(str::trim)
+                                .filter(|p| !p.is_empty())
+                                .map(str::to_owned)
+                                .collect();
+                        }
+                        "BROKER_APP_HISTORY_MAX_EVENTS" => h.max_events = num(k, v)?,
+                        "BROKER_APP_HISTORY_MAX_AGE_SECS" => h.max_age_secs = num(k, v)?,
+                        "BROKER_APP_HISTORY_MAX_BYTES" => h.max_bytes = num(k, v)?,
+                        "BROKER_APP_HISTORY_MAX_PAGE" => h.max_page = num(k, v)?,
+                        _ => h.client_events = matches!(v.trim(), "1" | "true" | "yes" | "on"),
+                    }
+                }
             }
         }
         if let Some(url) = get("BROKER_REDIS_URL") {
@@ -745,6 +808,12 @@ impl Config {
                 self.listen_host()
             )));
         }
+        for app in &self.apps {
+            if let Some(h) = &app.history {
+                h.validate()
+                    .map_err(|e| ConfigError(format!("app {}: {e}", app.id.as_str())))?;
+            }
+        }
         if self.max_rest_body_bytes == 0 {
             return Err(ConfigError("max_rest_body_bytes must be at least 1".into()));
         }
@@ -786,6 +855,11 @@ impl Config {
         if fb.session_timeout_secs == 0 || fb.heartbeat_secs == 0 {
             return Err(ConfigError(
                 "http_fallback: session_timeout_secs and heartbeat_secs must be at least 1".into(),
+            ));
+        }
+        if !(1..=100).contains(&fb.max_sessions_per_ip_percent) {
+            return Err(ConfigError(
+                "http_fallback.max_sessions_per_ip_percent must be from 1 to 100".into(),
             ));
         }
         if !fb.path.is_empty() && (!fb.path.starts_with('/') || fb.path.ends_with('/')) {
@@ -899,6 +973,20 @@ mod tests {
         .unwrap();
         assert!(!c.http_fallback.enabled);
         assert_eq!(c.http_fallback.max_sessions, 7);
+        assert_eq!(
+            c.http_fallback.max_sessions_per_ip(),
+            Some(1),
+            "10 % of 7, rounded up"
+        );
+        assert!(c.http_fallback.bind_to_address, "on by default");
+        c.apply_env(env(&[
+            ("BROKER_HTTP_FALLBACK_MAX_SESSIONS_PER_IP_PERCENT", "100"),
+            ("BROKER_HTTP_FALLBACK_BIND_TO_ADDRESS", "false"),
+        ]))
+        .unwrap();
+        assert_eq!(c.http_fallback.max_sessions_per_ip(), None);
+        assert!(!c.http_fallback.bind_to_address);
+        assert_eq!(FallbackConfig::default().max_sessions_per_ip(), Some(1000));
     }
 
     #[test]
@@ -933,6 +1021,17 @@ mod tests {
         assert!(c.validate().unwrap_err().0.contains("publish_queue"));
         let c = Config::from_toml("[cluster]\nredis_url = 'redis://127.0.0.1'").unwrap();
         assert_eq!(c.cluster.unwrap().publish_queue, 65_536);
+        for bad in ["0", "101"] {
+            let c = Config::from_toml(&format!(
+                "[http_fallback]\nmax_sessions_per_ip_percent = {bad}"
+            ))
+            .unwrap();
+            assert!(c
+                .validate()
+                .unwrap_err()
+                .0
+                .contains("max_sessions_per_ip_percent"));
+        }
     }
 
     #[test]

@@ -34,8 +34,11 @@ pub struct Metrics {
     pub messages_out: Counter,
     pub bytes_out: Counter,
     pub slow_consumers_closed: Counter,
-    /// Bounds reached: connections refused by `max_connections_per_ip`.
+    /// Bounds reached: connections refused by `max_connections_per_ip`, and
+    /// HTTP-fallback sessions by `[http_fallback] max_sessions_per_ip_percent`.
     pub refused_per_ip: Counter,
+    /// HTTP-fallback requests refused for not coming from their session's client.
+    pub fallback_refused_foreign: Counter,
     /// Bounds reached: subscriptions refused by `max_channels_per_connection`.
     pub refused_channel_limit: Counter,
     pub rest_requests: Family<RestLabels, Counter>,
@@ -68,6 +71,7 @@ impl Metrics {
             bytes_out: Counter::default(),
             slow_consumers_closed: Counter::default(),
             refused_per_ip: Counter::default(),
+            fallback_refused_foreign: Counter::default(),
             refused_channel_limit: Counter::default(),
             rest_requests: Family::default(),
             webhook_queue_depth: Family::default(),
@@ -122,8 +126,13 @@ impl Metrics {
         );
         r.register(
             "connections_refused_per_ip",
-            "WebSocket connections refused by max_connections_per_ip",
+            "Connections refused by max_connections_per_ip, and HTTP-fallback sessions by max_sessions_per_ip_percent",
             m.refused_per_ip.clone(),
+        );
+        r.register(
+            "fallback_requests_refused_foreign",
+            "HTTP-fallback requests refused (403) for coming from another client (address, User-Agent or Origin) than the one that opened the session",
+            m.fallback_refused_foreign.clone(),
         );
         r.register(
             "subscriptions_refused_channel_limit",

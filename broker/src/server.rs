@@ -130,6 +130,9 @@ impl Server {
                 let now = Instant::now();
                 for app in sweeper.apps.all() {
                     app.hub.cache_sweep(now);
+                    if let Some(h) = &app.history {
+                        app.hub.history.sweep(h, now);
+                    }
                 }
             }
         });
@@ -166,8 +169,11 @@ impl Server {
                 })
         })
         // A client that closes its side is gone: no browser or SDK half-closes a
-        // request and then waits for the answer. Without this a streaming answer (the
-        // console's feed) outlives its page until a write to it fails.
+        // request and then waits for the answer. Without this a streaming answer
+        // (the console's feed, an HTTP-fallback poll or stream) outlives its page
+        // until a write to it fails: a closed page's fallback session would stay
+        // attached (its socket in CLOSE-WAIT) until the next heartbeat, and end
+        // that much later than `session_timeout_secs` after the page closed.
         .h1_allow_half_closed(false)
         .disable_signals()
         .shutdown_timeout(1);

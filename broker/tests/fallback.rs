@@ -21,6 +21,9 @@ type Body = Pin<Box<dyn Stream<Item = Result<Bytes, awc::error::PayloadError>>>>
 
 static NEXT_SESSION: AtomicU32 = AtomicU32::new(1);
 
+/// The `User-Agent` every request of these clients sends (a browser's stays the same too).
+const UA: &str = "fallback-test/1.0";
+
 /// How the client receives.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -81,7 +84,8 @@ impl Fb {
         let mut req = self
             .http
             .post(url)
-            .insert_header(("content-type", "application/json"));
+            .insert_header(("content-type", "application/json"))
+            .insert_header(("user-agent", UA));
         if let Some(o) = &self.origin {
             req = req.insert_header(("origin", o.as_str()));
         }
@@ -123,7 +127,10 @@ impl Fb {
                         .expect("poll answered")
                         .expect("poll");
                     assert_eq!(res.status(), 200);
-                    let body = res.body().await.expect("poll body");
+                    let body = tokio::time::timeout(WAIT, res.body())
+                        .await
+                        .expect("a poll's line within the wait")
+                        .expect("poll body");
                     self.buf.extend_from_slice(&body);
                 }
             }
@@ -358,7 +365,8 @@ async fn refusals_unknown_sessions_and_cors() {
     let good = Fb::connect_from(&b, "https://good.example").await;
     let mut second = Fb::new(&b, Mode::Streaming, Some("https://good.example"));
     assert_eq!(second.closed().await, Closed(Some(4100)));
-    // Sends to a session this node does not have (or from another origin) are refused, not held.
+    // Sends to a session this node does not have are refused (404), not held; from another
+    // origin than the session's, refused with 403 (see a_session_serves_only_the_client_that_opened_it).
     assert_eq!(second.send_body("[]").await, 404);
     let thief = Fb {
         origin: Some("https://good.example.evil".into()),
@@ -368,7 +376,7 @@ async fn refusals_unknown_sessions_and_cors() {
         base: good.base.clone(),
         ..thief
     };
-    assert_eq!(thief.send_body("[]").await, 404);
+    assert_eq!(thief.send_body("[]").await, 403);
     // The CORS preflight pusher-js's POSTs need.
     let res = awc::Client::new()
         .request(
@@ -433,4 +441,189 @@ async fn eventually(f: impl Fn() -> bool) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Opens a receive request (`op`: `xhr` or `xhr_streaming`) of `fb`'s session
+/// on a TCP socket of its own, as a browser does, and returns the socket once
+/// the request is attached and all it was sent is read (so that dropping the
+/// socket sends a FIN, as a browser closing a page does, not a reset).
+async fn raw_receive(b: &TestBroker, fb: &Fb, op: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let path = fb.base.strip_prefix(&b.url).unwrap();
+    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", b.port))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST {path}/{op}?protocol=7&client=js&version=8.4.0 HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         User-Agent: {UA}\r\nContent-Type: application/json\r\nContent-Length: 0\r\n\r\n"
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    // A poll has sent its head; a stream its prelude too (one chunk).
+    let end: &[u8] = if op == "xhr_streaming" {
+        b"h\n\r\n"
+    } else {
+        b"\r\n\r\n"
+    };
+    let mut got = Vec::new();
+    while !got.ends_with(end) {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(WAIT, socket.read(&mut buf))
+            .await
+            .expect("the response within the wait")
+            .unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    socket
+}
+
+/// A client whose socket closes while its poll or stream is held is noticed at
+/// once: the session ends `session_timeout_secs` after that, not after the next
+/// heartbeat could not be written.
+async fn a_closed_socket_is_noticed_at_once(mode: Mode) {
+    const TIMEOUT: Duration = Duration::from_secs(2);
+    let b = start(
+        "[http_fallback]\nsession_timeout_secs = 2\nheartbeat_secs = 60",
+        "",
+    )
+    .await;
+    let mut ws = Ws::connect(&b).await;
+    ws.join("presence-room", "wsuser").await;
+    let mut fb = Fb::connect(&b, mode).await;
+    fb.join("presence-room", "fbuser").await;
+    ws.expect("pusher_internal:member_added").await;
+    let op = if mode == Mode::Streaming {
+        "xhr_streaming"
+    } else {
+        "xhr"
+    };
+    let socket = raw_receive(&b, &fb, op).await;
+    let closed = tokio::time::Instant::now();
+    drop(socket);
+    let removed = ws.expect("pusher_internal:member_removed").await;
+    let took = closed.elapsed();
+    assert_eq!(data(&removed)["user_id"], "fbuser");
+    assert!(
+        took >= TIMEOUT - Duration::from_millis(100) && took <= TIMEOUT + Duration::from_secs(1),
+        "member_removed {took:?} after the socket closed; expected the session timeout ({TIMEOUT:?}) plus at most 1 s"
+    );
+    b.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_closed_streaming_socket_is_noticed_at_once() {
+    a_closed_socket_is_noticed_at_once(Mode::Streaming).await;
+}
+
+#[actix_rt::test]
+async fn a_closed_polling_socket_is_noticed_at_once() {
+    a_closed_socket_is_noticed_at_once(Mode::Polling).await;
+}
+
+/// An HTTP client whose connections come from `local` (any 127.0.0.0/8 address
+/// reaches the broker on 127.0.0.1): another client address on one machine.
+fn http_from(local: &str) -> awc::Client {
+    awc::Client::builder()
+        .connector(awc::Connector::new().local_address(local.parse().unwrap()))
+        .disable_timeout()
+        .finish()
+}
+
+#[actix_rt::test]
+async fn a_session_serves_only_the_client_that_opened_it() {
+    // A short timeout only so that the broker stops soon (its sessions' close lines are not read).
+    let b = start("[http_fallback]\nsession_timeout_secs = 1", "").await;
+    let mut victim = Fb::connect(&b, Mode::Polling).await;
+    victim.subscribe_signed("private-room", None).await;
+    // What a request of someone else (another address, or another browser) gets.
+    let others = [
+        (http_from("127.0.0.2"), UA, "another address"),
+        (http_from("127.0.0.1"), "Other/2.0", "another User-Agent"),
+    ];
+    for (http, ua, who) in others {
+        for op in ["xhr", "xhr_streaming", "xhr_send"] {
+            let req = http
+                .post(format!("{}/{op}?protocol=7&client=js", victim.base))
+                .insert_header(("content-type", "application/json"))
+                .insert_header(("user-agent", ua));
+            let res = tokio::time::timeout(WAIT, req.send_body("[]"))
+                .await
+                .expect("answered")
+                .unwrap();
+            assert_eq!(res.status(), 403, "{op} from {who}");
+        }
+    }
+    // Another page's Origin, same address and browser.
+    let page = Fb {
+        origin: Some("https://other.example".into()),
+        base: victim.base.clone(),
+        ..Fb::new(&b, Mode::Polling, None)
+    };
+    assert_eq!(page.send_body("[]").await, 403);
+    assert_eq!(b.state.metrics.fallback_refused_foreign.get(), 7);
+    // None of that touched the session: it still gets its private events, and sends.
+    b.rest()
+        .trigger(&trigger("private-room", "secret", None))
+        .await
+        .unwrap();
+    victim.expect("secret").await;
+    victim
+        .send(json!({"event": "pusher:ping", "data": {}}))
+        .await;
+    victim.expect("pusher:pong").await;
+    b.stop().await;
+
+    // Bound to Origin and User-Agent only, for clients whose requests leave by several addresses.
+    let b = start(
+        "[http_fallback]\nbind_to_address = false\nsession_timeout_secs = 1",
+        "",
+    )
+    .await;
+    let mut fb = Fb::connect(&b, Mode::Polling).await;
+    let elsewhere = Fb {
+        http: http_from("127.0.0.2"),
+        base: fb.base.clone(),
+        ..Fb::new(&b, Mode::Polling, None)
+    };
+    assert_eq!(elsewhere.send_body("[]").await, 204);
+    fb.send(json!({"event": "pusher:ping", "data": {}})).await;
+    fb.expect("pusher:pong").await;
+    b.stop().await;
+}
+
+#[actix_rt::test]
+async fn one_address_holds_at_most_its_share_of_the_sessions() {
+    // 10 % of 20: two sessions per address.
+    let b = start(
+        "[http_fallback]\nmax_sessions = 20\nmax_sessions_per_ip_percent = 10\nsession_timeout_secs = 1",
+        "",
+    )
+    .await;
+    let first = Fb::connect(&b, Mode::Polling).await;
+    let _second = Fb::connect(&b, Mode::Streaming).await;
+    let mut third = Fb::new(&b, Mode::Polling, None);
+    let refused = third.expect("pusher:error").await;
+    assert_eq!(refused["data"]["code"], 4101, "{refused}");
+    assert!(refused["data"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("2 HTTP-fallback sessions"));
+    assert_eq!(third.closed().await, Closed(Some(4101)));
+    // Other addresses are counted apart.
+    let mut elsewhere = Fb {
+        http: http_from("127.0.0.3"),
+        ..Fb::new(&b, Mode::Polling, None)
+    };
+    elsewhere.expect("pusher:connection_established").await;
+    // A session that ends gives its place back.
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut again = Fb::new(&b, Mode::Polling, None);
+    again.expect("pusher:connection_established").await;
+    b.stop().await;
 }

@@ -42,6 +42,10 @@ pub struct Subscribe {
     /// The exact JSON string that was signed; kept as text so the signature can be checked.
     #[serde(default, deserialize_with = "string_or_json")]
     pub channel_data: Option<String>,
+    /// The opt-in to channel history and recovery (see [`crate::history`]); read
+    /// against the app's settings by the broker, so a bad one refuses only this subscription.
+    #[serde(default)]
+    pub history: Option<Box<RawValue>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -199,6 +203,17 @@ impl ServerFrame<'_> {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("frames always serialize")
     }
+}
+
+/// A `pusher_internal:*` frame on a channel whose data is `data` as a JSON string.
+pub fn internal(event: &str, channel: &str, data: &str) -> String {
+    ServerFrame {
+        event,
+        channel: Some(channel),
+        data: Data::Text(data),
+        user_id: None,
+    }
+    .to_json()
 }
 
 /// An ordinary event on a channel, from a REST trigger.

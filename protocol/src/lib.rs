@@ -15,6 +15,7 @@ pub mod channel;
 pub mod error;
 pub mod fallback;
 pub mod frame;
+pub mod history;
 pub mod limits;
 pub mod rest;
 pub mod sign;

@@ -7,6 +7,7 @@
 //! and the transitions it reports (occupied, vacated, a user's first or last
 //! connection) are cluster-wide.
 
+pub mod history;
 pub mod redis;
 
 use std::time::Instant;
@@ -16,6 +17,7 @@ use futures_util::future::{self, BoxFuture, FutureExt};
 use protocol::{ChannelName, ErrorCode, SocketId};
 use serde_json::value::RawValue;
 
+use self::history::History;
 use crate::{
     apps::App,
     core::{
@@ -41,7 +43,9 @@ pub struct BusStats {
     pub topics: u64,
 }
 
-pub trait Adapter: Send + Sync + 'static {
+/// A cluster (or a single node) as sessions and REST handlers see it; its
+/// [`History`] half keeps and replays channel history.
+pub trait Adapter: History + Send + Sync + 'static {
     /// Whether the adapter can reach the rest of the cluster (always true on one node).
     fn healthy(&self) -> bool {
         true

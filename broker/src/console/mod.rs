@@ -133,6 +133,10 @@ pub fn routes(cfg: &mut web::ServiceConfig, console: Option<web::Data<Console>>)
                 "/api/apps/{app_id}/channels/{channel}/members",
                 web::get().to(members),
             )
+            .route(
+                "/api/apps/{app_id}/channels/{channel}/history",
+                web::get().to(history),
+            )
             .route("/api/apps/{app_id}/events", web::post().to(trigger))
             .route("/api/apps/{app_id}/feed", web::get().to(live_feed)),
     );
@@ -470,6 +474,25 @@ async fn members(
     let mut users = state.adapter.users(&app, &name).await;
     users.sort_unstable();
     Ok(HttpResponse::Ok().json(serde_json::json!({ "users": users })))
+}
+
+/// `GET /console/api/apps/{app_id}/channels/{channel}/history`: a kept channel's history
+/// page, answered by the very function that serves the signed REST endpoint (same query).
+async fn history(
+    _: Admin,
+    state: web::Data<State>,
+    path: web::Path<(String, String)>,
+    query: web::Query<Vec<(String, String)>>,
+) -> Result<HttpResponse, ConsoleError> {
+    let (app_id, channel) = path.into_inner();
+    let app = app_by_id(&state, &app_id)?;
+    let param = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    match crate::http::history_page(&state, &app, &channel, param).await {
+        Ok(json) => Ok(HttpResponse::Ok()
+            .content_type("application/json")
+            .body(json)),
+        Err(e) => Ok(e.error_response()),
+    }
 }
 
 /// `POST /console/api/apps/{app_id}/events`: the event creator. The body is a REST trigger's

@@ -25,8 +25,10 @@ use parking_lot::Mutex;
 use bytes::Bytes;
 use bytestring::ByteString;
 use futures_util::task::AtomicWaker;
-use protocol::{ErrorCode, SocketId};
+use protocol::{history::Position, ChannelName, ErrorCode, SocketId};
 use tokio::sync::Notify;
+
+use super::tracking::{Route, Tracking};
 
 /// One message for clients: its JSON text, and the transport's framing of it,
 /// made on first use and then shared.
@@ -38,6 +40,17 @@ struct MessageInner {
     text: ByteString,
     /// One framing per [`Framing`].
     framed: [OnceLock<Bytes>; 2],
+    /// Set on a kept event: where it sits in its channel's history.
+    kept: Option<Kept>,
+}
+
+/// A kept event's place in its channel's history, and the `pusher_internal:position`
+/// frame that precedes it for subscriptions that asked for history.
+#[derive(Debug)]
+pub struct Kept {
+    pub channel: ChannelName,
+    pub position: Position,
+    marker: Message,
 }
 
 /// The ways a transport frames a message, each cached once per message.
@@ -54,7 +67,30 @@ impl Message {
         Self(Arc::new(MessageInner {
             text: text.into(),
             framed: [OnceLock::new(), OnceLock::new()],
+            kept: None,
         }))
+    }
+
+    /// A kept event: the same text, plus its position (sent only to subscriptions that asked).
+    pub fn kept(text: impl Into<ByteString>, channel: &ChannelName, position: Position) -> Self {
+        let marker = Message::new(protocol::history::position_frame(
+            channel.as_str(),
+            position,
+        ));
+        Self(Arc::new(MessageInner {
+            text: text.into(),
+            framed: [OnceLock::new(), OnceLock::new()],
+            kept: Some(Kept {
+                channel: channel.clone(),
+                position,
+                marker,
+            }),
+        }))
+    }
+
+    /// Where a kept event sits in its channel's history.
+    pub fn kept_at(&self) -> Option<&Kept> {
+        self.0.kept.as_ref()
     }
 
     pub fn text(&self) -> &str {
@@ -104,6 +140,11 @@ struct Shared {
     close_notify: Notify,
     /// The transport let go of the receiver: the client is gone.
     gone: AtomicBool,
+    /// Set once a subscription asked for history; until then kept events skip `tracking`.
+    tracks: AtomicBool,
+    /// Subscriptions that asked for history (see [`crate::core::tracking`]). Locked
+    /// before `queue` whenever both are.
+    tracking: Mutex<Tracking<Message>>,
 }
 
 /// The sending side, held by every channel the connection subscribes to.
@@ -128,6 +169,8 @@ pub fn queue(id: SocketId, capacity: usize) -> (ConnHandle, Receiver) {
         close: AtomicU16::new(0),
         close_notify: Notify::new(),
         gone: AtomicBool::new(false),
+        tracks: AtomicBool::new(false),
+        tracking: Mutex::new(Tracking::default()),
     });
     (
         ConnHandle {
@@ -142,7 +185,81 @@ impl ConnHandle {
     /// Queues a broadcast message without waiting. Returns false if it was
     /// dropped: the connection is gone or closing, or too slow (and is now being closed).
     pub fn send(&self, message: &Message) -> bool {
-        self.push(Outgoing::Message(message.clone()))
+        match message.kept_at() {
+            Some(kept) if self.shared.tracks.load(Ordering::Acquire) => {
+                self.send_tracked(kept, message)
+            }
+            _ => self.push(Outgoing::Message(message.clone())),
+        }
+    }
+
+    fn send_tracked(&self, kept: &Kept, message: &Message) -> bool {
+        let s = &self.shared;
+        let mut tracking = self.tracking();
+        match tracking.route(&kept.channel, kept.position, message, s.capacity) {
+            Ok(Route::Plain) => self.push(Outgoing::Message(message.clone())),
+            Ok(Route::WithPosition) => self.push_all(
+                [kept.marker.clone(), message.clone()].map(Outgoing::Message),
+                true,
+            ),
+            Ok(Route::Held | Route::Duplicate) => true,
+            Err(_) => {
+                drop(tracking);
+                self.close(ErrorCode::OverCapacity);
+                false
+            }
+        }
+    }
+
+    fn tracking(&self) -> parking_lot::MutexGuard<'_, Tracking<Message>> {
+        self.shared.tracking.lock()
+    }
+
+    /// Starts holding `channel`'s kept events for a subscription that asked for
+    /// history; call before the subscription is registered, then [`Self::replay`].
+    pub fn hold(&self, channel: &ChannelName) {
+        self.tracking().hold(channel);
+        self.shared.tracks.store(true, Ordering::Release);
+    }
+
+    /// Queues a held subscription's `pusher_internal:recovery` notice and replay,
+    /// then what was held meanwhile (each event once, in order), and goes live:
+    /// later kept events come with their positions. `last` is where the replay
+    /// leaves the client. A replay is bounded by the app's `max_events`, not by
+    /// the send queue (it is what the client asked for, once).
+    pub fn replay(
+        &self,
+        channel: &ChannelName,
+        notice: String,
+        replayed: Vec<Message>,
+        last: Position,
+    ) -> bool {
+        let mut tracking = self.tracking();
+        let held = tracking.release(channel, last, |m| {
+            m.kept_at().map_or(Position::MAX, |k| k.position)
+        });
+        let items = std::iter::once(Outgoing::from(notice)).chain(
+            replayed
+                .into_iter()
+                .chain(held)
+                .flat_map(|m| {
+                    let marker = m.kept_at().map(|k| k.marker.clone());
+                    marker.into_iter().chain(std::iter::once(m))
+                })
+                .map(Outgoing::Message),
+        );
+        self.push_all(items, false)
+    }
+
+    /// Stops tracking `channel`: what was held goes out as plain frames (after `notice`, if any).
+    pub fn untrack(&self, channel: &ChannelName, notice: Option<String>) -> bool {
+        let mut tracking = self.tracking();
+        let held = tracking.forget(channel);
+        let items = notice
+            .map(Outgoing::from)
+            .into_iter()
+            .chain(held.into_iter().map(Outgoing::Message));
+        self.push_all(items, false)
     }
 
     /// Queues a reply to the client's own request (subscription answers, pongs,
@@ -151,6 +268,32 @@ impl ConnHandle {
     /// closed with 4100, instead of growing the broker's memory with answers.
     pub fn send_direct(&self, item: impl Into<Outgoing>) -> bool {
         self.push(item.into())
+    }
+
+    /// Queues several items in one step (nothing can come between them); with
+    /// `bounded` the queue's capacity applies to the whole group.
+    fn push_all(&self, items: impl IntoIterator<Item = Outgoing>, bounded: bool) -> bool {
+        let s = &self.shared;
+        if s.gone.load(Ordering::Relaxed) || s.close.load(Ordering::Relaxed) != 0 {
+            return false;
+        }
+        let was_empty = {
+            let mut q = s.queue.lock();
+            let was_empty = q.is_empty();
+            let before = q.len();
+            q.extend(items);
+            if bounded && q.len() > s.capacity {
+                q.truncate(before);
+                drop(q);
+                self.close(ErrorCode::OverCapacity);
+                return false;
+            }
+            was_empty && q.len() > before
+        };
+        if was_empty {
+            s.waker.wake();
+        }
+        true
     }
 
     fn push(&self, item: Outgoing) -> bool {

@@ -36,6 +36,8 @@ pub struct Hub {
     cache: DashMap<ChannelName, CachedEvent>,
     /// Signed-in connections watching a user id (from `user_data.watchlist`).
     watchers: DashMap<Arc<str>, HashMap<SocketId, ConnHandle>>,
+    /// Kept channel history on this node (empty unless the app keeps history).
+    pub history: super::history::LocalHistory,
 }
 
 /// The last server-triggered event of a cache channel.

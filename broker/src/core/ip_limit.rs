@@ -1,10 +1,12 @@
-//! `max_connections_per_ip`: how many WebSocket connections one client address
-//! may hold at once, over every app on this node.
+//! How many connections one client address may hold at once, over every app
+//! on this node: `max_connections_per_ip` (WebSocket connections and
+//! HTTP-fallback sessions), and `[http_fallback] max_sessions_per_ip_percent`
+//! (HTTP-fallback sessions).
 //!
 //! The address is the TCP peer's. `X-Forwarded-For` and similar headers are
 //! never read: any client can write them. Behind a reverse proxy every
 //! connection comes from the proxy, so limit per client at the proxy instead
-//! (and leave this at 0). IPv6 clients usually hold a whole /64, so IPv6
+//! (and leave `max_connections_per_ip` at 0, `max_sessions_per_ip_percent` at 100). IPv6 clients usually hold a whole /64, so IPv6
 //! addresses are counted per /64; IPv4-mapped IPv6 addresses count as IPv4.
 
 use std::{
@@ -49,6 +51,11 @@ impl IpLimiter {
             open: self.open.clone(),
             key,
         })
+    }
+
+    /// Connections one address may hold.
+    pub fn max(&self) -> usize {
+        self.max
     }
 
     /// Addresses holding at least one connection (for tests and metrics).

@@ -6,9 +6,11 @@
 
 pub mod channel;
 pub mod connection;
+pub mod history;
 pub mod hub;
 pub mod ip_limit;
 pub mod rate;
+pub mod tracking;
 
 pub use channel::ChannelCounts;
 pub use connection::{ConnHandle, Framing, Message, Outgoing, Receiver};

@@ -15,9 +15,15 @@
 //! JSON content type, so browsers send a preflight); the app's
 //! `allowed_origins` is checked when a session opens, and a refused client
 //! gets the Pusher error in the body, where pusher-js can read it.
+//!
+//! A session serves only the client that opened it ([`owner`]): another
+//! client's request gets 403, which pusher-js takes as a lost connection
+//! (close 1006, reconnect) should it ever be its own. One client address
+//! holds at most `max_sessions_per_ip_percent` of the node's sessions.
 
 mod body;
 pub mod framing;
+mod owner;
 mod sessions;
 
 use std::{sync::Arc, time::Duration};
@@ -33,6 +39,7 @@ use protocol::{
     ErrorCode,
 };
 
+use owner::Owner;
 pub use sessions::Sessions;
 use sessions::{FallbackSession, NotMade, SessionInbound};
 
@@ -113,7 +120,15 @@ async fn request(
         return answer(StatusCode::NOT_FOUND, origin).finish();
     };
     let id = format!("{key}/{server}/{session_id}");
-    let existing = sessions.get(&id).filter(|s| s.origin.as_deref() == origin);
+    let requester = Owner::of(&req, sessions.config.bind_to_address);
+    let existing = sessions.get(&id);
+    if existing.as_ref().is_some_and(|s| s.owner != requester) {
+        // Someone who learnt the URL (from a log, say), or the opener from a new
+        // address: neither may use the session. The opener's pusher-js reconnects.
+        state.metrics.fallback_refused_foreign.inc();
+        tracing::debug!(session = %id, "refusing a request from another client than the session's");
+        return answer(StatusCode::FORBIDDEN, origin).finish();
+    }
     match (op, existing) {
         (Op::Send, Some(s)) => send(&state, &key, &s, payload, origin).await,
         // Not (or no longer) here: pusher-js ignores a failed send; its next receive request finds out.
@@ -127,7 +142,7 @@ async fn request(
             };
             receive(&state, &sessions, s, first, op, origin).await
         }
-        (op, None) => open(&req, &state, &sessions, id, &key, op, origin).await,
+        (op, None) => open(&req, &state, &sessions, id, &key, op, requester).await,
     }
 }
 
@@ -140,8 +155,9 @@ async fn open(
     id: String,
     key: &str,
     op: Op,
-    origin: Option<&str>,
+    owner: Owner,
 ) -> HttpResponse {
+    let origin = owner.origin();
     let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
         .map(actix_web::web::Query::into_inner)
         .unwrap_or_default();
@@ -172,8 +188,8 @@ async fn open(
     };
     let state = state.clone().into_inner();
     let (conn, receiver) = connection::queue(state.socket_ids.next(), state.send_queue);
-    let (session, inbound) = match sessions.insert(id.clone(), receiver, origin.map(str::to_owned))
-    {
+    let peer = req.peer_addr().map(|p| p.ip());
+    let (session, inbound) = match sessions.insert(id.clone(), receiver, owner.clone(), peer) {
         Ok(made) => made,
         Err(why) => {
             app.hub.remove_connection();
@@ -184,6 +200,13 @@ async fn open(
                         sessions.config.max_sessions
                     );
                     lines(origin).body(framing::refusal(ErrorCode::OverCapacity, &msg))
+                }
+                NotMade::AddressFull(max) => {
+                    state.metrics.refused_per_ip.inc();
+                    let msg = format!(
+                        "Too many connections from this address: it holds its {max} HTTP-fallback sessions on this node"
+                    );
+                    lines(origin).body(framing::refusal(ErrorCode::OverAddressQuota, &msg))
                 }
                 NotMade::Taken => answer(StatusCode::CONFLICT, origin).finish(),
             };

@@ -8,8 +8,12 @@
 //! reopens its stream after 256 KiB). When no request has been attached for
 //! `session_timeout_secs`, the session's [`Inbound`] ends, and the session
 //! cleans up like a WebSocket whose client went away.
+//!
+//! A session belongs to the client that opened it ([`Owner`]), and holds a
+//! place in its address's share of `max_sessions` for as long as it lives.
 
 use std::{
+    net::IpAddr,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -26,9 +30,13 @@ use tokio::{
     time::Instant,
 };
 
+use super::owner::Owner;
 use crate::{
     config::FallbackConfig,
-    core::Receiver,
+    core::{
+        ip_limit::{IpLimiter, IpSlot},
+        Receiver,
+    },
     session::{Inbound, InboundError, Incoming},
 };
 
@@ -39,10 +47,12 @@ const INBOUND_QUEUE: usize = 16;
 /// How long a receive request waits for an older one to let go of the queue.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
 
-/// Every fallback session on this node, and the bound on their number.
+/// Every fallback session on this node, and the bounds on their number.
 pub struct Sessions {
-    map: DashMap<String, Arc<FallbackSession>>,
+    map: DashMap<String, Held>,
     count: AtomicUsize,
+    /// Sessions per client address (`max_sessions_per_ip_percent`); `None` at 100 %.
+    per_ip: Option<IpLimiter>,
     pub config: FallbackConfig,
     /// Wakes whoever waits for sessions to end (shutdown).
     emptied: Notify,
@@ -55,12 +65,20 @@ pub enum NotMade {
     Full,
     /// A concurrent request made a session with this id first.
     Taken,
+    /// The client's address holds its share of `max_sessions` (this many).
+    AddressFull(usize),
+}
+
+/// A session in the map, with its address's place, freed when it is forgotten.
+struct Held {
+    session: Arc<FallbackSession>,
+    _slot: Option<IpSlot>,
 }
 
 /// One session's shared part.
 pub struct FallbackSession {
-    /// The `Origin` the session was opened from; later requests must send the same.
-    pub origin: Option<String>,
+    /// The client that opened the session; only its requests are served.
+    pub owner: Owner,
     inbound: mpsc::Sender<Result<Incoming, InboundError>>,
     receiver: Arc<tokio::sync::Mutex<Receiver>>,
     attach: Mutex<Attach>,
@@ -90,30 +108,43 @@ impl Sessions {
         Self {
             map: DashMap::new(),
             count: AtomicUsize::new(0),
+            per_ip: IpLimiter::new(config.max_sessions_per_ip().unwrap_or(0)),
             config,
             emptied: Notify::new(),
         }
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<FallbackSession>> {
-        self.map.get(id).map(|s| s.clone())
+        self.map.get(id).map(|h| h.session.clone())
     }
 
-    /// Makes a session for `id` unless this node is at `max_sessions` or `id` is taken.
-    /// Returns the session and the [`Inbound`] its task reads.
+    /// Makes a session for `id`, opened by `owner` from `peer`, unless this node
+    /// is at `max_sessions`, `peer`'s address holds its share of them, or `id` is
+    /// taken. Returns the session and the [`Inbound`] its task reads.
     pub fn insert(
         &self,
         id: String,
         receiver: Receiver,
-        origin: Option<String>,
+        owner: Owner,
+        peer: Option<IpAddr>,
     ) -> Result<(Arc<FallbackSession>, SessionInbound), NotMade> {
         if self.count.fetch_add(1, Ordering::AcqRel) >= self.config.max_sessions {
             self.count.fetch_sub(1, Ordering::AcqRel);
             return Err(NotMade::Full);
         }
+        let slot = match (&self.per_ip, peer) {
+            (Some(limiter), Some(ip)) => match limiter.try_acquire(ip) {
+                Some(slot) => Some(slot),
+                None => {
+                    self.count.fetch_sub(1, Ordering::AcqRel);
+                    return Err(NotMade::AddressFull(limiter.max()));
+                }
+            },
+            _ => None,
+        };
         let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
         let session = Arc::new(FallbackSession {
-            origin,
+            owner,
             inbound: tx,
             receiver: Arc::new(tokio::sync::Mutex::new(receiver)),
             attach: Mutex::new(Attach {
@@ -130,7 +161,10 @@ impl Sessions {
                 Err(NotMade::Taken)
             }
             Entry::Vacant(v) => {
-                v.insert(session.clone());
+                v.insert(Held {
+                    session: session.clone(),
+                    _slot: slot,
+                });
                 let timeout = Duration::from_secs(self.config.session_timeout_secs);
                 Ok((
                     session.clone(),

@@ -17,7 +17,7 @@ use super::{
 };
 use crate::state::State;
 
-fn channel_name(raw: &str, max: usize) -> Result<ChannelName, ApiError> {
+pub(super) fn channel_name(raw: &str, max: usize) -> Result<ChannelName, ApiError> {
     ChannelName::parse_with_max(raw, max)
         .map_err(|e| bad_request(format!("invalid channel name {raw:?}: {e}")))
 }

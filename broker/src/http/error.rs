@@ -31,12 +31,15 @@ pub enum ApiError {
     /// subscribers that dedupe, and the only way to be sure for those that do not.
     #[error("{0}")]
     Unavailable(String),
+    /// Something the path names does not exist (a channel the app keeps no history for).
+    #[error("{0}")]
+    NotFound(String),
 }
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            Self::AppNotFound(_) => StatusCode::NOT_FOUND,
+            Self::AppNotFound(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::AppDisabled => StatusCode::FORBIDDEN,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,

@@ -16,7 +16,12 @@ use super::{
     auth::{admit, Authed},
     error::ApiError,
 };
-use crate::{adapter::Published, apps::App, core::hub::CachedEvent, state::State};
+use crate::{
+    adapter::{history::is_kept, Published},
+    apps::App,
+    core::hub::CachedEvent,
+    state::State,
+};
 
 /// Serializes the event once per channel and hands it to the adapter; cache
 /// channels keep it as their last event. Returns what says whether every node heard it.
@@ -44,7 +49,11 @@ fn publish(state: &State, app: &App, t: &Trigger) -> Vec<Published> {
                 },
             );
         }
-        published.push(state.adapter.broadcast(app, channel, bytes, t.except));
+        published.push(if is_kept(app, channel, false) {
+            state.adapter.keep(app, channel, bytes, t.except)
+        } else {
+            state.adapter.broadcast(app, channel, bytes, t.except)
+        });
     }
     state
         .console

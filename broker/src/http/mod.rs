@@ -5,6 +5,7 @@ pub mod body;
 mod channels;
 pub mod error;
 mod events;
+mod history;
 pub mod ops;
 mod users;
 
@@ -13,6 +14,7 @@ use actix_web::{dev::Service, web};
 use crate::{metrics::RestLabels, state::State};
 
 pub use events::trigger_as;
+pub use history::history_page;
 
 /// The REST API and `/health`; `/ready` and `/metrics` are added per listener
 /// (see [`ops::guarded_routes`]). Bodies are read by [`body::RestBody`], bounded by `max_rest_body_bytes`.
@@ -46,6 +48,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/batch_events", web::post().to(events::batch))
             .route("/channels", web::get().to(channels::list))
             .route("/channels/{channel_name}", web::get().to(channels::show))
+            .route(
+                "/channels/{channel_name}/history",
+                web::get().to(history::page),
+            )
             .route(
                 "/channels/{channel_name}/users",
                 web::get().to(channels::users),

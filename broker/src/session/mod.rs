@@ -15,6 +15,7 @@ use std::{sync::Arc, time::Instant};
 use protocol::{
     channel::InvalidName,
     frame::{self, ChannelData, ClientFrame, Subscribe, UserData},
+    history::{self, FailReason, HistoryRequest, Recovery, RequestError, Status},
     limits::{clip, CHANNEL_LIMIT_STATUS, MAX_QUOTED_INPUT_CHARS},
     sign, ChannelKind, ChannelName, ErrorCode, EventName,
 };
@@ -37,6 +38,30 @@ pub use inbound::{Inbound, InboundError, Incoming};
 
 /// The client went away; the session only cleans up.
 struct Gone;
+
+/// What a subscription asked of the channel's history.
+enum HistoryAsk {
+    /// Nothing (no `history` field): the subscription is exactly as without history.
+    None,
+    /// Asked, but the app keeps no history for the channel.
+    NotKept,
+    /// Asked on a kept channel; its kept events are held until the replay is queued.
+    Track(HistoryRequest),
+}
+
+/// `pusher_internal:recovery` for a failure without a known window.
+fn failed_notice(name: &ChannelName, reason: FailReason) -> String {
+    history::recovery_frame(
+        name.as_str(),
+        &Recovery {
+            status: Status::Failed,
+            reason: Some(reason),
+            epoch: None,
+            position: None,
+            replayed: 0,
+        },
+    )
+}
 
 struct Session {
     state: Arc<State>,
@@ -187,6 +212,7 @@ impl Session {
                     if let Some(i) = self.channels.iter().position(|c| *c == name) {
                         self.channels.swap_remove(i);
                         self.leave(&name).await;
+                        self.conn.untrack(&name, None);
                     }
                 }
             }
@@ -276,8 +302,20 @@ impl Session {
                 );
             }
         }
+        let ask = match self.history_ask(&name, s.history.as_deref()) {
+            Ok(ask) => ask,
+            Err(e) => {
+                let msg = e.to_string();
+                return self.refuse_subscription(
+                    name.as_str(),
+                    frame::subscription_error(name.as_str(), "HistoryError", &msg, 400),
+                );
+            }
+        };
         if kind == ChannelKind::Presence {
-            return self.join_presence(name, s.channel_data.as_deref()).await;
+            return self
+                .join_presence(name, s.channel_data.as_deref(), ask)
+                .await;
         }
         self.authorized |= kind.needs_auth();
         let subscribed = self
@@ -290,7 +328,82 @@ impl Session {
             self.channels.push(name.clone());
             self.after_subscribe(&name, sub);
         }
+        self.finish_history(&name, ask, subscribed.is_some()).await;
         self.replay_cache(&name).await;
+    }
+
+    /// Reads a subscription's `history` field. A request on a kept channel starts
+    /// holding the channel's kept events for this connection (until
+    /// [`Self::finish_history`] queues the replay), so it must be registered next.
+    fn history_ask(
+        &self,
+        name: &ChannelName,
+        raw: Option<&RawValue>,
+    ) -> Result<HistoryAsk, RequestError> {
+        let Some(raw) = raw else {
+            return Ok(HistoryAsk::None);
+        };
+        if self.channels.contains(name) {
+            // Already subscribed on this connection: its events keep flowing as they were.
+            return Ok(HistoryAsk::None);
+        }
+        let Some(config) = self
+            .app
+            .history
+            .as_ref()
+            .filter(|_| adapter::history::is_kept(&self.app, name, false))
+        else {
+            return Ok(HistoryAsk::NotKept);
+        };
+        let request = HistoryRequest::parse(raw, config)?;
+        self.conn.hold(name);
+        Ok(HistoryAsk::Track(request))
+    }
+
+    /// Tells a subscription that asked for history what follows
+    /// (`pusher_internal:recovery`), queues its replay and goes live.
+    async fn finish_history(&self, name: &ChannelName, ask: HistoryAsk, registered: bool) {
+        let request = match ask {
+            HistoryAsk::None => return,
+            HistoryAsk::NotKept => {
+                self.send(failed_notice(name, FailReason::ChannelNotKept));
+                return;
+            }
+            HistoryAsk::Track(_) if !registered => {
+                self.conn.untrack(name, None);
+                return;
+            }
+            HistoryAsk::Track(request) => request,
+        };
+        match self.state.adapter.replay(&self.app, name, &request).await {
+            Ok(replay) => {
+                let status = match (&replay.failed, &request) {
+                    (Some(_), _) => Status::Failed,
+                    (None, HistoryRequest::Resume { .. }) => Status::Recovered,
+                    (None, HistoryRequest::Rewind(_)) => Status::Rewound,
+                    (None, HistoryRequest::Positions) => Status::Subscribed,
+                };
+                let notice = history::recovery_frame(
+                    name.as_str(),
+                    &Recovery {
+                        status,
+                        reason: replay.failed,
+                        epoch: Some(&replay.epoch),
+                        position: Some(replay.newest),
+                        replayed: replay.events.len(),
+                    },
+                );
+                let events = replay
+                    .events
+                    .into_iter()
+                    .map(|e| Message::kept(e.frame, name, e.position))
+                    .collect();
+                self.conn.replay(name, notice, events, replay.newest);
+            }
+            Err(reason) => {
+                self.conn.untrack(name, Some(failed_notice(name, reason)));
+            }
+        }
     }
 
     /// Sends a subscription's refusal (and shows it in the debug console).
@@ -354,22 +467,38 @@ impl Session {
         }
     }
 
-    async fn join_presence(&mut self, name: ChannelName, channel_data: Option<&str>) {
+    async fn join_presence(
+        &mut self,
+        name: ChannelName,
+        channel_data: Option<&str>,
+        ask: HistoryAsk,
+    ) {
+        let joined = self.try_join_presence(&name, channel_data).await;
+        self.finish_history(&name, ask, joined).await;
+        if joined {
+            self.replay_cache(&name).await;
+        }
+    }
+
+    /// Joins a presence channel; true if this connection was added to it.
+    async fn try_join_presence(&mut self, name: &ChannelName, channel_data: Option<&str>) -> bool {
         let refuse =
             |msg: &str, status| frame::subscription_error(name.as_str(), "AuthError", msg, status);
         let Some(raw) = channel_data else {
-            return self.refuse_subscription(
+            self.refuse_subscription(
                 name.as_str(),
                 refuse("presence channels need channel_data", 400),
             );
+            return false;
         };
         let data: ChannelData = match serde_json::from_str(raw) {
             Ok(d) => d,
             Err(e) => {
-                return self.refuse_subscription(
+                self.refuse_subscription(
                     name.as_str(),
                     refuse(&format!("invalid channel_data: {e}"), 400),
-                )
+                );
+                return false;
             }
         };
         let info = data
@@ -380,12 +509,13 @@ impl Session {
                 "user_info is larger than {} bytes",
                 self.app.limits.max_presence_user_info_bytes
             );
-            return self.refuse_subscription(name.as_str(), refuse(&msg, 413));
+            self.refuse_subscription(name.as_str(), refuse(&msg, 413));
+            return false;
         }
         let joined = self
             .state
             .adapter
-            .join(&self.app, &name, &self.conn, &data.user_id, info)
+            .join(&self.app, name, &self.conn, &data.user_id, info)
             .await;
         match joined {
             Err(_) => {
@@ -394,14 +524,15 @@ impl Session {
                     self.app.limits.max_presence_members
                 );
                 self.refuse_subscription(name.as_str(), refuse(&msg, 403));
+                false
             }
-            Ok(None) => {}
+            Ok(None) => false,
             Ok(Some(joined)) => {
                 // The adapter queued the member list and told the others.
                 self.channels.push(name.clone());
                 self.authorized = true;
-                self.after_subscribe(&name, joined.subscribed);
-                self.replay_cache(&name).await;
+                self.after_subscribe(name, joined.subscribed);
+                true
             }
         }
     }
@@ -564,11 +695,16 @@ impl Session {
         // Client events are relayed but never cached: only server-triggered events fill a cache channel.
         // A client event has nobody to tell that it missed a node (the protocol has no
         // acknowledgement); such misses are counted in `broker_adapter_dropped_messages`.
-        drop(
+        let except = Some(self.conn.id);
+        drop(if adapter::history::is_kept(&self.app, &name, true) {
             self.state
                 .adapter
-                .broadcast(&self.app, &name, out.into(), Some(self.conn.id)),
-        );
+                .keep(&self.app, &name, out.into(), except)
+        } else {
+            self.state
+                .adapter
+                .broadcast(&self.app, &name, out.into(), except)
+        });
         self.state.console.client_event(
             &self.app.key,
             self.conn.id,

@@ -54,6 +54,18 @@ impl ChannelKeys {
     pub fn cache(&self) -> String {
         self.key("cache")
     }
+    /// The channel's history (see `history.rs`): the last position given out (an integer),
+    pub fn history_seq(&self) -> String {
+        self.key("hseq")
+    }
+    /// the kept events (a stream whose entry ids are `position-0`),
+    pub fn history_stream(&self) -> String {
+        self.key("hist")
+    }
+    /// and the epoch they belong to. All three expire after `max_age_secs` without a publish.
+    pub fn history_epoch(&self) -> String {
+        self.key("hepoch")
+    }
 }
 
 impl Keys {

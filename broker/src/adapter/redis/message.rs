@@ -27,6 +27,11 @@ pub(super) enum Kind {
     /// is a JSON array `[user, user_info, user, user_info, …]`.
     #[serde(rename = "l")]
     List,
+    /// A kept event, published by `lua/publish.lua` with its position (`p`) in the same
+    /// step that assigned it. Every node delivers it, the sender's too, so each node
+    /// delivers a channel's kept events in position order.
+    #[serde(rename = "h")]
+    Kept,
 }
 
 /// The header of a cluster message.
@@ -46,6 +51,9 @@ pub(super) struct Header<'a> {
     pub code: Option<u16>,
     #[serde(rename = "j", default, skip_serializing_if = "Option::is_none")]
     pub token: Option<u64>,
+    /// A kept event's position (added by the script that assigned it).
+    #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<u64>,
 }
 
 impl<'a> Header<'a> {
@@ -58,6 +66,7 @@ impl<'a> Header<'a> {
             except: None,
             code: None,
             token: None,
+            position: None,
         }
     }
 

@@ -31,6 +31,7 @@
 //!   When Redis returns, the node listens again and writes its local state back ([`reconcile`]).
 
 mod bus;
+mod history;
 mod interest;
 mod keys;
 mod liveness;
@@ -273,6 +274,7 @@ impl RedisAdapter {
             topic: keys.topic(),
             shares: keys.shares(),
             payload: encode(header, frame),
+            history: None,
             ack,
         };
         if !self.connected() || self.publish.try_send(out).is_err() {
@@ -341,6 +343,7 @@ impl RedisAdapter {
                 app.hub
                     .deliver(&channel, header.except, || Message::new(body.to_owned()));
             }
+            Kind::Kept => history::deliver(&app, &channel, &header, body),
             Kind::Terminate => {
                 let code = header
                     .code

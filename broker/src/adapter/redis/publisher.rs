@@ -15,12 +15,21 @@ use super::{bus::Bus, RedisAdapter};
 /// Messages handled per round.
 const BATCH: usize = 512;
 
+/// A kept event's part of a publish: keys (position, stream, epoch) and arguments.
+pub(super) struct KeptArgs {
+    pub keys: [String; 3],
+    pub args: Vec<Vec<u8>>,
+}
+
 /// One message for a topic.
 pub(super) struct Outgoing {
     pub topic: String,
     /// The channel's `shares` key (same slot as the topic).
     pub shares: String,
     pub payload: Vec<u8>,
+    /// For a kept event: the history keys and arguments `lua/publish.lua` takes
+    /// (then `payload` is the header line, and the script adds the frame and position).
+    pub history: Option<KeptArgs>,
     /// Told `true` once every node holding the channel heard it.
     pub ack: oneshot::Sender<bool>,
 }
@@ -79,8 +88,26 @@ impl RedisAdapter {
         for out in group {
             let mut invocation = self.scripts.publish.key(&out.shares);
             invocation.arg(command).arg(&out.topic).arg(&out.payload);
+            if let Some(kept) = &out.history {
+                for k in &kept.keys {
+                    invocation.key(k);
+                }
+                for a in &kept.args {
+                    invocation.arg(a);
+                }
+            }
             pipe.invoke_script(&invocation);
         }
-        pipe.query_async(bus).await
+        // Kept events answer a third number (their position), which the sender does not need.
+        let answers: Vec<Vec<i64>> = pipe.query_async(bus).await?;
+        Ok(answers
+            .into_iter()
+            .map(|a| {
+                (
+                    a.first().copied().unwrap_or(0),
+                    a.get(1).copied().unwrap_or(0),
+                )
+            })
+            .collect())
     }
 }
