@@ -15,6 +15,7 @@ mod presence;
 mod rest;
 mod sink;
 mod stats;
+mod storm;
 mod table;
 mod ws;
 
@@ -87,6 +88,8 @@ enum Cmd {
     ClientEvents(client_events::Args),
     /// Presence join/leave churn; member_added/member_removed latency at a watcher.
     Presence(presence::Args),
+    /// Open N connections, then each subscribes to K channels of its own at once; subscriptions/s and latency.
+    SubscribeStorm(storm::Args),
     /// Print a markdown table of JSON result lines (files, or stdin when none).
     Table { files: Vec<std::path::PathBuf> },
     /// Wait until the broker accepts a WebSocket connection (exit 1 if not within --secs).
@@ -157,6 +160,7 @@ fn main() -> ExitCode {
         Cmd::Fanout(a) => ("fanout", fanout::default_timeout(a)),
         Cmd::ClientEvents(a) => ("client-events", client_events::default_timeout(a)),
         Cmd::Presence(a) => ("presence", presence::default_timeout(a)),
+        Cmd::SubscribeStorm(a) => ("subscribe-storm", storm::default_timeout(a)),
         _ => unreachable!(),
     };
     let timeout = c.timeout.unwrap_or(default_timeout).clamp(1.0, 3600.0);
@@ -211,6 +215,7 @@ fn main() -> ExitCode {
                 Cmd::Fanout(a) => fanout::run(&ctx, a).await,
                 Cmd::ClientEvents(a) => client_events::run(&ctx, a).await,
                 Cmd::Presence(a) => presence::run(&ctx, a).await,
+                Cmd::SubscribeStorm(a) => storm::run(&ctx, a).await,
                 _ => unreachable!(),
             }
         };

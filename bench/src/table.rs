@@ -86,6 +86,26 @@ fn rows(mode: &str) -> Vec<Row> {
                 num(&r["dropped_while_idle"]["count"])
             }),
         ],
+        "subscribe-storm" => vec![
+            ("subscribed / asked", |r| {
+                join(r, &["subscribed", "channels"])
+            }),
+            ("subscriptions/s", |r| num(&r["subscriptions_per_s"])),
+            ("subscribe latency p50 / p90 / p99 / max (ms)", |r| {
+                join(
+                    r,
+                    &[
+                        "subscribe_ms.p50",
+                        "subscribe_ms.p90",
+                        "subscribe_ms.p99",
+                        "subscribe_ms.max",
+                    ],
+                )
+            }),
+            ("broker CPU µs per subscribe", |r| {
+                num(&r["broker_cpu_us_per_subscribe"])
+            }),
+        ],
         "fanout" => vec![
             ("subscribers", |r| join(r, &["subscribed", "subs"])),
             ("triggers sent / planned (failed)", |r| {

@@ -116,7 +116,8 @@ pub async fn open(t: &Target) -> Result<(Ws, String), String> {
     }
 }
 
-async fn next_text(ws: &mut Ws) -> Result<String, String> {
+/// The next text frame.
+pub async fn next_text(ws: &mut Ws) -> Result<String, String> {
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(t))) => return Ok(t.as_str().to_owned()),

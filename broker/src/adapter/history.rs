@@ -101,7 +101,7 @@ impl History for super::LocalAdapter {
         except: Option<SocketId>,
     ) -> Published {
         local::keep(app, channel, frame, except);
-        future::ready(Ok(())).boxed()
+        Published::complete()
     }
 
     fn replay<'a>(

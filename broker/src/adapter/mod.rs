@@ -26,8 +26,55 @@ use crate::{
     },
 };
 
-/// Whether a broadcast reached every node holding the channel; drop it to not wait.
-pub type Published = BoxFuture<'static, Result<(), NotPublished>>;
+/// The receipt of a broadcast whose work is already done: local subscribers have the
+/// event and it is queued for the other nodes. What is left is the cluster's
+/// acknowledgement, which a caller either awaits ([`Published::acknowledged`]) or
+/// declines in so many words ([`Published::unacknowledged`]); dropping it silently is
+/// a warning, since a REST trigger must not answer 200 without it.
+#[must_use = "the event is already sent; await `.acknowledged()` or call `.unacknowledged()`"]
+#[derive(Debug)]
+pub struct Published(Acknowledgement);
+
+#[derive(Debug)]
+enum Acknowledgement {
+    /// Known when the broadcast was made (one node: nobody else to hear it).
+    Known(Result<(), NotPublished>),
+    /// Told `true` once every other node holding the channel heard it.
+    Awaited(tokio::sync::oneshot::Receiver<bool>),
+}
+
+impl Published {
+    /// Every node that holds the channel has it already.
+    pub fn complete() -> Self {
+        Self(Acknowledgement::Known(Ok(())))
+    }
+
+    /// Known not to have reached the other nodes (only this node's subscribers have it).
+    pub fn not_published() -> Self {
+        Self(Acknowledgement::Known(Err(NotPublished)))
+    }
+
+    /// Acknowledged when `heard` says `true`; a dropped sender means it was not published.
+    pub fn awaiting(heard: tokio::sync::oneshot::Receiver<bool>) -> Self {
+        Self(Acknowledgement::Awaited(heard))
+    }
+
+    /// Resolves once every other node holding the channel heard the event, or it is
+    /// known that some may not have.
+    pub async fn acknowledged(self) -> Result<(), NotPublished> {
+        match self.0 {
+            Acknowledgement::Known(result) => result,
+            Acknowledgement::Awaited(heard) => match heard.await {
+                Ok(true) => Ok(()),
+                _ => Err(NotPublished),
+            },
+        }
+    }
+
+    /// Declines the acknowledgement: for events with nobody to tell about a miss (a
+    /// client event, a subscription count); misses still count in the adapter's metrics.
+    pub fn unacknowledged(self) {}
+}
 
 /// A broadcast that may not have reached every node's subscribers (the local ones got it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -208,7 +255,7 @@ impl Adapter for LocalAdapter {
         except: Option<SocketId>,
     ) -> Published {
         app.hub.deliver(channel, except, || Message::new(frame));
-        future::ready(Ok(())).boxed()
+        Published::complete()
     }
 
     fn watch<'a>(

@@ -3,6 +3,7 @@
 use std::{collections::BTreeMap, sync::Arc, time::Instant};
 
 use bytestring::ByteString;
+use futures_util::future::join_all;
 
 use actix_web::{web, HttpResponse};
 use protocol::{
@@ -64,7 +65,7 @@ fn publish(state: &State, app: &App, t: &Trigger) -> Vec<Published> {
 /// Waits until every node holding the channels heard the events: a trigger answered 200
 /// reached every node's subscribers, and 503 says it may not have.
 async fn confirmed(published: Vec<Published>) -> Result<(), ApiError> {
-    for result in futures_util::future::join_all(published).await {
+    for result in join_all(published.into_iter().map(Published::acknowledged)).await {
         result.map_err(|e| ApiError::Unavailable(e.to_string()))?;
     }
     Ok(())
@@ -106,10 +107,14 @@ async fn trigger_checked(
     confirmed(publish(state, app, &t)).await?;
     let mut response = TriggerResponse::default();
     if t.info.any() {
-        let mut channels = BTreeMap::new();
-        for c in &t.channels {
-            channels.insert(c.as_str().to_owned(), stats(state, app, c, t.info).await);
-        }
+        // One query per channel, all at once (`max_channels_per_trigger` bounds them).
+        let all = join_all(t.channels.iter().map(|c| stats(state, app, c, t.info))).await;
+        let channels: BTreeMap<_, _> = t
+            .channels
+            .iter()
+            .map(|c| c.as_str().to_owned())
+            .zip(all)
+            .collect();
         response.channels = Some(channels);
     }
     Ok(response)
@@ -126,11 +131,11 @@ pub async fn batch(authed: Authed, state: web::Data<State>) -> Result<HttpRespon
     confirmed(published).await?;
     let mut response = BatchResponse::default();
     if triggers.iter().any(|t| t.info.any()) {
-        let mut out = Vec::with_capacity(triggers.len());
-        for t in &triggers {
-            out.push(stats(&state, app, &t.channels[0], t.info).await);
-        }
-        response.batch = Some(out);
+        // One query per event, all at once (`max_batch_events` bounds them).
+        let all = triggers
+            .iter()
+            .map(|t| stats(&state, app, &t.channels[0], t.info));
+        response.batch = Some(join_all(all).await);
     }
     Ok(HttpResponse::Ok().json(response))
 }

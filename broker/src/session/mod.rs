@@ -12,6 +12,7 @@
 
 use std::{sync::Arc, time::Instant};
 
+use futures_util::future;
 use protocol::{
     channel::InvalidName,
     frame::{self, ChannelData, ClientFrame, Subscribe, UserData},
@@ -440,11 +441,10 @@ impl Session {
         }
         let f = frame::subscription_count(name.as_str(), count);
         // Fire and forget: a count that misses a node is corrected by the next one.
-        drop(
-            self.state
-                .adapter
-                .broadcast(&self.app, name, f.into(), None),
-        );
+        self.state
+            .adapter
+            .broadcast(&self.app, name, f.into(), None)
+            .unacknowledged();
         self.app.webhook(|| WebhookEvent::SubscriptionCount {
             channel: name.to_string(),
             subscription_count: count,
@@ -630,21 +630,20 @@ impl Session {
             .adapter
             .watch(&self.app, &self.conn, &watchlist)
             .await;
-        let mut online = Vec::new();
-        for id in &watchlist {
-            if let Ok(c) = ChannelName::for_user(id) {
-                if self
-                    .state
-                    .adapter
-                    .channel_counts(&self.app, &c)
-                    .await
-                    .subscriptions
-                    > 0
-                {
-                    online.push(id.as_str());
-                }
-            }
-        }
+        // One query per watched user, all at once (`max_watchlist_users` bounds them).
+        let app = &self.app;
+        let adapter = self.state.adapter.as_ref();
+        let online: Vec<&str> = future::join_all(watchlist.iter().filter_map(|id| {
+            let channel = ChannelName::for_user(id).ok()?;
+            Some(async move {
+                let counts = adapter.channel_counts(app, &channel).await;
+                (counts.subscriptions > 0).then_some(id.as_str())
+            })
+        }))
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
         if !online.is_empty() {
             self.send(frame::watchlist_event("online", &online));
         }
@@ -696,7 +695,7 @@ impl Session {
         // A client event has nobody to tell that it missed a node (the protocol has no
         // acknowledgement); such misses are counted in `broker_adapter_dropped_messages`.
         let except = Some(self.conn.id);
-        drop(if adapter::history::is_kept(&self.app, &name, true) {
+        let published = if adapter::history::is_kept(&self.app, &name, true) {
             self.state
                 .adapter
                 .keep(&self.app, &name, out.into(), except)
@@ -704,7 +703,8 @@ impl Session {
             self.state
                 .adapter
                 .broadcast(&self.app, &name, out.into(), except)
-        });
+        };
+        published.unacknowledged();
         self.state.console.client_event(
             &self.app.key,
             self.conn.id,

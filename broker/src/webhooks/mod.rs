@@ -148,6 +148,14 @@ pub struct WebhookReceiver {
     pub hooks: Vec<WebhookConfig>,
 }
 
+#[cfg(test)]
+impl WebhookReceiver {
+    /// The events queued so far (what the sender would send next), for tests.
+    pub(crate) fn queued(&mut self) -> Vec<WebhookEvent> {
+        std::iter::from_fn(|| self.rx.try_recv().ok()).collect()
+    }
+}
+
 pub fn queue(
     settings: &WebhookSettings,
     key: AppKey,

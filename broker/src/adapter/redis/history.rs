@@ -14,7 +14,7 @@
 //! While Redis cannot be reached the node keeps and replays from its own memory
 //! (another epoch, so a resume on another node fails honestly rather than silently).
 
-use std::{sync::OnceLock, time::Duration};
+use std::time::Duration;
 
 use bytestring::ByteString;
 use futures_util::future::{BoxFuture, FutureExt};
@@ -22,17 +22,16 @@ use protocol::{
     history::{FailReason, HistoryConfig, HistoryQuery, HistoryRequest, Window},
     ChannelName, SocketId,
 };
-use redis::Script;
 
 use super::{
     message::{Header, Kind},
-    publisher::KeptArgs,
+    transport::KeptArgs,
     RedisAdapter,
 };
 use crate::{
     adapter::{
         history::{local, History},
-        Adapter, NotPublished, Published,
+        Adapter, Published,
     },
     apps::App,
     core::{
@@ -40,11 +39,6 @@ use crate::{
         Message,
     },
 };
-
-fn read_script() -> &'static Script {
-    static SCRIPT: OnceLock<Script> = OnceLock::new();
-    SCRIPT.get_or_init(|| Script::new(include_str!("lua/history_read.lua")))
-}
 
 fn fresh_epoch() -> String {
     format!("{:016x}", rand::random::<u64>())
@@ -60,7 +54,7 @@ pub(super) fn deliver(app: &App, channel: &ChannelName, header: &Header<'_>, bod
 }
 
 /// `(epoch, last position, [(entry id, [field, value, ...])])` as `history_read.lua` answers.
-type Stored = (String, u64, Vec<(String, Vec<String>)>);
+type Stored = super::transport::StoredHistory;
 
 /// The window and the events still within `max_age_secs`, oldest first.
 fn parse(stored: Stored, config: &HistoryConfig) -> (Window, Vec<KeptEvent>) {
@@ -126,15 +120,14 @@ impl RedisAdapter {
         config: &HistoryConfig,
     ) -> Option<(Window, Vec<KeptEvent>)> {
         let keys = self.keys.channel(app.id.as_str(), channel.as_str());
-        let mut invocation = read_script().prepare_invoke();
-        invocation
-            .key(keys.history_seq())
-            .key(keys.history_stream())
-            .key(keys.history_epoch())
-            .arg(config.max_age_secs)
-            .arg(fresh_epoch());
+        let keys = [
+            keys.history_seq(),
+            keys.history_stream(),
+            keys.history_epoch(),
+        ];
+        let max_age = config.max_age_secs;
         let stored: Stored = self
-            .with_bus(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .with_bus(|bus| async move { bus.read_history(&keys, max_age, fresh_epoch()).await })
             .await?;
         Some(parse(stored, config))
     }
@@ -154,7 +147,7 @@ impl History for RedisAdapter {
         if !self.healthy() {
             // Kept here only, in this node's own epoch; the other nodes cannot be told.
             local::keep(app, channel, frame, except);
-            return futures_util::future::ready(Err(NotPublished)).boxed();
+            return Published::not_published();
         }
         let mut header = Header::new(&self.node, Kind::Kept, app.id.as_str(), channel.as_str());
         header.except = except;
@@ -176,7 +169,7 @@ impl History for RedisAdapter {
                 fresh_epoch().into_bytes(),
             ],
         };
-        super::published(self.send_kept(&keys, header.line().into_bytes(), kept))
+        Published::awaiting(self.send_kept(&keys, header.line().into_bytes(), kept))
     }
 
     fn replay<'a>(

@@ -10,15 +10,17 @@
 //!
 //! SUBSCRIBE and UNSUBSCRIBE for one topic must reach Redis in the order they were
 //! decided (an UNSUBSCRIBE overtaking a later SUBSCRIBE would leave a subscriber deaf),
-//! so one task sends them all, in order, from a queue filled under the map's lock.
+//! so one task sends them all, in order, from a queue filled while the topic's entry is
+//! locked. The map is sharded: a subscribe storm over many channels does not queue
+//! behind one node-wide lock, while the decisions about one topic (always in one shard)
+//! stay in order.
 
 use std::{collections::HashMap, sync::Arc};
 
-use parking_lot::Mutex;
-
+use dashmap::{mapref::entry::Entry, DashMap};
 use tokio::sync::{mpsc, oneshot};
 
-use super::bus::Bus;
+use super::transport::Transport;
 
 #[derive(Debug)]
 pub(super) enum Command {
@@ -59,7 +61,7 @@ impl Hold {
 
 /// The topics this node listens to, reference-counted.
 pub(super) struct Interest {
-    topics: Mutex<HashMap<String, Topic>>,
+    topics: DashMap<String, Topic>,
     queue: mpsc::UnboundedSender<Command>,
 }
 
@@ -69,24 +71,21 @@ impl Interest {
         let (queue, rx) = mpsc::unbounded_channel();
         (
             Arc::new(Self {
-                topics: Mutex::new(HashMap::new()),
+                topics: DashMap::new(),
                 queue,
             }),
             rx,
         )
     }
 
-    fn topics(&self) -> parking_lot::MutexGuard<'_, HashMap<String, Topic>> {
-        self.topics.lock()
-    }
-
     /// Takes a reference on `topic` now; the returned [`Hold`] resolves once this node
     /// listens to it (`true`), or `false` if Redis could not be asked. The reference is
     /// held either way, until [`Interest::release`].
     pub fn hold(&self, topic: &str) -> Hold {
-        let mut topics = self.topics();
-        match topics.get_mut(topic) {
-            Some(t) => {
+        // The entry stays locked until the command is queued: per-topic order.
+        match self.topics.entry(topic.to_owned()) {
+            Entry::Occupied(mut t) => {
+                let t = t.get_mut();
                 t.refs += 1;
                 match &mut t.state {
                     State::Live => Hold::Ready(true),
@@ -98,16 +97,13 @@ impl Interest {
                     }
                 }
             }
-            None => {
+            Entry::Vacant(slot) => {
                 let (tx, rx) = oneshot::channel();
-                topics.insert(
-                    topic.to_owned(),
-                    Topic {
-                        refs: 1,
-                        state: State::Pending(vec![tx]),
-                    },
-                );
                 let _ = self.queue.send(Command::Subscribe(topic.to_owned()));
+                slot.insert(Topic {
+                    refs: 1,
+                    state: State::Pending(vec![tx]),
+                });
                 Hold::Waiting(rx)
             }
         }
@@ -115,51 +111,46 @@ impl Interest {
 
     /// Drops a reference; the last one stops listening.
     pub fn release(&self, topic: &str) {
-        let mut topics = self.topics();
-        let Some(t) = topics.get_mut(topic) else {
+        let Entry::Occupied(mut t) = self.topics.entry(topic.to_owned()) else {
             return;
         };
-        t.refs -= 1;
-        if t.refs == 0 {
-            topics.remove(topic);
+        t.get_mut().refs -= 1;
+        if t.get().refs == 0 {
             let _ = self.queue.send(Command::Unsubscribe(topic.to_owned()));
+            t.remove();
         }
     }
 
     /// Topics listened to (or being subscribed).
     pub fn len(&self) -> usize {
-        self.topics().len()
+        self.topics.len()
     }
 
     /// After the connection was lost: marks every topic as needing SUBSCRIBE again and
     /// sends it; resolves `true` once Redis confirmed them all.
     pub async fn resubscribe_all(&self) -> bool {
-        let waits: Vec<_> = {
-            let mut topics = self.topics();
-            topics
-                .iter_mut()
-                .map(|(name, t)| {
-                    let (tx, rx) = oneshot::channel();
-                    match &mut t.state {
-                        State::Pending(waiters) => waiters.push(tx),
-                        state => *state = State::Pending(vec![tx]),
-                    }
-                    let _ = self.queue.send(Command::Subscribe(name.clone()));
-                    rx
-                })
-                .collect()
-        };
-        let mut all = true;
-        for w in waits {
-            all &= w.await.unwrap_or(false);
-        }
-        all
+        let waits: Vec<_> = self
+            .topics
+            .iter_mut()
+            .map(|mut t| {
+                let (tx, rx) = oneshot::channel();
+                let _ = self.queue.send(Command::Subscribe(t.key().clone()));
+                match &mut t.state {
+                    State::Pending(waiters) => waiters.push(tx),
+                    state => *state = State::Pending(vec![tx]),
+                }
+                rx
+            })
+            .collect();
+        futures_util::future::join_all(waits)
+            .await
+            .into_iter()
+            .all(|w| w.unwrap_or(false))
     }
 
     /// Answers the waiters of `topic` if it is still wanted.
     fn settle(&self, topic: &str, ok: bool) {
-        let mut topics = self.topics();
-        let Some(t) = topics.get_mut(topic) else {
+        let Some(mut t) = self.topics.get_mut(topic) else {
             return;
         };
         if let State::Pending(waiters) =
@@ -173,7 +164,11 @@ impl Interest {
 
     /// Sends the queued commands to Redis in order, for the life of the process. What is
     /// queued meanwhile goes as one batch: per topic only its last command matters.
-    pub async fn run(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Command>, bus: Bus) {
+    pub async fn run(
+        self: Arc<Self>,
+        mut rx: mpsc::UnboundedReceiver<Command>,
+        bus: Arc<dyn Transport>,
+    ) {
         let mut batch = Vec::new();
         while rx.recv_many(&mut batch, 1024).await > 0 {
             let mut last: HashMap<String, bool> = HashMap::new();
@@ -227,6 +222,38 @@ mod tests {
         interest.release("t");
         assert!(matches!(rx.try_recv(), Ok(Command::Unsubscribe(t)) if t == "t"));
         assert_eq!(interest.len(), 0);
+    }
+
+    #[test]
+    fn each_topics_commands_are_queued_in_the_order_they_were_decided() {
+        // Threads holding and releasing the same few topics at once: for each topic the
+        // queue must alternate SUBSCRIBE, UNSUBSCRIBE, ... (an UNSUBSCRIBE queued after
+        // a later SUBSCRIBE would leave a held topic unheard).
+        let (interest, mut rx) = Interest::new();
+        let topics = ["a", "b", "c"];
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let interest = &interest;
+                s.spawn(move || {
+                    for i in 0..2_000 {
+                        let topic = topics[(i + t) % topics.len()];
+                        drop(interest.hold(topic));
+                        interest.release(topic);
+                    }
+                });
+            }
+        });
+        assert_eq!(interest.len(), 0);
+        let mut last: HashMap<String, bool> = HashMap::new();
+        while let Ok(command) = rx.try_recv() {
+            let (topic, subscribe) = match command {
+                Command::Subscribe(t) => (t, true),
+                Command::Unsubscribe(t) => (t, false),
+            };
+            let before = last.insert(topic.clone(), subscribe).unwrap_or(false);
+            assert_ne!(before, subscribe, "{topic}: two in a row");
+        }
+        assert!(last.values().all(|subscribed| !subscribed), "all released");
     }
 
     #[tokio::test]

@@ -8,11 +8,10 @@ use std::{
 };
 
 use protocol::{ChannelKind, ChannelName};
-use redis::AsyncCommands;
 
 use super::{
-    bus::Bus,
     keys::{channel_ref, member_field_user, split_channel_ref, HeldBack},
+    transport::Transport,
     RedisAdapter,
 };
 use crate::{
@@ -24,7 +23,7 @@ use crate::{
 const CLAIM_BATCH: usize = 500;
 
 /// Channels with due webhooks looked at per round.
-const CHANNELS_PER_ROUND: isize = 200;
+const CHANNELS_PER_ROUND: usize = 200;
 
 impl RedisAdapter {
     /// Heartbeats, dead-node clean-up and periodic reconcile.
@@ -35,31 +34,40 @@ impl RedisAdapter {
         let mut last_reconcile = Instant::now();
         loop {
             tick.tick().await;
-            let Some(mut bus) = self.bus() else { continue };
-            if let Err(e) = self.register(&mut bus).await {
-                self.degraded(&e);
-                continue;
-            }
-            let nodes = match bus.smembers::<_, HashSet<String>>(self.keys.nodes()).await {
-                Ok(nodes) => nodes,
-                Err(e) => {
-                    self.degraded(&e);
-                    continue;
-                }
-            };
-            if self.needs_reconcile.load(Ordering::Acquire)
-                || last_reconcile.elapsed() > Duration::from_secs(30)
-            {
-                self.reconcile_now(&apps).await;
-                last_reconcile = Instant::now();
-            }
-            for other in nodes.iter().filter(|n| **n != self.node) {
-                let exists: redis::RedisResult<bool> = bus.exists(self.keys.alive(other)).await;
-                if let Ok(false) = exists {
-                    self.clean_up_dead_node(&apps, &mut bus, other).await;
-                }
+            let Some(bus) = self.bus() else { continue };
+            let reconcile_due = last_reconcile.elapsed() > Duration::from_secs(30);
+            match self.heartbeat(&apps, bus.as_ref(), reconcile_due).await {
+                Ok(true) => last_reconcile = Instant::now(),
+                Ok(false) => {}
+                Err(e) => self.degraded(&e),
             }
         }
+    }
+
+    /// One heartbeat: registers, reconciles when needed (or `reconcile_due`), and
+    /// cleans up after the other nodes that stopped heartbeating. `true` if it reconciled.
+    pub(super) async fn heartbeat(
+        &self,
+        apps: &AppRegistry,
+        bus: &dyn Transport,
+        reconcile_due: bool,
+    ) -> redis::RedisResult<bool> {
+        self.register(bus).await?;
+        let nodes: HashSet<String> = bus
+            .set_members(&self.keys.nodes())
+            .await?
+            .into_iter()
+            .collect();
+        let reconcile = self.needs_reconcile.load(Ordering::Acquire) || reconcile_due;
+        if reconcile {
+            self.reconcile_now(apps).await;
+        }
+        for other in nodes.iter().filter(|n| **n != self.node) {
+            if let Ok(false) = bus.exists(&self.keys.alive(other)).await {
+                self.clean_up_dead_node(apps, bus, other).await;
+            }
+        }
+        Ok(reconcile)
     }
 
     /// Announces this node as alive for the next `node_timeout_secs`.
@@ -68,17 +76,16 @@ impl RedisAdapter {
     /// declared dead (it could not heartbeat in time: a stall, a network cut) and its
     /// share was removed, its users announced as gone: it writes its state back at once,
     /// announcing them again, instead of waiting for the periodic reconcile.
-    pub(super) async fn register(&self, bus: &mut Bus) -> redis::RedisResult<()> {
+    pub(super) async fn register(&self, bus: &dyn Transport) -> redis::RedisResult<()> {
         // Two keys in two slots: two commands.
-        let () = bus
-            .set_ex(
-                self.keys.alive(&self.node),
-                1,
-                self.config.node_timeout_secs.max(1),
-            )
-            .await?;
-        let added: i64 = bus.sadd(self.keys.nodes(), &self.node).await?;
-        if added == 1 && self.registered.swap(true, Ordering::AcqRel) {
+        bus.set_expiring(
+            &self.keys.alive(&self.node),
+            "1",
+            self.config.node_timeout_secs.max(1),
+        )
+        .await?;
+        let added = bus.set_add(&self.keys.nodes(), &self.node).await?;
+        if added && self.registered.swap(true, Ordering::AcqRel) {
             tracing::warn!(node = %self.node, "this node was declared dead by the cluster; writing its state back");
             self.needs_reconcile.store(true, Ordering::Release);
         }
@@ -89,24 +96,24 @@ impl RedisAdapter {
     /// leave as on any leave: `member_removed` is announced by the script (and its
     /// webhook held back), and watchers of a user whose last connection was there
     /// hear "offline".
-    async fn clean_up_dead_node(&self, apps: &AppRegistry, bus: &mut Bus, dead: &str) {
-        let lock: redis::RedisResult<Option<String>> = redis::cmd("SET")
-            .arg(self.keys.cleanup_lock(dead))
-            .arg(&self.node)
-            .arg("NX")
-            .arg("EX")
-            .arg(30)
-            .query_async(bus)
+    pub(super) async fn clean_up_dead_node(
+        &self,
+        apps: &AppRegistry,
+        bus: &dyn Transport,
+        dead: &str,
+    ) {
+        let lock = bus
+            .set_new_expiring(&self.keys.cleanup_lock(dead), &self.node, 30)
             .await;
-        if !matches!(lock, Ok(Some(_))) {
+        if !matches!(lock, Ok(true)) {
             return;
         }
         tracing::warn!(
             dead_node = dead,
             "node stopped heartbeating; removing its connections from the cluster view"
         );
-        let channels: Vec<String> = bus
-            .smembers(self.keys.node_channels(dead))
+        let channels = bus
+            .set_members(&self.keys.node_channels(dead))
             .await
             .unwrap_or_default();
         for entry in &channels {
@@ -131,34 +138,37 @@ impl RedisAdapter {
                         .await;
                 }
             }
-            if let Ok((before, after, _)) = self.set_sub_share(bus, &app, &name, dead, 0).await {
-                if before > 0 && after <= 0 {
+            if let Ok(change) = self.set_sub_share(bus, &app, &name, dead, 0).await {
+                if change.before > 0 && change.after <= 0 {
                     crate::adapter::user_channel_changed(self, &app, &name, false);
                 }
             }
         }
-        let _: redis::RedisResult<()> = bus.del(self.keys.node_channels(dead)).await;
-        let _: redis::RedisResult<()> = bus.srem(self.keys.nodes(), dead).await;
+        let _ = bus.delete(&self.keys.node_channels(dead)).await;
+        let _ = bus.set_remove(&self.keys.nodes(), dead).await;
     }
 
     /// A node's share of each member of a presence channel (user -> connections).
     pub(super) async fn member_shares_of(
         &self,
-        bus: &mut Bus,
+        bus: &dyn Transport,
         app: &App,
         channel: &ChannelName,
         node: &str,
     ) -> redis::RedisResult<HashMap<String, i64>> {
-        let all: HashMap<String, i64> = bus
-            .hgetall(
-                self.keys
+        let all = bus
+            .hash_all(
+                &self
+                    .keys
                     .channel(app.id.as_str(), channel.as_str())
                     .member_shares(),
             )
             .await?;
         Ok(all
             .into_iter()
-            .filter_map(|(field, n)| Some((member_field_user(&field, node)?.to_owned(), n)))
+            .filter_map(|(field, n)| {
+                Some((member_field_user(&field, node)?.to_owned(), n.parse().ok()?))
+            })
             .collect())
     }
 
@@ -173,46 +183,33 @@ impl RedisAdapter {
             if !apps.all().iter().any(|a| a.webhooks.is_some()) {
                 continue;
             }
-            let Some(mut bus) = self.bus() else { continue };
-            if let Err(e) = self.claim_due(&apps, &mut bus).await {
+            let Some(bus) = self.bus() else { continue };
+            if let Err(e) = self.claim_due(&apps, bus.as_ref()).await {
                 self.degraded(&e);
             }
         }
     }
 
-    async fn claim_due(&self, apps: &AppRegistry, bus: &mut Bus) -> redis::RedisResult<()> {
+    pub(super) async fn claim_due(
+        &self,
+        apps: &AppRegistry,
+        bus: &dyn Transport,
+    ) -> redis::RedisResult<()> {
         // Redis's clock decides, as it stamped the due times.
-        let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(bus).await?;
-        let now = secs * 1000 + micros / 1000;
+        let now = bus.now_ms().await?;
         let index = self.keys.held_index();
-        let due: Vec<String> = bus
-            .zrangebyscore_limit(&index, "-inf", now, 0, CHANNELS_PER_ROUND)
-            .await?;
+        let due = bus.sorted_due(&index, now, CHANNELS_PER_ROUND).await?;
         for entry in due {
             let Some((app_id, channel)) = split_channel_ref(&entry) else {
-                let _: () = bus.zrem(&index, &entry).await?;
+                bus.sorted_remove(&index, &entry).await?;
                 continue;
             };
             let keys = self.keys.channel(app_id, channel);
-            let mut next = -1;
-            loop {
-                let mut taken: Vec<redis::Value> = self
-                    .scripts
-                    .claim
-                    .key(keys.held())
-                    .arg(CLAIM_BATCH)
-                    .invoke_async(bus)
-                    .await?;
-                if taken.is_empty() {
-                    break;
-                }
-                next = redis::from_redis_value(taken.remove(0)).unwrap_or(-1);
+            let next = loop {
+                let (next, taken) = bus.claim(&keys.held(), CLAIM_BATCH).await?;
                 let count = taken.len();
                 if let Some(app) = apps.by_id(app_id) {
-                    for held in taken
-                        .into_iter()
-                        .filter_map(|v| redis::from_redis_value::<String>(v).ok())
-                    {
+                    for held in taken {
                         let event = match HeldBack::decode(&held) {
                             Some(HeldBack::Vacated) => WebhookEvent::ChannelVacated {
                                 channel: channel.to_owned(),
@@ -227,23 +224,17 @@ impl RedisAdapter {
                     }
                 }
                 if count < CLAIM_BATCH {
-                    break;
+                    break next;
                 }
-            }
-            if next >= 0 {
-                let () = bus.zadd(&index, &entry, next).await?;
+            };
+            if let Some(next) = next {
+                bus.sorted_add(&index, &entry, next, false).await?;
             } else {
                 // Then look again: a leave may have held one back since the claim, and
                 // filed the channel just before this removal.
-                let () = bus.zrem(&index, &entry).await?;
-                let first: Vec<(String, i64)> = bus.zrange_withscores(keys.held(), 0, 0).await?;
-                if let Some((_, due)) = first.first() {
-                    let () = redis::cmd("ZADD")
-                        .arg(&index)
-                        .arg("LT")
-                        .arg(*due)
-                        .arg(channel_ref(app_id, channel))
-                        .query_async(bus)
+                bus.sorted_remove(&index, &entry).await?;
+                if let Some((_, due)) = bus.sorted_first(&keys.held()).await? {
+                    bus.sorted_add(&index, &channel_ref(app_id, channel), due, true)
                         .await?;
                 }
             }

@@ -35,10 +35,16 @@ mod history;
 mod interest;
 mod keys;
 mod liveness;
+#[cfg(test)]
+mod memory;
 mod message;
 mod presence;
 mod publisher;
 mod reconcile;
+mod redis_transport;
+#[cfg(test)]
+mod tests;
+mod transport;
 
 pub(crate) use bus::{message as bus_message, Bus, Target};
 
@@ -56,19 +62,21 @@ use parking_lot::{Mutex, RwLock};
 use bytestring::ByteString;
 use futures_util::future::{BoxFuture, FutureExt};
 use protocol::{ChannelKind, ChannelName, ErrorCode, SocketId};
-use redis::{AsyncCommands, Script};
+use redis::PushInfo;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
 use self::{
-    interest::Interest,
+    interest::{Hold, Interest},
     keys::{channel_ref, ChannelKeys, Keys},
     message::{decode, encode, member_list, Header, Kind},
     presence::{succeeded_frame, PendingJoin},
     publisher::Outgoing,
+    redis_transport::RedisTransport,
+    transport::{HoldFor, Transport},
 };
-use super::{local, Adapter, BusStats, NotPublished, Published};
+use super::{local, Adapter, BusStats, Published};
 use crate::{
     apps::{App, AppRegistry},
     config::ClusterConfig,
@@ -78,31 +86,6 @@ use crate::{
     },
     webhooks::WebhookEvent,
 };
-
-/// The Lua scripts, kept as `.lua` files beside this module.
-struct Scripts {
-    adjust: Script,
-    join: Script,
-    leave: Script,
-    reconcile_subs: Script,
-    reconcile_members: Script,
-    claim: Script,
-    publish: Script,
-}
-
-impl Scripts {
-    fn load() -> Self {
-        Self {
-            adjust: Script::new(include_str!("lua/adjust.lua")),
-            join: Script::new(include_str!("lua/join.lua")),
-            leave: Script::new(include_str!("lua/leave.lua")),
-            reconcile_subs: Script::new(include_str!("lua/reconcile_subs.lua")),
-            reconcile_members: Script::new(include_str!("lua/reconcile_members.lua")),
-            claim: Script::new(include_str!("lua/claim.lua")),
-            publish: Script::new(include_str!("lua/publish.lua")),
-        }
-    }
-}
 
 #[derive(Serialize, Deserialize)]
 struct StoredCache {
@@ -120,7 +103,7 @@ pub struct RedisAdapter {
     /// The webhook debounce window (leaves wait this long in Redis).
     debounce: Duration,
     /// Set once connected; the client reconnects by itself after that.
-    bus: RwLock<Option<Bus>>,
+    bus: RwLock<Option<Arc<dyn Transport>>>,
     /// The node listens to its topics and the last command worked.
     healthy: AtomicBool,
     /// Set when local state (or what this node listens to) may differ from Redis.
@@ -135,7 +118,6 @@ pub struct RedisAdapter {
     received: AtomicU64,
     interest: Arc<Interest>,
     interest_rx: Mutex<Option<mpsc::UnboundedReceiver<interest::Command>>>,
-    scripts: Scripts,
     pending_joins: Mutex<HashMap<u64, PendingJoin>>,
     next_token: AtomicU64,
     /// Joins and leaves hold it shared from the hub change to the script; a reconcile
@@ -167,7 +149,6 @@ impl RedisAdapter {
             received: AtomicU64::new(0),
             interest,
             interest_rx: Mutex::new(Some(interest_rx)),
-            scripts: Scripts::load(),
             pending_joins: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(1),
             reconcile_gate: tokio::sync::RwLock::new(()),
@@ -186,7 +167,7 @@ impl RedisAdapter {
     }
 
     async fn run(self: Arc<Self>, apps: Arc<AppRegistry>) {
-        let (pushes, mut pushed) = mpsc::unbounded_channel();
+        let (pushes, pushed) = mpsc::unbounded_channel();
         let bus = loop {
             match Bus::connect(&self.target, pushes.clone()).await {
                 Ok(bus) => break bus,
@@ -197,15 +178,38 @@ impl RedisAdapter {
             }
         };
         tracing::info!(node = %self.node, cluster = self.target.is_cluster(), "connected to redis");
-        *self.bus.write() = Some(bus.clone());
+        let transport = Arc::new(RedisTransport::new(bus, &self.target));
+        self.attach(apps.clone(), transport, pushed);
+        actix_web::rt::spawn(self.clone().run_heartbeat(apps.clone()));
+        actix_web::rt::spawn(self.clone().run_held_back_webhooks(apps));
+    }
+
+    /// Puts the node on a connected transport and spawns the work that lasts the
+    /// process's life: sending what interest and publishes queue, handling what the
+    /// bus pushes. (Heartbeats and webhook claims are [`Self::run`]'s.)
+    fn attach(
+        self: &Arc<Self>,
+        apps: Arc<AppRegistry>,
+        transport: Arc<dyn Transport>,
+        pushed: mpsc::UnboundedReceiver<PushInfo>,
+    ) {
+        *self.bus.write() = Some(transport.clone());
         if let Some(rx) = self.interest_rx.lock().take() {
-            actix_web::rt::spawn(self.interest.clone().run(rx, bus.clone()));
+            actix_web::rt::spawn(self.interest.clone().run(rx, transport.clone()));
         }
         if let Some(rx) = self.publish_rx.lock().take() {
-            actix_web::rt::spawn(self.clone().run_publisher(rx, bus.clone()));
+            actix_web::rt::spawn(self.clone().run_publisher(rx, transport));
         }
-        actix_web::rt::spawn(self.clone().run_heartbeat(apps.clone()));
-        actix_web::rt::spawn(self.clone().run_held_back_webhooks(apps.clone()));
+        actix_web::rt::spawn(self.clone().receive(apps, pushed));
+    }
+
+    /// Handles what the bus pushes: messages on the topics this node listens to, and
+    /// notice of a lost connection.
+    async fn receive(
+        self: Arc<Self>,
+        apps: Arc<AppRegistry>,
+        mut pushed: mpsc::UnboundedReceiver<PushInfo>,
+    ) {
         while let Some(push) = pushed.recv().await {
             if push.kind == redis::PushKind::Disconnection {
                 // Whatever was published meanwhile is gone; the heartbeat listens again and reconciles.
@@ -224,7 +228,7 @@ impl RedisAdapter {
         }
     }
 
-    fn bus(&self) -> Option<Bus> {
+    fn bus(&self) -> Option<Arc<dyn Transport>> {
         self.bus.read().clone()
     }
 
@@ -237,7 +241,7 @@ impl RedisAdapter {
     /// Runs a command on the shared connection; on failure marks the adapter unhealthy.
     async fn with_bus<T, F, Fut>(&self, f: F) -> Option<T>
     where
-        F: FnOnce(Bus) -> Fut,
+        F: FnOnce(Arc<dyn Transport>) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let bus = self.bus()?;
@@ -257,18 +261,9 @@ impl RedisAdapter {
         self.needs_reconcile.store(true, Ordering::Release);
     }
 
-    fn publish_command(&self) -> &'static str {
-        self.target.publish_command()
-    }
-
-    /// Queues a message for the channel's topic; the receiver learns whether every node
+    /// Queues a message for the channel's topic; the receipt says whether every node
     /// holding the channel heard it.
-    fn send_cluster(
-        &self,
-        keys: &ChannelKeys,
-        header: &Header<'_>,
-        frame: &str,
-    ) -> oneshot::Receiver<bool> {
+    fn send_cluster(&self, keys: &ChannelKeys, header: &Header<'_>, frame: &str) -> Published {
         let (ack, acked) = oneshot::channel();
         let out = Outgoing {
             topic: keys.topic(),
@@ -280,21 +275,14 @@ impl RedisAdapter {
         if !self.connected() || self.publish.try_send(out).is_err() {
             self.dropped_publishes.fetch_add(1, Ordering::Relaxed);
         }
-        acked
+        Published::awaiting(acked)
     }
 
-    /// The webhook debounce window in milliseconds, as scripts take it.
-    fn debounce_ms(&self) -> u64 {
-        self.debounce.as_millis() as u64
-    }
-
-    /// The flag scripts take: hold back leaving webhooks only for apps that have webhooks.
-    fn webhooks_flag(app: &App) -> &'static str {
-        if app.webhooks.is_some() {
-            "1"
-        } else {
-            ""
-        }
+    /// How long the app's leaving webhooks are held back (only if it has webhooks).
+    fn hold_for(&self, app: &App) -> HoldFor {
+        app.webhooks
+            .is_some()
+            .then_some(self.debounce.as_millis() as u64)
     }
 
     /// A member event as scripts publish it: every node delivers it, the sender's too.
@@ -379,7 +367,7 @@ impl RedisAdapter {
     async fn note_channel(&self, app: &App, channel: &ChannelName) -> Option<()> {
         let key = self.keys.node_channels(&self.node);
         let member = channel_ref(app.id.as_str(), channel.as_str());
-        self.with_bus(|mut c| async move { c.sadd::<_, _, ()>(key, member).await })
+        self.with_bus(|c| async move { c.set_add(&key, &member).await.map(drop) })
             .await
     }
 
@@ -387,18 +375,18 @@ impl RedisAdapter {
     /// Removal is checked afterwards against the count, since another node may have
     /// occupied the channel again between the script and the removal.
     async fn index_channel(&self, app: &App, channel: &ChannelName, occupied: bool) {
-        let Some(mut bus) = self.bus() else { return };
+        let Some(bus) = self.bus() else { return };
         let index = self.keys.app_channels(app.id.as_str());
         if occupied {
-            let _: redis::RedisResult<()> = bus.sadd(&index, channel.as_str()).await;
+            let _ = bus.set_add(&index, channel.as_str()).await;
             return;
         }
-        let _: redis::RedisResult<()> = bus.srem(&index, channel.as_str()).await;
-        let count: redis::RedisResult<Option<i64>> = bus
-            .get(self.keys.channel(app.id.as_str(), channel.as_str()).count())
+        let _ = bus.set_remove(&index, channel.as_str()).await;
+        let count = bus
+            .get_int(&self.keys.channel(app.id.as_str(), channel.as_str()).count())
             .await;
         if matches!(count, Ok(Some(n)) if n > 0) {
-            let _: redis::RedisResult<()> = bus.sadd(&index, channel.as_str()).await;
+            let _ = bus.set_add(&index, channel.as_str()).await;
         }
     }
 
@@ -407,13 +395,10 @@ impl RedisAdapter {
         if due <= 0 {
             return;
         }
-        let Some(mut bus) = self.bus() else { return };
-        let _: redis::RedisResult<()> = redis::cmd("ZADD")
-            .arg(self.keys.held_index())
-            .arg("LT")
-            .arg(due)
-            .arg(channel_ref(app.id.as_str(), channel.as_str()))
-            .query_async(&mut bus)
+        let Some(bus) = self.bus() else { return };
+        let entry = channel_ref(app.id.as_str(), channel.as_str());
+        let _ = bus
+            .sorted_add(&self.keys.held_index(), &entry, due, true)
             .await;
     }
 
@@ -443,24 +428,13 @@ impl RedisAdapter {
         delta: i64,
     ) -> Option<(i64, bool)> {
         let keys = self.keys.channel(app.id.as_str(), channel.as_str());
-        let (total, cancelled, due): (i64, i64, i64) = self
-            .with_bus(|mut c| async move {
-                self.scripts
-                    .adjust
-                    .key(keys.count())
-                    .key(keys.shares())
-                    .key(keys.held())
-                    .arg(&self.node)
-                    .arg(delta)
-                    .arg(Self::webhooks_flag(app))
-                    .arg(self.debounce_ms())
-                    .invoke_async(&mut c)
-                    .await
-            })
+        let hold_for = self.hold_for(app);
+        let change = self
+            .with_bus(|c| async move { c.adjust(&keys, &self.node, delta, hold_for).await })
             .await?;
-        self.index_count_change(app, channel, total - delta, total, due)
+        self.index_count_change(app, channel, change.before, change.after, change.due)
             .await;
-        Some((total, cancelled == 1))
+        Some((change.after, change.cancelled))
     }
 
     /// Counts a new local subscription in the cluster: `occupied` is cluster-wide, and
@@ -507,17 +481,6 @@ fn rand_node_id() -> u64 {
     );
     h.write_u32(std::process::id());
     h.finish()
-}
-
-/// Turns a publish acknowledgement into what callers await.
-fn published(acked: oneshot::Receiver<bool>) -> Published {
-    async move {
-        match acked.await {
-            Ok(true) => Ok(()),
-            _ => Err(NotPublished),
-        }
-    }
-    .boxed()
 }
 
 impl Adapter for RedisAdapter {
@@ -668,11 +631,11 @@ impl Adapter for RedisAdapter {
             channel.as_str(),
         );
         header.except = except;
-        published(self.send_cluster(
+        self.send_cluster(
             &self.keys.channel(app.id.as_str(), channel.as_str()),
             &header,
             &frame,
-        ))
+        )
     }
 
     fn cache_put(&self, app: &App, channel: &ChannelName, event: CachedEvent) {
@@ -682,11 +645,11 @@ impl Adapter for RedisAdapter {
             frame: event.frame.to_string(),
         };
         app.hub.cache_put(channel, event);
-        let Some(mut bus) = self.bus() else { return };
+        let Some(bus) = self.bus() else { return };
         let key = self.keys.channel(app.id.as_str(), channel.as_str()).cache();
         let value = serde_json::to_string(&stored).expect("cache entry serializes");
         actix_web::rt::spawn(async move {
-            let _: redis::RedisResult<()> = bus.set_ex(key, value, CACHE_TTL.as_secs()).await;
+            let _ = bus.set_expiring(&key, &value, CACHE_TTL.as_secs()).await;
         });
     }
 
@@ -698,13 +661,7 @@ impl Adapter for RedisAdapter {
         async move {
             let key = self.keys.channel(app.id.as_str(), channel.as_str()).cache();
             let found = self
-                .with_bus(|mut c| async move {
-                    redis::pipe()
-                        .get(&key)
-                        .ttl(&key)
-                        .query_async::<(Option<String>, i64)>(&mut c)
-                        .await
-                })
+                .with_bus(|c| async move { c.get_with_ttl(&key).await })
                 .await;
             let Some((value, ttl)) = found else {
                 return app.hub.cache_get(channel, Instant::now());
@@ -732,11 +689,12 @@ impl Adapter for RedisAdapter {
             channel.as_str(),
         );
         header.code = Some(code.code());
-        drop(self.send_cluster(
+        self.send_cluster(
             &self.keys.channel(app.id.as_str(), channel.as_str()),
             &header,
             "",
-        ));
+        )
+        .unacknowledged();
     }
 
     fn watch<'a>(
@@ -755,9 +713,7 @@ impl Adapter for RedisAdapter {
                 })
                 .collect();
             if self.healthy() {
-                for h in holds {
-                    h.wait().await;
-                }
+                futures_util::future::join_all(holds.into_iter().map(Hold::wait)).await;
             }
         }
         .boxed()
@@ -775,7 +731,8 @@ impl Adapter for RedisAdapter {
         app.hub
             .notify_watchers(user_id, &Message::new(frame.clone()));
         let header = Header::new(&self.node, Kind::Watchers, app.id.as_str(), user_id);
-        drop(self.send_cluster(&self.keys.watch(app.id.as_str(), user_id), &header, &frame));
+        self.send_cluster(&self.keys.watch(app.id.as_str(), user_id), &header, &frame)
+            .unacknowledged();
     }
 
     fn channel_counts<'a>(
@@ -786,13 +743,7 @@ impl Adapter for RedisAdapter {
         async move {
             let keys = self.keys.channel(app.id.as_str(), channel.as_str());
             let found = self
-                .with_bus(|mut c| async move {
-                    redis::pipe()
-                        .get(keys.count())
-                        .hlen(keys.members())
-                        .query_async::<(Option<i64>, u64)>(&mut c)
-                        .await
-                })
+                .with_bus(|c| async move { c.counts(&keys).await })
                 .await;
             match found {
                 Some((subs, users)) => ChannelCounts {
@@ -813,7 +764,7 @@ impl Adapter for RedisAdapter {
         async move {
             let index = self.keys.app_channels(app.id.as_str());
             let Some(names) = self
-                .with_bus(|mut c| async move { c.smembers::<_, Vec<String>>(index).await })
+                .with_bus(|c| async move { c.set_members(&index).await })
                 .await
             else {
                 return app.hub.channels(prefix);
@@ -829,14 +780,8 @@ impl Adapter for RedisAdapter {
             };
             let counts = futures_util::future::join_all(names.iter().map(|name| {
                 let keys = self.keys.channel(app.id.as_str(), name.as_str());
-                let mut bus = bus.clone();
-                async move {
-                    redis::pipe()
-                        .get(keys.count())
-                        .hlen(keys.members())
-                        .query_async::<(Option<i64>, u64)>(&mut bus)
-                        .await
-                }
+                let bus = bus.clone();
+                async move { bus.counts(&keys).await }
             }))
             .await;
             let mut out = Vec::new();
@@ -875,7 +820,7 @@ impl Adapter for RedisAdapter {
                 .channel(app.id.as_str(), channel.as_str())
                 .members();
             match self
-                .with_bus(|mut c| async move { c.hkeys(key).await })
+                .with_bus(|c| async move { c.hash_fields(&key).await })
                 .await
             {
                 Some(users) => users,

@@ -5,13 +5,13 @@
 use std::{collections::HashMap, sync::atomic::Ordering, time::Duration};
 
 use protocol::{frame, ChannelName};
-use redis::AsyncCommands;
 use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
 use super::{
     keys::member_field,
     message::{Header, Kind},
+    transport::{JoinOutcome, JoinRequest},
     RedisAdapter,
 };
 use crate::{
@@ -53,27 +53,13 @@ impl RedisAdapter {
             &frame::member_removed(channel.as_str(), user),
             None,
         );
-        let (last, due): (i64, i64) = self
-            .with_bus(|mut c| async move {
-                self.scripts
-                    .leave
-                    .key(keys.member_shares())
-                    .key(keys.members())
-                    .key(keys.infos())
-                    .key(keys.held())
-                    .arg(member_field(&self.node, user))
-                    .arg(user)
-                    .arg(self.publish_command())
-                    .arg(keys.topic())
-                    .arg(removed)
-                    .arg(Self::webhooks_flag(app))
-                    .arg(self.debounce_ms())
-                    .invoke_async(&mut c)
-                    .await
-            })
+        let field = member_field(&self.node, user);
+        let hold_for = self.hold_for(app);
+        let left = self
+            .with_bus(|c| async move { c.leave(&keys, &field, user, &removed, hold_for).await })
             .await?;
-        self.index_held_back(app, channel, due).await;
-        Some(last == 1)
+        self.index_held_back(app, channel, left.due).await;
+        Some(left.last)
     }
 
     /// Joins without the bus's ordering (it failed us): with the member list read now.
@@ -83,7 +69,7 @@ impl RedisAdapter {
             .channel(app.id.as_str(), p.channel.as_str())
             .infos();
         let infos: Option<HashMap<String, String>> = self
-            .with_bus(|mut c| async move { c.hgetall(key).await })
+            .with_bus(|c| async move { c.hash_all(&key).await })
             .await;
         let mut members: Vec<(String, Box<RawValue>)> = match infos {
             Some(infos) => infos
@@ -140,34 +126,31 @@ impl RedisAdapter {
         self.pending_joins.lock().insert(token, pending);
         let take_pending = || self.pending_joins.lock().remove(&token);
         // Admission is cluster-wide; the script decides, announces and lists.
+        let field = member_field(&self.node, user_id);
+        let list_line = list_header.line();
+        let request = JoinRequest {
+            field: &field,
+            user: user_id,
+            info: &info_text,
+            max_members: app.limits.max_presence_members,
+            added: &added,
+            list_header: &list_line,
+            hold_for: self.hold_for(app),
+        };
         let result = self
-            .with_bus(|mut c| async move {
-                self.scripts
-                    .join
-                    .key(keys.member_shares())
-                    .key(keys.members())
-                    .key(keys.infos())
-                    .key(keys.held())
-                    .arg(member_field(&self.node, user_id))
-                    .arg(user_id)
-                    .arg(&info_text)
-                    .arg(app.limits.max_presence_members)
-                    .arg(self.publish_command())
-                    .arg(keys.topic())
-                    .arg(added)
-                    .arg(list_header.line())
-                    .arg(Self::webhooks_flag(app))
-                    .invoke_async::<(i64, i64)>(&mut c)
-                    .await
-            })
+            .with_bus(|c| async move { c.join(&keys, request).await })
             .await;
-        let Some((count, cancelled)) = result else {
+        let Some(outcome) = result else {
             return Err(take_pending().map(|p| p.info).unwrap_or(info));
         };
-        if count < 0 {
+        let JoinOutcome::Joined {
+            connections: count,
+            cancelled,
+        } = outcome
+        else {
             take_pending();
             return Ok(Err(ChannelFull));
-        }
+        };
         let local = match tokio::time::timeout(LIST_WAIT, &mut listed).await {
             Ok(result) => result.ok().flatten(),
             Err(_) => match take_pending() {
@@ -186,7 +169,7 @@ impl RedisAdapter {
         };
         let subscribed = self.count_subscription(app, channel, local).await;
         let first = count == 1;
-        if first && cancelled == 0 {
+        if first && !cancelled {
             app.webhook(|| WebhookEvent::MemberAdded {
                 channel: channel.to_string(),
                 user_id: user_id.to_owned(),

@@ -1,25 +1,21 @@
 //! Publishing to the bus: one task sends everything queued meanwhile as one round trip
 //! per topic, in order, and tells each sender whether every node holding the channel
-//! heard its message (`lua/publish.lua`).
+//! heard its message ([`Transport::publish`], `lua/publish.lua` on Redis).
 
 use std::{
     collections::HashMap,
     sync::{atomic::Ordering, Arc},
 };
 
-use redis::RedisResult;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{bus::Bus, RedisAdapter};
+use super::{
+    transport::{KeptArgs, Message, Transport},
+    RedisAdapter,
+};
 
 /// Messages handled per round.
 const BATCH: usize = 512;
-
-/// A kept event's part of a publish: keys (position, stream, epoch) and arguments.
-pub(super) struct KeptArgs {
-    pub keys: [String; 3],
-    pub args: Vec<Vec<u8>>,
-}
 
 /// One message for a topic.
 pub(super) struct Outgoing {
@@ -35,7 +31,11 @@ pub(super) struct Outgoing {
 }
 
 impl RedisAdapter {
-    pub(super) async fn run_publisher(self: Arc<Self>, mut rx: mpsc::Receiver<Outgoing>, bus: Bus) {
+    pub(super) async fn run_publisher(
+        self: Arc<Self>,
+        mut rx: mpsc::Receiver<Outgoing>,
+        bus: Arc<dyn Transport>,
+    ) {
         let mut batch = Vec::with_capacity(BATCH);
         while rx.recv_many(&mut batch, BATCH).await > 0 {
             // Per topic in arrival order (events of one channel stay in order); topics at once.
@@ -45,69 +45,39 @@ impl RedisAdapter {
             }
             let rounds = by_topic
                 .into_values()
-                .map(|group| self.publish_group(bus.clone(), group));
+                .map(|group| self.publish_group(bus.as_ref(), group));
             futures_util::future::join_all(rounds).await;
         }
     }
 
-    async fn publish_group(&self, mut bus: Bus, group: Vec<Outgoing>) {
-        let mut result = self.try_publish(&mut bus, &group).await;
-        if matches!(&result, Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript))
-        {
-            // A restarted or newly promoted Redis has not seen the script yet.
-            let _ = self
-                .scripts
-                .publish
-                .prepare_invoke()
-                .load_async(&mut bus)
-                .await;
-            result = self.try_publish(&mut bus, &group).await;
-        }
-        match result {
+    async fn publish_group(&self, bus: &dyn Transport, group: Vec<Outgoing>) {
+        let (topic, shares) = (group[0].topic.clone(), group[0].shares.clone());
+        let (messages, acks): (Vec<_>, Vec<_>) = group
+            .into_iter()
+            .map(|out| {
+                let message = Message {
+                    payload: out.payload,
+                    history: out.history,
+                };
+                (message, out.ack)
+            })
+            .unzip();
+        match bus.publish(&shares, &topic, &messages).await {
             Ok(answers) => {
-                for (out, (heard, holders)) in group.into_iter().zip(answers) {
-                    let ok = heard >= holders;
+                for (ack, heard) in acks.into_iter().zip(answers) {
+                    let ok = heard.by_all();
                     if !ok {
                         self.dropped_publishes.fetch_add(1, Ordering::Relaxed);
                     }
-                    let _ = out.ack.send(ok);
+                    let _ = ack.send(ok);
                 }
             }
             Err(e) => {
                 self.dropped_publishes
-                    .fetch_add(group.len() as u64, Ordering::Relaxed);
+                    .fetch_add(acks.len() as u64, Ordering::Relaxed);
                 self.degraded(&e);
                 // Dropping the senders tells every waiter it was not published.
             }
         }
-    }
-
-    async fn try_publish(&self, bus: &mut Bus, group: &[Outgoing]) -> RedisResult<Vec<(i64, i64)>> {
-        let mut pipe = redis::pipe();
-        let command = self.publish_command();
-        for out in group {
-            let mut invocation = self.scripts.publish.key(&out.shares);
-            invocation.arg(command).arg(&out.topic).arg(&out.payload);
-            if let Some(kept) = &out.history {
-                for k in &kept.keys {
-                    invocation.key(k);
-                }
-                for a in &kept.args {
-                    invocation.arg(a);
-                }
-            }
-            pipe.invoke_script(&invocation);
-        }
-        // Kept events answer a third number (their position), which the sender does not need.
-        let answers: Vec<Vec<i64>> = pipe.query_async(bus).await?;
-        Ok(answers
-            .into_iter()
-            .map(|a| {
-                (
-                    a.first().copied().unwrap_or(0),
-                    a.get(1).copied().unwrap_or(0),
-                )
-            })
-            .collect())
     }
 }

@@ -12,12 +12,11 @@ use std::{
 };
 
 use protocol::{frame, ChannelKind, ChannelName};
-use redis::AsyncCommands;
 use serde_json::value::RawValue;
 
 use super::{
-    bus::Bus,
     keys::{channel_ref, member_field, split_channel_ref},
+    transport::{CountChange, MemberShare, Transport},
     RedisAdapter,
 };
 use crate::{
@@ -26,38 +25,29 @@ use crate::{
 };
 
 impl RedisAdapter {
-    /// Sets `node`'s share of a channel's subscriptions. Returns the cluster count
-    /// before and after, and whether a held-back `channel_vacated` was cancelled; sends
-    /// `channel_occupied` when the channel comes back and nothing was cancelled.
+    /// Sets `node`'s share of a channel's subscriptions, moving the cluster count by
+    /// the difference; sends `channel_occupied` when the channel comes back and no
+    /// held-back `channel_vacated` was cancelled.
     pub(super) async fn set_sub_share(
         &self,
-        bus: &mut Bus,
+        bus: &dyn Transport,
         app: &App,
         channel: &ChannelName,
         node: &str,
         count: u64,
-    ) -> redis::RedisResult<(i64, i64, bool)> {
+    ) -> redis::RedisResult<CountChange> {
         let keys = self.keys.channel(app.id.as_str(), channel.as_str());
-        let (before, after, cancelled, due): (i64, i64, i64, i64) = self
-            .scripts
-            .reconcile_subs
-            .key(keys.count())
-            .key(keys.shares())
-            .key(keys.held())
-            .arg(node)
-            .arg(count)
-            .arg(Self::webhooks_flag(app))
-            .arg(self.debounce_ms())
-            .invoke_async(bus)
+        let change = bus
+            .set_sub_share(&keys, node, count, self.hold_for(app))
             .await?;
-        if before <= 0 && after > 0 && cancelled == 0 {
+        if change.before <= 0 && change.after > 0 && !change.cancelled {
             app.webhook(|| WebhookEvent::ChannelOccupied {
                 channel: channel.to_string(),
             });
         }
-        self.index_count_change(app, channel, before, after, due)
+        self.index_count_change(app, channel, change.before, change.after, change.due)
             .await;
-        Ok((before, after, cancelled == 1))
+        Ok(change)
     }
 
     /// Sets `node`'s share of a presence user's connections (`info` needed when > 0).
@@ -66,14 +56,14 @@ impl RedisAdapter {
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn set_member_share(
         &self,
-        bus: &mut Bus,
+        bus: &dyn Transport,
         app: &App,
         channel: &ChannelName,
         node: &str,
         user: &str,
         sockets: u32,
         info: Option<&RawValue>,
-    ) -> redis::RedisResult<(i64, i64)> {
+    ) -> redis::RedisResult<CountChange> {
         let keys = self.keys.channel(app.id.as_str(), channel.as_str());
         let null = RawValue::from_string("null".into()).expect("valid JSON");
         let info = info.unwrap_or(&null);
@@ -89,46 +79,38 @@ impl RedisAdapter {
             &frame::member_added(channel.as_str(), user, info),
             None,
         );
-        let (before, after, cancelled, due): (i64, i64, i64, i64) = self
-            .scripts
-            .reconcile_members
-            .key(keys.member_shares())
-            .key(keys.members())
-            .key(keys.infos())
-            .key(keys.held())
-            .arg(member_field(node, user))
-            .arg(user)
-            .arg(sockets)
-            .arg(info.get())
-            .arg(self.publish_command())
-            .arg(keys.topic())
-            .arg(removed)
-            .arg(added)
-            .arg(Self::webhooks_flag(app))
-            .arg(self.debounce_ms())
-            .invoke_async(bus)
-            .await?;
-        if before <= 0 && after > 0 && cancelled == 0 {
+        let field = member_field(node, user);
+        let share = MemberShare {
+            field: &field,
+            user,
+            connections: sockets,
+            info: info.get(),
+            removed: &removed,
+            added: &added,
+            hold_for: self.hold_for(app),
+        };
+        let change = bus.set_member_share(&keys, share).await?;
+        if change.before <= 0 && change.after > 0 && !change.cancelled {
             app.webhook(|| WebhookEvent::MemberAdded {
                 channel: channel.to_string(),
                 user_id: user.to_owned(),
             });
         }
-        self.index_held_back(app, channel, due).await;
-        Ok((before, after))
+        self.index_held_back(app, channel, change.due).await;
+        Ok(change)
     }
 
     /// Listens to every topic this node holds again, and makes Redis hold exactly this
     /// node's local subscriptions and members. The node is healthy once both worked.
     pub(super) async fn reconcile_now(&self, apps: &AppRegistry) {
-        let Some(mut bus) = self.bus() else { return };
+        let Some(bus) = self.bus() else { return };
         let _alone = self.reconcile_gate.write().await;
         self.needs_reconcile.store(false, Ordering::Release);
         if !self.interest.resubscribe_all().await {
             self.needs_reconcile.store(true, Ordering::Release);
             return;
         }
-        if let Err(e) = self.write_back(apps, &mut bus).await {
+        if let Err(e) = self.write_back(apps, bus.as_ref()).await {
             self.degraded(&e);
             return;
         }
@@ -139,7 +121,7 @@ impl RedisAdapter {
         }
     }
 
-    async fn write_back(&self, apps: &AppRegistry, bus: &mut Bus) -> redis::RedisResult<()> {
+    async fn write_back(&self, apps: &AppRegistry, bus: &dyn Transport) -> redis::RedisResult<()> {
         // What this node holds: (app, channel) -> subscriptions, and the presence members.
         type Members = HashMap<String, (u32, Option<Box<RawValue>>)>;
         let mut held: HashMap<(String, ChannelName), (u64, Members)> = HashMap::new();
@@ -159,7 +141,7 @@ impl RedisAdapter {
         }
         // What Redis may hold for this node but the node no longer has goes to zero.
         let index = self.keys.node_channels(&self.node);
-        let recorded: HashSet<String> = bus.smembers(&index).await?;
+        let recorded: HashSet<String> = bus.set_members(&index).await?.into_iter().collect();
         for entry in &recorded {
             let Some((app_id, channel)) = split_channel_ref(entry) else {
                 continue;
@@ -175,7 +157,7 @@ impl RedisAdapter {
             };
             let entry = channel_ref(&app_id, channel.as_str());
             if subscriptions > 0 {
-                let () = bus.sadd(&index, &entry).await?;
+                bus.set_add(&index, &entry).await?;
             }
             if channel.kind() == ChannelKind::Presence {
                 for user in self
@@ -201,7 +183,7 @@ impl RedisAdapter {
             self.set_sub_share(bus, &app, &channel, &self.node, subscriptions)
                 .await?;
             if subscriptions == 0 {
-                let () = bus.srem(&index, &entry).await?;
+                bus.set_remove(&index, &entry).await?;
             }
         }
         Ok(())
