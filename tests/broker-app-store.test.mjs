@@ -73,6 +73,18 @@ test('a bad row is skipped and the others still load', async () => {
   assert.match(broker.logs(), /no_such_limit/);
 });
 
+test('a row\'s history column turns channel history on (and a bad one is skipped)', async () => {
+  psql(dbUrl, `INSERT INTO broker_apps (id, key, secret, history) VALUES ('88', 'hist-key', 'hist-secret', '{"channels": ["kept-"], "max_events": 2}')`);
+  psql(dbUrl, `INSERT INTO broker_apps (id, key, secret, history) VALUES ('89', 'bad-hist-key', 'x-secret', '{"channels": ["kept-"], "max_events": 0}')`);
+  const sdk = sdkFor(broker, { appId: '88', key: 'hist-key', secret: 'hist-secret' });
+  await eventually(async () => assert.equal((await sdk.trigger('kept-a', 'e', '1')).status, 200), 'app appears');
+  for (const d of ['2', '3']) await sdk.trigger('kept-a', 'e', d);
+  const page = await (await sdk.get({ path: '/channels/kept-a/history', params: { direction: 'oldest_first' } })).json();
+  assert.deepEqual(page.events.map((e) => [e.position, e.data]), [[2, '2'], [3, '3']], 'max_events from the row');
+  assert.equal((await expectRequestError(() => sdk.get({ path: '/channels/other/history' }))).status, 404);
+  assert.equal((await firstFrame('bad-hist-key')).f.data.code, 4001, 'a row with max_events = 0 is not an app');
+});
+
 test('an unreachable store keeps /ready at 503 while /health stays up', async (t) => {
   const down = await startBroker({ env: { BROKER_APP_STORE_URL: 'postgres://postgres@127.0.0.1:1/nothing', BROKER_APP_STORE_REFRESH_SECS: '1' } });
   t.after(() => down.stop());

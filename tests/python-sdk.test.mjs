@@ -22,7 +22,8 @@ before(async () => {
     fs.existsSync(PYTHON),
     `${PYTHON} is missing: python3 -m venv .venv && .venv/bin/pip install -r tests/requirements.txt`,
   );
-  broker = await startBroker();
+  // History through the environment overlay, for the first (default) app's py-hist-* channels only.
+  broker = await startBroker({ env: { BROKER_APP_HISTORY_CHANNELS: 'py-hist-', BROKER_APP_HISTORY_MAX_PAGE: '3' } });
   sdk = sdkFor(broker);
 });
 
@@ -132,4 +133,20 @@ test('Python SDK reads the 413 for a 2 MiB body instead of a reset connection', 
   assert.equal(results[0].error, 'PusherBadStatus', JSON.stringify(results[0]).slice(0, 300));
   assert.match(results[0].message, /^413: request body is larger than the limit/);
   assert.deepEqual(results[1], { ok: {} }, 'the broker keeps serving');
+});
+
+test('Python SDK: a kept channel\'s history page through its signed GET (history set by environment)', async () => {
+  const results = await python([
+    { op: 'trigger', channels: ['py-hist-a'], event: 'e', data: { n: 1 } },
+    { op: 'trigger', channels: ['py-hist-a'], event: 'e', data: { n: 2 } },
+    { op: 'history', channel: 'py-hist-a', params: { limit: '1' } },
+    { op: 'history', channel: 'py-hist-a', params: { direction: 'oldest_first' } },
+    { op: 'history', channel: 'py-hist-a', params: { limit: '4' } },
+    { op: 'history', channel: 'py-other' },
+  ]);
+  const newest = results[2].ok;
+  assert.deepEqual(newest.events.map((e) => [e.position, JSON.parse(e.data).n]), [[2, 2]]);
+  assert.deepEqual(results[3].ok.events.map((e) => e.position), [1, 2]);
+  assert.equal(results[4].error, 'PusherBadRequest', JSON.stringify(results[4]));
+  assert.ok(results[5].error, 'a channel without history is refused');
 });

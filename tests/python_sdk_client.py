@@ -12,6 +12,7 @@ the call's arguments, and may override "app_id", "key" or "secret":
     {"op": "channel_info", "channel": "c", "attributes": ["subscription_count"]}
     {"op": "channels_info", "prefix_filter": "presence-", "attributes": ["user_count"]}
     {"op": "users_info", "channel": "presence-c"}
+    {"op": "history", "channel": "c", "params": {"limit": "2"}}   (the SDK's signed Request, GET)
 
 Prints one JSON list to stdout: {"ok": result} or {"error": class name,
 "message": text} per call, in order. Exits non-zero only on a bad argument.
@@ -23,6 +24,7 @@ import sys
 
 import pusher
 from pusher.errors import PusherError
+from pusher.http import GET, Request
 
 
 def client(op):
@@ -54,6 +56,11 @@ def run(op):
         return c.channels_info(prefix_filter=op.get("prefix_filter"), attributes=op.get("attributes", []))
     if kind == "users_info":
         return c.users_info(op["channel"])
+    if kind == "history":
+        # The SDK has no public generic GET: its own signed Request, sent by its backend.
+        pc = c._pusher_client
+        path = "/apps/%s/channels/%s/history" % (pc.app_id, op["channel"])
+        return pc.http.send_request(Request(pc, GET, path, op.get("params", {})))
     raise SystemExit("unknown op %r" % kind)
 
 

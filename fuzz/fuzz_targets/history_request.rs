@@ -9,8 +9,8 @@ use libfuzzer_sys::fuzz_target;
 use protocol::{
     frame::ClientFrame,
     history::{
-        plan, recovery_frame, HistoryConfig, HistoryQuery, HistoryRequest, Recovery,
-        Rewind, Status, Window,
+        plan, recovery_frame, HistoryConfig, HistoryQuery, HistoryRequest, Recovery, Rewind,
+        Status, Window,
     },
 };
 use protocol_fuzz::assert_json_object;
@@ -75,7 +75,11 @@ fuzz_target!(|data: &[u8]| {
     let notice = recovery_frame(
         s.channel.as_str(),
         &Recovery {
-            status: if planned.is_ok() { Status::Recovered } else { Status::Failed },
+            status: if planned.is_ok() {
+                Status::Recovered
+            } else {
+                Status::Failed
+            },
             reason: planned.err(),
             epoch: Some(&window.epoch),
             position: Some(window.newest),

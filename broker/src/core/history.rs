@@ -125,6 +125,11 @@ impl Ring {
     }
 }
 
+/// What a channel's ring costs before any event: the ring, its name and the map's entry.
+fn ring_cost(channel: &ChannelName) -> usize {
+    std::mem::size_of::<Ring>() + channel.as_str().len() + 64
+}
+
 /// A random epoch: 16 hex digits, unique per ring and process.
 fn new_epoch() -> String {
     format!("{:016x}", rand::random::<u64>())
@@ -151,7 +156,11 @@ impl LocalHistory {
         }
         self.rings
             .entry(channel.clone())
-            .or_insert_with(|| Arc::new(Mutex::new(Ring::new(now))))
+            .or_insert_with(|| {
+                // An empty ring costs too (subscribers can make them): it counts against `max_bytes`.
+                self.bytes.fetch_add(ring_cost(channel), Ordering::Relaxed);
+                Arc::new(Mutex::new(Ring::new(now)))
+            })
             .clone()
     }
 
@@ -195,25 +204,40 @@ impl LocalHistory {
     }
 
     /// Drops the oldest events of the least recently published channels until at most `target` bytes are kept.
+    /// A ring left empty goes too (its epoch with it: a later resume into it gets `history_lost`).
     fn evict(&self, target: usize) {
         while self.bytes.load(Ordering::Relaxed) > target {
             let coldest = self
                 .rings
                 .iter()
-                .filter_map(|e| {
-                    let r = e.value().lock();
-                    (!r.events.is_empty()).then(|| (r.touched, e.value().clone()))
-                })
-                .min_by_key(|(touched, _)| *touched);
-            let Some((_, ring)) = coldest else { return };
-            let mut r = ring.lock();
-            while self.bytes.load(Ordering::Relaxed) > target {
-                let freed = r.evict_oldest();
-                if freed == 0 {
-                    break;
+                .map(|e| (e.value().lock().touched, e.key().clone(), e.value().clone()))
+                .min_by_key(|(touched, _, _)| *touched);
+            let Some((_, name, ring)) = coldest else {
+                return;
+            };
+            {
+                let mut r = ring.lock();
+                while self.bytes.load(Ordering::Relaxed) > target {
+                    let freed = r.evict_oldest();
+                    if freed == 0 {
+                        break;
+                    }
+                    self.bytes.fetch_sub(freed, Ordering::Relaxed);
                 }
-                self.bytes.fetch_sub(freed, Ordering::Relaxed);
             }
+            if self.bytes.load(Ordering::Relaxed) > target {
+                self.remove_if_empty(&name, &ring);
+            }
+        }
+    }
+
+    /// Drops a channel's ring if it is still `ring` and holds no events.
+    fn remove_if_empty(&self, name: &ChannelName, ring: &Arc<Mutex<Ring>>) {
+        let removed = self.rings.remove_if(name, |_, r| {
+            Arc::ptr_eq(r, ring) && r.lock().events.is_empty()
+        });
+        if removed.is_some() {
+            self.bytes.fetch_sub(ring_cost(name), Ordering::Relaxed);
         }
     }
 
@@ -271,11 +295,12 @@ impl LocalHistory {
     pub fn sweep(&self, config: &HistoryConfig, now: Instant) {
         let now_ms = now_ms();
         let idle = Duration::from_secs(config.max_age_secs);
-        self.rings.retain(|_, ring| {
+        self.rings.retain(|name, ring| {
             let mut r = ring.lock();
             let freed = r.trim(config, now_ms);
             self.bytes.fetch_sub(freed, Ordering::Relaxed);
             if r.events.is_empty() && now.saturating_duration_since(r.touched) >= idle {
+                self.bytes.fetch_sub(ring_cost(name), Ordering::Relaxed);
                 return false;
             }
             true
@@ -423,7 +448,8 @@ mod tests {
             at_ms: 0,
         }
         .cost();
-        let c = cfg(100, one * 10);
+        let rings = ring_cost(&ch("cold")) + ring_cost(&ch("hot"));
+        let c = cfg(100, one * 10 + rings);
         for _ in 0..5 {
             keep(&h, &c, "cold", &"x".repeat(100));
         }
@@ -431,9 +457,13 @@ mod tests {
         for _ in 0..5 {
             keep(&h, &c, "hot", &"x".repeat(100));
         }
-        assert_eq!(h.bytes(), one * 10);
+        assert_eq!(
+            h.bytes(),
+            one * 10 + rings,
+            "exactly at the bound: nothing dropped"
+        );
         keep(&h, &c, "hot", &"x".repeat(100));
-        assert!(h.bytes() <= one * 9, "{} > 90 %", h.bytes());
+        assert!(h.bytes() <= c.max_bytes / 10 * 9, "{} > 90 %", h.bytes());
         let cold = h.page(&c, &ch("cold"), &query());
         let hot = h.page(&c, &ch("hot"), &query());
         assert_eq!(hot.events.len(), 6, "the channel just published to is kept");
@@ -448,6 +478,27 @@ mod tests {
             start: None,
             end: None,
         }
+    }
+
+    #[test]
+    fn empty_rings_count_against_the_bound_and_the_coldest_go() {
+        let h = LocalHistory::default();
+        let c = cfg(10, ring_cost(&ch("a0")) * 5);
+        for i in 0..20 {
+            h.replay(&c, &ch(&format!("a{i}")), &HistoryRequest::Positions);
+        }
+        assert_eq!(h.channels(), 20, "reads make rings");
+        assert_eq!(
+            h.bytes(),
+            ring_cost(&ch("a0")) * 10 + ring_cost(&ch("a10")) * 10
+        );
+        keep(&h, &c, "a19", "e");
+        assert!(h.bytes() <= c.max_bytes / 10 * 9, "{}", h.bytes());
+        assert!(h.channels() < 5, "{} rings left", h.channels());
+        assert!(
+            h.rings.contains_key(&ch("a19")),
+            "the channel just published to stays"
+        );
     }
 
     #[test]
