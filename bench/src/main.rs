@@ -13,6 +13,7 @@ mod fallback;
 mod fanout;
 mod presence;
 mod rest;
+mod sink;
 mod stats;
 mod storm;
 mod table;
@@ -98,6 +99,11 @@ enum Cmd {
     },
     /// Print a free TCP port on 127.0.0.1.
     FreePort,
+    /// Serve a webhook receiver on 127.0.0.1:PORT that answers 200 to everything, until stopped.
+    HookSink {
+        #[arg(long)]
+        port: u16,
+    },
 }
 
 fn main() -> ExitCode {
@@ -105,6 +111,19 @@ fn main() -> ExitCode {
     stats::now_ns();
     match &cli.cmd {
         Cmd::Table { files } => return table_cmd(files),
+        Cmd::HookSink { port } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            return match rt.block_on(sink::run(*port)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("pusher-bench hook-sink: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Cmd::FreePort => {
             return match std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
                 Ok(a) => {

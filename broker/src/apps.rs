@@ -17,7 +17,7 @@ use std::{
 
 use parking_lot::{Mutex, RwLock};
 
-use protocol::{history::HistoryConfig, AppId, AppKey, AppSecret, Limits};
+use protocol::{history::HistoryConfig, AppId, AppKey, AppSecret, ChannelName, Limits};
 
 use crate::{
     config::AppConfig,
@@ -97,17 +97,18 @@ impl App {
         }
     }
 
-    /// Runs a channel transition and sends the lifecycle webhooks it causes
+    /// Runs a transition of `channel` and sends the lifecycle webhooks it causes
     /// (`events`, only asked for when the app has webhooks) through the debounce
-    /// window, as one step: concurrent transitions of one channel or member are
-    /// matched in the order they happened.
+    /// window, as one step: concurrent transitions of one channel are matched in the
+    /// order they happened (transitions of other channels do not wait for it).
     pub fn transition<T>(
         &self,
+        channel: &ChannelName,
         op: impl FnOnce() -> T,
         events: impl FnOnce(&T) -> Vec<WebhookEvent>,
     ) -> T {
         match &self.webhooks {
-            Some(q) => q.transition(op, events),
+            Some(q) => q.transition(channel.as_str(), op, events),
             None => op(),
         }
     }
@@ -115,7 +116,7 @@ impl App {
     /// Sends lifecycle webhooks (occupied, vacated, member added or removed) through the debounce window.
     pub fn lifecycle_webhooks(&self, events: impl IntoIterator<Item = WebhookEvent>) {
         if let Some(q) = &self.webhooks {
-            q.transition(|| (), |_| events.into_iter().collect());
+            q.lifecycle(events);
         }
     }
 

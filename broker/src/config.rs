@@ -307,6 +307,10 @@ pub struct WebhookSettings {
     /// How long `member_removed` and `channel_vacated` wait, in milliseconds, for the
     /// user or channel to come back (then neither webhook is sent); 0 sends at once.
     pub debounce_ms: u64,
+    /// Refuse webhook URLs whose host is or resolves to a loopback, private or
+    /// link-local address (for app stores edited by tenants); the request then goes
+    /// to the checked address, so a second DNS answer cannot move it.
+    pub deny_private_addresses: bool,
 }
 
 impl Default for WebhookSettings {
@@ -321,6 +325,7 @@ impl Default for WebhookSettings {
             max_backoff_ms: 30_000,
             timeout_ms: 5_000,
             debounce_ms: 3_000,
+            deny_private_addresses: false,
         }
     }
 }

@@ -322,6 +322,7 @@ pub(crate) mod local {
 
     pub fn subscribe(app: &App, channel: &ChannelName, conn: &ConnHandle) -> Option<Subscribed> {
         app.transition(
+            channel,
             || app.hub.subscribe(channel, conn),
             |sub| match sub {
                 Some(s) if s.occupied => vec![WebhookEvent::ChannelOccupied {
@@ -340,6 +341,7 @@ pub(crate) mod local {
         info: Box<RawValue>,
     ) -> Result<Option<Joined>, ChannelFull> {
         app.transition(
+            channel,
             || {
                 app.hub.join(
                     channel,
@@ -371,6 +373,7 @@ pub(crate) mod local {
 
     pub fn unsubscribe(app: &App, channel: &ChannelName, socket: SocketId) -> Option<Unsubscribed> {
         app.transition(
+            channel,
             || app.hub.unsubscribe(channel, socket, Announce::Members),
             |left| left_webhooks(channel, left.as_ref()),
         )

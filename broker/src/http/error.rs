@@ -21,6 +21,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// A body too large even to drain: 413, then the connection is cut.
+    #[error("{}", .0.message())]
+    BodyCut(super::body::Cut),
     #[error("too many requests for this app; slow down")]
     RateLimited,
     /// The cluster could not take the event to every node (Redis unreachable, a node
@@ -40,7 +43,7 @@ impl ResponseError for ApiError {
             Self::AppDisabled => StatusCode::FORBIDDEN,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::PayloadTooLarge(_) | Self::BodyCut(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -48,10 +51,13 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         // Messages quote request input (names, ids); keep the answer short whatever was sent.
-        let message = clip(&self.to_string(), MAX_ERROR_MESSAGE_CHARS).into_owned();
-        HttpResponse::build(self.status_code())
-            .content_type("text/plain; charset=utf-8")
-            .body(message + "\n")
+        let message = clip(&self.to_string(), MAX_ERROR_MESSAGE_CHARS).into_owned() + "\n";
+        let mut response = HttpResponse::build(self.status_code());
+        response.content_type("text/plain; charset=utf-8");
+        match self {
+            Self::BodyCut(cut) => response.force_close().body(cut.body(message)),
+            _ => response.body(message),
+        }
     }
 }
 

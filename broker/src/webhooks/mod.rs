@@ -12,8 +12,10 @@
 //! is sent, so an app that marks users offline from webhooks does not flap on
 //! every page reload.
 
+mod debounce;
+pub mod target;
+
 use std::{
-    collections::HashMap,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -21,12 +23,11 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use parking_lot::Mutex;
-
 use protocol::{sign, AppKey, AppSecret};
 use serde::Serialize;
 
 pub use crate::config::{WebhookConfig, WebhookSettings};
+pub use debounce::Debounce;
 use tokio::sync::{mpsc, watch};
 
 /// One webhook event, serialized as Pusher documents it.
@@ -76,125 +77,6 @@ impl WebhookEvent {
             Self::SubscriptionCount { .. } => "subscription_count",
         }
     }
-
-    /// For the four lifecycle events: what they are about, and whether they leave or come back.
-    fn lifecycle(&self) -> Option<(Subject, Direction)> {
-        match self {
-            Self::ChannelOccupied { channel } => {
-                Some((Subject::Channel(channel.clone()), Direction::Back))
-            }
-            Self::ChannelVacated { channel } => {
-                Some((Subject::Channel(channel.clone()), Direction::Left))
-            }
-            Self::MemberAdded { channel, user_id } => Some((
-                Subject::Member(channel.clone(), user_id.clone()),
-                Direction::Back,
-            )),
-            Self::MemberRemoved { channel, user_id } => Some((
-                Subject::Member(channel.clone(), user_id.clone()),
-                Direction::Left,
-            )),
-            _ => None,
-        }
-    }
-}
-
-/// What a lifecycle webhook is about: a channel (occupied/vacated) or a member of one.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum Subject {
-    Channel(String),
-    Member(String, String),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Direction {
-    Left,
-    Back,
-}
-
-/// Leaving webhooks held back for the debounce window, on this node.
-///
-/// A clustered adapter keeps the same bookkeeping in Redis instead, so that a
-/// user who leaves on one node and comes back on another is matched too.
-#[derive(Debug)]
-pub struct Debounce {
-    window: Duration,
-    /// Each leave with when it is due and a sequence number (the order it happened).
-    pending: Mutex<HashMap<Subject, (Instant, u64, WebhookEvent)>>,
-    next: std::sync::atomic::AtomicU64,
-}
-
-impl Debounce {
-    pub fn new(window: Duration) -> Self {
-        Self {
-            window,
-            pending: Mutex::new(HashMap::new()),
-            next: std::sync::atomic::AtomicU64::new(0),
-        }
-    }
-
-    /// Runs `op` and sorts the lifecycle `events` it caused into those to send now,
-    /// holding the lock across both so that transitions are matched in the order they
-    /// happened. Leaves wait; a return cancels its pending leave (and is not sent
-    /// either); other events pass through.
-    fn transition<T>(
-        &self,
-        op: impl FnOnce() -> T,
-        events: impl FnOnce(&T) -> Vec<WebhookEvent>,
-        now: Instant,
-    ) -> (T, Vec<WebhookEvent>) {
-        let mut pending = self.pending.lock();
-        let result = op();
-        let events = events(&result);
-        let mut out = Vec::new();
-        for event in events {
-            match event.lifecycle() {
-                Some((subject, Direction::Left)) if !self.window.is_zero() => {
-                    let seq = self.next.fetch_add(1, Ordering::Relaxed);
-                    pending.insert(subject, (now + self.window, seq, event));
-                }
-                Some((subject, Direction::Back)) if pending.remove(&subject).is_some() => {}
-                _ => out.push(event),
-            }
-        }
-        (result, out)
-    }
-
-    #[cfg(test)]
-    fn admit(
-        &self,
-        events: impl IntoIterator<Item = WebhookEvent>,
-        now: Instant,
-    ) -> Vec<WebhookEvent> {
-        self.transition(|| (), |_| events.into_iter().collect(), now)
-            .1
-    }
-
-    /// Takes the held-back leaves whose window has passed (all of them with `now = None`),
-    /// in the order they happened.
-    pub fn take_due(&self, now: Option<Instant>) -> Vec<WebhookEvent> {
-        let mut pending = self.pending.lock();
-        if pending.is_empty() {
-            return Vec::new();
-        }
-        let due: Vec<Subject> = pending
-            .iter()
-            .filter(|(_, (at, _, _))| now.is_none_or(|now| *at <= now))
-            .map(|(s, _)| s.clone())
-            .collect();
-        let mut out: Vec<(u64, WebhookEvent)> = due
-            .into_iter()
-            .filter_map(|s| pending.remove(&s))
-            .map(|(_, seq, e)| (seq, e))
-            .collect();
-        out.sort_by_key(|(seq, _)| *seq);
-        out.into_iter().map(|(_, e)| e).collect()
-    }
-
-    /// Leaves waiting for their window.
-    pub fn pending(&self) -> usize {
-        self.pending.lock().len()
-    }
 }
 
 /// Counters for one app's webhooks.
@@ -221,18 +103,28 @@ impl WebhookQueue {
         }
     }
 
-    /// Runs a transition and queues the lifecycle events it caused (occupied,
-    /// vacated, member added or removed) through the debounce window.
+    /// Runs a transition of `channel` and queues the lifecycle events it caused
+    /// (occupied, vacated, member added or removed) through the debounce window.
     pub fn transition<T>(
         &self,
+        channel: &str,
         op: impl FnOnce() -> T,
         events: impl FnOnce(&T) -> Vec<WebhookEvent>,
     ) -> T {
-        let (result, now) = self.debounce.transition(op, events, Instant::now());
+        let (result, now) = self
+            .debounce
+            .transition(channel, op, events, Instant::now());
         for e in now {
             self.emit(e);
         }
         result
+    }
+
+    /// Queues lifecycle events that happened outside a hub transition through the debounce window.
+    pub fn lifecycle(&self, events: impl IntoIterator<Item = WebhookEvent>) {
+        for e in self.debounce.admit(events, Instant::now()) {
+            self.emit(e);
+        }
     }
 
     /// Leaving events waiting for the debounce window.
@@ -305,8 +197,12 @@ pub async fn run_sender(
     mut flush: watch::Receiver<bool>,
     console: crate::console_feed::Hooks,
 ) {
+    // Redirects are not followed: a receiver (or whoever answers for its host) could
+    // otherwise send the signed batch to another path or host, past
+    // `deny_private_addresses`. A 3xx is a failed attempt like a 500.
     let client = awc::Client::builder()
         .timeout(Duration::from_millis(settings.timeout_ms))
+        .disable_redirects()
         .finish();
     let mut batch = Vec::with_capacity(settings.batch_max);
     // Held-back leaves are looked at this often; their delay is the window plus at most this.
@@ -388,6 +284,15 @@ async fn send_batch(
     }
 }
 
+/// How one attempt to post a batch ended.
+enum Attempt {
+    Sent,
+    /// Worth another try after the back-off.
+    Failed,
+    /// The URL is refused by `deny_private_addresses`: not tried, and not retried.
+    Refused,
+}
+
 /// Posts one batch, retrying with exponential back-off until the endpoint accepts
 /// it, `retry_for_secs` have passed, or `attempts` (when not 0) are used up.
 async fn deliver(
@@ -405,25 +310,66 @@ async fn deliver(
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        let result = client
-            .post(&hook.url)
-            .insert_header(("Content-Type", "application/json"))
-            .insert_header(("X-Pusher-Key", key.as_str()))
-            .insert_header(("X-Pusher-Signature", signature))
-            .send_body(body.clone())
-            .await;
-        match result {
-            Ok(res) if res.status().is_success() => return true,
-            Ok(res) => {
-                tracing::debug!(url = %hook.url, status = res.status().as_u16(), attempt, "webhook refused");
-            }
-            Err(e) => tracing::debug!(url = %hook.url, error = %e, attempt, "webhook failed"),
+        match post(client, hook, key, signature, body.clone(), s, attempt).await {
+            Attempt::Sent => return true,
+            Attempt::Refused => return false,
+            Attempt::Failed => {}
         }
         if (s.attempts != 0 && attempt >= s.attempts) || Instant::now() + delay > give_up_at {
             return false;
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(max_delay);
+    }
+}
+
+/// One POST of a batch. The headers go out as Pusher documents them
+/// (`X-Pusher-Key`, `X-Pusher-Signature`): names are case-insensitive, but PHP's
+/// `getallheaders()` under Apache or `php -S` keeps them as sent and the PHP SDK
+/// looks them up in that case.
+async fn post(
+    client: &awc::Client,
+    hook: &WebhookConfig,
+    key: &AppKey,
+    signature: &str,
+    body: actix_web::web::Bytes,
+    s: &WebhookSettings,
+    attempt: u32,
+) -> Attempt {
+    let mut request = client
+        .post(&hook.url)
+        .camel_case()
+        .insert_header(("Content-Type", "application/json"))
+        .insert_header(("X-Pusher-Key", key.as_str()))
+        .insert_header(("X-Pusher-Signature", signature));
+    if s.deny_private_addresses {
+        match target::checked_address(request.get_uri()).await {
+            Ok(addr) => request = request.address(addr),
+            Err(e) => {
+                tracing::warn!(url = %hook.url, error = %e, "webhook URL refused; batch given up");
+                return Attempt::Refused;
+            }
+        }
+    }
+    match request.send_body(body).await {
+        Ok(res) if res.status().is_success() => Attempt::Sent,
+        Ok(res) if res.status().is_redirection() => {
+            let location = res
+                .headers()
+                .get(awc::http::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .unwrap_or("");
+            tracing::warn!(url = %hook.url, status = res.status().as_u16(), location, attempt, "webhook answered a redirect, which is not followed; retrying");
+            Attempt::Failed
+        }
+        Ok(res) => {
+            tracing::debug!(url = %hook.url, status = res.status().as_u16(), attempt, "webhook refused");
+            Attempt::Failed
+        }
+        Err(e) => {
+            tracing::debug!(url = %hook.url, error = %e, attempt, "webhook failed");
+            Attempt::Failed
+        }
     }
 }
 
@@ -478,100 +424,5 @@ mod tests {
         }
         assert_eq!(q.depth(), 2);
         assert_eq!(q.stats.dropped.load(Ordering::Relaxed), 3);
-    }
-
-    fn removed(user: &str) -> WebhookEvent {
-        WebhookEvent::MemberRemoved {
-            channel: "presence-a".into(),
-            user_id: user.into(),
-        }
-    }
-    fn added(user: &str) -> WebhookEvent {
-        WebhookEvent::MemberAdded {
-            channel: "presence-a".into(),
-            user_id: user.into(),
-        }
-    }
-
-    #[test]
-    fn a_return_within_the_window_cancels_both_webhooks() {
-        let d = Debounce::new(Duration::from_secs(3));
-        let t0 = Instant::now();
-        assert_eq!(
-            d.admit([added("u")], t0),
-            [added("u")],
-            "a first join is sent at once"
-        );
-        assert!(d
-            .admit(
-                [
-                    removed("u"),
-                    WebhookEvent::ChannelVacated {
-                        channel: "presence-a".into()
-                    }
-                ],
-                t0
-            )
-            .is_empty());
-        assert_eq!(d.pending(), 2);
-        let back = d.admit(
-            [
-                WebhookEvent::ChannelOccupied {
-                    channel: "presence-a".into(),
-                },
-                added("u"),
-            ],
-            t0 + Duration::from_millis(500),
-        );
-        assert!(back.is_empty(), "the reload sends nothing: {back:?}");
-        assert_eq!(d.pending(), 0);
-        assert!(d.take_due(Some(t0 + Duration::from_secs(10))).is_empty());
-    }
-
-    #[test]
-    fn a_real_leave_is_sent_after_the_window() {
-        let d = Debounce::new(Duration::from_secs(3));
-        let t0 = Instant::now();
-        assert!(d.admit([removed("u"), removed("v")], t0).is_empty());
-        assert!(
-            d.take_due(Some(t0 + Duration::from_secs(2))).is_empty(),
-            "not before the window"
-        );
-        assert_eq!(
-            d.admit([added("v")], t0 + Duration::from_secs(2)),
-            Vec::<WebhookEvent>::new(),
-            "v came back"
-        );
-        assert_eq!(
-            d.take_due(Some(t0 + Duration::from_secs(3))),
-            [removed("u")]
-        );
-        assert_eq!(
-            d.admit([added("u")], t0 + Duration::from_secs(4)),
-            [added("u")],
-            "after the leave was sent, a join is news"
-        );
-        let other = WebhookEvent::CacheMiss {
-            channel: "cache-a".into(),
-        };
-        assert_eq!(
-            d.admit([other.clone()], t0),
-            [other],
-            "other events pass through"
-        );
-    }
-
-    #[test]
-    fn no_window_sends_leaves_at_once() {
-        let d = Debounce::new(Duration::ZERO);
-        assert_eq!(d.admit([removed("u")], Instant::now()), [removed("u")]);
-        assert_eq!(d.pending(), 0);
-    }
-
-    #[test]
-    fn shutdown_takes_every_held_back_leave() {
-        let d = Debounce::new(Duration::from_secs(3));
-        d.admit([removed("u")], Instant::now());
-        assert_eq!(d.take_due(None), [removed("u")]);
     }
 }
