@@ -10,7 +10,8 @@
 FROM rust:1-bookworm AS builder
 WORKDIR /src
 # .dockerignore limits the context to the workspace sources, migrations/ (embedded
-# by chat-app at compile time), web/ and the npm manifests.
+# by chat-app at compile time), clients/pusher-recovery/ (the page's recovery helper,
+# embedded too), web/ and the npm manifests.
 COPY . .
 # The workspace profile keeps debug info for local profiling; the image does not need it.
 ENV CARGO_PROFILE_RELEASE_DEBUG=0 \

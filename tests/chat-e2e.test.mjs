@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
 import { startBroker, freePort, waitForHttp, ROOT, BROKER_BIN } from './lib/broker.mjs';
+import { startProxy } from './lib/proxy.mjs';
 
 const CHAT_BIN = process.env.CHAT_BIN || path.join(ROOT, 'target/debug/chat-app');
 const ADMIN_URL = process.env.CHAT_TEST_ADMIN_URL || 'postgres://postgres@127.0.0.1:5432/postgres';
@@ -15,6 +16,8 @@ const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const ARTIFACTS = path.join(ROOT, 'test-artifacts');
 const PASSWORD = 'e2e-password-1';
 const XSS = '<img src=x onerror=alert(1)>';
+// The broker the chat runs with keeps history for the chat's channels (as scripts/start and docker-compose.yml do).
+const CHAT_BROKER_ENV = { BROKER_APP_HISTORY_CHANNELS: 'private-a_channel,private-conversation-' };
 
 let browser;
 /** Every stack started, stopped after all tests. */
@@ -32,16 +35,22 @@ function psql(sql) {
 /**
  * A broker, a fresh database with `users` (created with the command line),
  * and the chat-app binary on it. Each test gets its own, so that who exists
- * (and so who receives what) is exactly what the test says.
+ * (and so who receives what) is exactly what the test says. With `proxy`, the
+ * pages reach the broker through a TCP proxy the test controls (the chat-app's
+ * own REST calls go straight to the broker).
  */
-async function startStack(users) {
+async function startStack(users, { proxy = false } = {}) {
   const dbName = `chat_e2e_${process.pid}_${crypto.randomBytes(4).toString('hex')}`;
   psql(`CREATE DATABASE "${dbName}"`);
   const stack = { dbName, logs: '' };
   stacks.push(stack);
-  stack.broker = await startBroker();
+  stack.broker = await startBroker({ env: CHAT_BROKER_ENV });
   const base = ADMIN_URL.slice(0, ADMIN_URL.lastIndexOf('/'));
   const env = { ...process.env, DATABASE_URL: `${base}/${dbName}`, PUSHER_URL: stack.broker.url, RUST_LOG: process.env.RUST_LOG || 'warn' };
+  if (proxy) {
+    stack.proxy = await startProxy(stack.broker.port);
+    env.PUSHER_WS_PORT = String(stack.proxy.port);
+  }
   for (const name of users) {
     const r = spawnSync(CHAT_BIN, ['create-user', name], { input: `${PASSWORD}\n`, env, encoding: 'utf8' });
     assert.equal(r.status, 0, `create-user ${name}: ${r.stderr}`);
@@ -67,6 +76,7 @@ async function stopStack(stack) {
     stack.chat.kill('SIGTERM');
     await exited;
   }
+  await stack.proxy?.close();
   await stack.broker?.stop();
   psql(`DROP DATABASE IF EXISTS "${stack.dbName}" WITH (FORCE)`);
 }
@@ -260,7 +270,7 @@ test('two users chat live with receipts, presence, typing and escaped text', { t
     await myMessage(a.page, 'sent during the outage').waitFor();
 
     const child = spawn(BROKER_BIN, [], {
-      env: { ...process.env, BROKER_HOST: '127.0.0.1', BROKER_PORT: String(broker.port), RUST_LOG: 'warn' },
+      env: { ...process.env, ...CHAT_BROKER_ENV, BROKER_HOST: '127.0.0.1', BROKER_PORT: String(broker.port), RUST_LOG: 'warn' },
       stdio: 'ignore',
     });
     try {
@@ -464,7 +474,7 @@ test('three users: direct and group conversations, receipts per recipient, unrea
     assert.equal(await a.page.locator('#online-list li').count(), 0);
     assert.ok(await a.page.locator('#online-stale').isVisible());
     const child = spawn(BROKER_BIN, [], {
-      env: { ...process.env, BROKER_HOST: '127.0.0.1', BROKER_PORT: String(broker.port), RUST_LOG: 'warn' },
+      env: { ...process.env, ...CHAT_BROKER_ENV, BROKER_HOST: '127.0.0.1', BROKER_PORT: String(broker.port), RUST_LOG: 'warn' },
       stdio: 'ignore',
     });
     try {
@@ -581,7 +591,7 @@ test('scroll-back reaches every older message whatever the order live and histor
     });
     assert.deepEqual([...new Set(posted)], [200]);
     const child = spawn(BROKER_BIN, [], {
-      env: { ...process.env, BROKER_HOST: '127.0.0.1', BROKER_PORT: String(broker.port), RUST_LOG: 'warn' },
+      env: { ...process.env, ...CHAT_BROKER_ENV, BROKER_HOST: '127.0.0.1', BROKER_PORT: String(broker.port), RUST_LOG: 'warn' },
       stdio: 'ignore',
     });
     try {
@@ -611,5 +621,176 @@ test('scroll-back reaches every older message whatever the order live and histor
     throw e;
   } finally {
     for (const u of [a, b]) await u.context.close().catch(() => {});
+  }
+});
+
+// ---- after a network drop --------------------------------------------------
+
+const CATCH_UP = /^\/api\/conversations\/\d+\/messages$/;
+
+/** Counts the page's database catch-ups (GETs of a conversation's messages) from now on. */
+function countCatchUps(page) {
+  const counter = { n: 0 };
+  page.on('request', (r) => {
+    if (r.method() === 'GET' && CATCH_UP.test(new URL(r.url()).pathname)) counter.n += 1;
+  });
+  return counter;
+}
+
+/** Posts `texts` one after another through the chat's HTTP API, as the user of `page`, in the open conversation. */
+async function postViaApi(page, texts, gapMs = 0) {
+  await page.evaluate(
+    async ({ texts, gapMs }) => {
+      const csrf = document.querySelector('meta[name="csrf-token"]').content;
+      const id = Number(window.location.hash.slice(2));
+      for (const message of texts) {
+        const res = await fetch(`/api/conversations/${id}/messages`, {
+          method: 'POST',
+          credentials: 'same-origin',
+          headers: { 'X-CSRF-Token': csrf, 'Content-Type': 'application/json' },
+          body: JSON.stringify({ message }),
+        });
+        if (!res.ok) throw new Error(`posting ${message}: ${res.status} ${await res.text()}`);
+        if (gapMs) await new Promise((r) => setTimeout(r, gapMs));
+      }
+    },
+    { texts, gapMs },
+  );
+}
+
+/** The texts of the page's messages that start with `prefix`, in the order shown. */
+const shownWith = (page, prefix) =>
+  page.evaluate((p) => [...document.querySelectorAll('#messages li .text')].map((e) => e.textContent).filter((t) => t.startsWith(p)), prefix);
+
+async function waitShown(page, prefix, n) {
+  await page.waitForFunction(
+    ([p, n]) => [...document.querySelectorAll('#messages li .text')].filter((e) => e.textContent.startsWith(p)).length >= n,
+    [prefix, n],
+    { timeout: 30_000 },
+  );
+}
+
+/** Waits until the page's broker connection is (`true`) or is not (`false`) live. */
+const waitLive = (page, live) =>
+  page.waitForFunction((want) => (document.getElementById('connection').dataset.state === 'connected') === want, live, { timeout: 30_000 });
+
+/** The recovery notices (`pusher_internal:recovery` data) the page receives from now on, per channel. */
+function recordNotices(page) {
+  const notices = [];
+  page.on('websocket', (ws) =>
+    ws.on('framereceived', ({ payload }) => {
+      const frame = JSON.parse(String(payload));
+      if (frame.event === 'pusher_internal:recovery') notices.push({ channel: frame.channel, ...JSON.parse(frame.data) });
+    }),
+  );
+  return notices;
+}
+
+/** Problems other than Chromium's own report of each reconnection attempt the cut refused. */
+const unexpected = (problems) => problems.filter((p) => !/^console: WebSocket connection to '.*' failed: /.test(p));
+
+const missedTexts = (n) => Array.from({ length: n }, (_, i) => `missed ${String(i + 1).padStart(2, '0')}`);
+
+test('a page cut off for 10 s through a proxy shows what was posted meanwhile from the broker replay, not the database', { timeout: 150_000 }, async () => {
+  const stack = await startStack(['alice', 'bob'], { proxy: true });
+  const a = await openChat('alice', { width: 1100, height: 760 });
+  const b = await openChat('bob', { width: 1100, height: 760 });
+  try {
+    await send(a.page, 'before the cut');
+    await theirMessage(b.page, 'before the cut').waitFor();
+    await myMessage(a.page, 'before the cut').and(a.page.locator('[data-status="Seen"]')).waitFor();
+    const catchUps = countCatchUps(a.page);
+    const notices = recordNotices(a.page);
+
+    // Both pages lose the broker for 10 s (the proxy resets their sockets and
+    // refuses new ones); bob posts through the chat's HTTP API meanwhile.
+    const cutAt = Date.now();
+    stack.proxy.cut();
+    await waitLive(a.page, false);
+    const missed = missedTexts(20);
+    await postViaApi(b.page, missed, 250);
+    await new Promise((r) => setTimeout(r, Math.max(0, 10_000 - (Date.now() - cutAt))));
+    assert.deepEqual(await shownWith(a.page, 'missed'), [], 'nothing arrives while cut off');
+    stack.proxy.restore();
+
+    // pusher-js reconnects by itself; the broker replays what the pages missed.
+    await waitLive(a.page, true);
+    await waitShown(a.page, 'missed', missed.length);
+    await new Promise((r) => setTimeout(r, 1000)); // a duplicate or a late catch-up would show by now
+    assert.deepEqual(await shownWith(a.page, 'missed'), missed, 'every message posted meanwhile, in order, once');
+    assert.equal(catchUps.n, 0, 'no database catch-up: the messages came from the broker replay');
+    assert.deepEqual(
+      notices.filter((n) => n.channel === 'private-a_channel').map((n) => [n.status, n.replayed >= missed.length]),
+      [['recovered', true]],
+    );
+    // Receipts for replayed messages: bob (resumed too) sees his last one Seen by alice.
+    await myMessage(b.page, missed.at(-1)).and(b.page.locator('[data-status="Seen"]')).waitFor({ timeout: 30_000 });
+    assert.deepEqual(await shownWith(b.page, 'missed'), missed, "bob's page got his messages from the replay too");
+
+    // Live messages flow again.
+    await send(b.page, 'live after the cut');
+    await theirMessage(a.page, 'live after the cut').waitFor();
+    await myMessage(b.page, 'live after the cut').and(b.page.locator('[data-status="Seen"]')).waitFor();
+    assert.equal(catchUps.n, 0);
+    assert.deepEqual(unexpected([...a.problems, ...b.problems]), [], 'no script errors, CSP violations or dialogs');
+    await shot(a.page, 'chat-e2e-recovered.png');
+  } catch (e) {
+    for (const u of [a, b]) await shot(u.page, `chat-e2e-recovery-failure-${u.name}.png`).catch(() => {});
+    e.message += `\n--- chat-app output ---\n${chatLogs().slice(-4000)}`;
+    throw e;
+  } finally {
+    await a.context.close().catch(() => {});
+    await b.context.close().catch(() => {});
+  }
+});
+
+test('when continuity is lost (the broker restarted while cut off) the page catches up from the database', { timeout: 150_000 }, async () => {
+  const stack = await startStack(['alice', 'bob'], { proxy: true });
+  const a = await openChat('alice', { width: 1100, height: 760 });
+  const b = await openChat('bob', { width: 1100, height: 760 });
+  let restarted;
+  try {
+    await send(a.page, 'before the cut');
+    await theirMessage(b.page, 'before the cut').waitFor();
+    const catchUps = countCatchUps(a.page);
+    const notices = recordNotices(a.page);
+
+    stack.proxy.cut();
+    await waitLive(a.page, false);
+    // The broker restarts (same port, same config): its history starts a new
+    // epoch, so the pages' resumes fail with history_lost.
+    await stack.broker.stop();
+    restarted = spawn(BROKER_BIN, [], {
+      env: { ...process.env, ...CHAT_BROKER_ENV, BROKER_HOST: '127.0.0.1', BROKER_PORT: String(stack.broker.port), RUST_LOG: 'warn' },
+      stdio: 'ignore',
+    });
+    await waitForHttp(`${stack.broker.url}/health`, { child: restarted });
+    const missed = missedTexts(10);
+    await postViaApi(b.page, missed);
+    stack.proxy.restore();
+
+    await waitLive(a.page, true);
+    await waitShown(a.page, 'missed', missed.length);
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.deepEqual(await shownWith(a.page, 'missed'), missed, 'every message posted meanwhile, in order, once');
+    // The page asked the restarted broker to resume and was told continuity was lost: that is why it caught up.
+    assert.deepEqual(
+      notices.filter((n) => n.channel === 'private-a_channel').map((n) => [n.status, n.reason]),
+      [['failed', 'history_lost']],
+    );
+    assert.ok(catchUps.n >= 1, 'the page caught up from the database');
+    await myMessage(b.page, missed.at(-1)).and(b.page.locator('[data-status="Seen"]')).waitFor({ timeout: 30_000 });
+
+    await send(b.page, 'live after the restart');
+    await theirMessage(a.page, 'live after the restart').waitFor();
+    assert.deepEqual(unexpected([...a.problems, ...b.problems]), [], 'no script errors, CSP violations or dialogs');
+  } catch (e) {
+    for (const u of [a, b]) await shot(u.page, `chat-e2e-recovery-lost-failure-${u.name}.png`).catch(() => {});
+    e.message += `\n--- chat-app output ---\n${chatLogs().slice(-4000)}`;
+    throw e;
+  } finally {
+    await a.context.close().catch(() => {});
+    await b.context.close().catch(() => {});
+    restarted?.kill('SIGTERM');
   }
 });

@@ -345,6 +345,21 @@ test('broker and chat-app share the app credentials', () => {
   }
 });
 
+test('the broker keeps history for every chat channel, in compose and in scripts/start alike', () => {
+  // The chat's own channel names, as chat-app makes them (models.rs).
+  const everyone = SRC['chat-app'].match(/EVERYONE_CHANNEL: &str = "([^"]+)"/)?.[1];
+  const conversation = SRC['chat-app'].match(/format!\("(private-conversation-)\{id\}/)?.[1];
+  assert.ok(everyone && conversation, 'chat-app channel names not found in its source');
+  const covers = (list, name) => list.split(',').map((p) => p.trim()).some((p) => p === '*' || (p !== '' && name.startsWith(p)));
+  const composed = interpolateUnset(envOf(compose().services.broker).BROKER_APP_HISTORY_CHANNELS ?? '');
+  const script = fs.readFileSync(path.join(ROOT, 'scripts/start'), 'utf8');
+  const started = script.match(/BROKER_APP_HISTORY_CHANNELS="\$\{BROKER_APP_HISTORY_CHANNELS:-([^}]*)\}"/)?.[1] ?? '';
+  for (const [where, list] of [['docker-compose.yml', composed], ['scripts/start', started]]) {
+    for (const name of [everyone, `${conversation}7-0`]) assert.ok(covers(list, name), `${where}: the broker does not keep ${name} (history channels: "${list}")`);
+  }
+  assert.equal(composed, started, 'compose and scripts/start keep different channels');
+});
+
 test('chat-app starts only after healthy postgres and broker', () => {
   const c = compose();
   const deps = c.services['chat-app'].depends_on;
@@ -377,9 +392,11 @@ test('Dockerfile COPY sources exist and are in the build context', () => {
       }
     }
   }
-  // The builder copies the whole context: cargo needs every member, the lock file and chat-app's embedded migrations.
+  // The builder copies the whole context: cargo needs every member, the lock file and chat-app's embedded files.
   const needed = ['Cargo.toml', 'Cargo.lock', ...workspace().map((m) => `${m.dir}/Cargo.toml`), ...workspace().map((m) => `${m.dir}/src`)];
   for (const m of SRC['chat-app'].matchAll(/embed_migrations!\("\.\.\/([^"]+)"\)/g)) needed.push(m[1]);
+  // Files chat-app builds in (the page's recovery helper), named from the workspace root: paths climb out of chat-app/.
+  for (const m of SRC['chat-app'].matchAll(/include_(?:str|bytes)!\("(?:\.\.\/)+([^"]+)"\)/g)) needed.push(m[1]);
   for (const rel of needed) assert.ok(inBuildContext(rel), `${rel} is needed by cargo build but excluded by .dockerignore`);
   const junk = ['target', 'node_modules', '.git', '.venv', 'test-artifacts', ...workspace().map((m) => `${m.dir}/target`)];
   for (const rel of junk) assert.ok(!inBuildContext(rel), `${rel} should stay out of the build context`);

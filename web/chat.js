@@ -40,6 +40,10 @@
    */
   let current = null;
   let pusher = null;
+  /** The recovery helper's handle (clients/pusher-recovery), or null when it did not load. */
+  let recovery = null;
+  // The channels the broker keeps history for (scripts/start, docker-compose.yml).
+  const RECOVERED_CHANNELS = ['private-a_channel', 'private-conversation-*'];
 
   // ---- talking to the app -------------------------------------------------
 
@@ -504,9 +508,26 @@
     conv.channelName = channelName;
     const ch = pusher.subscribe(channelName);
     conv.channel = ch;
-    // Fires on the first subscription and again after every reconnect: whatever
-    // was sent meanwhile comes from history, and all of it gets acknowledged.
-    ch.bind('pusher:subscription_succeeded', () => current === conv && syncHistory());
+    // The first subscription loads the newest page. pusher-js subscribes again
+    // after every reconnect: if the helper asked the broker to resume from where
+    // this page stood, the broker's notice follows at once. `recovered` means
+    // what was posted meanwhile is being replayed on the channel (rendered and
+    // acknowledged like live messages), so the database is not asked; anything
+    // else (`pusher:recovery_failed`: history lost, window exceeded, ...) means
+    // continuity is not proven, so the page catches up from the database. With
+    // no resume asked (helper missing, channel not kept), it catches up at once.
+    let subscribedBefore = false;
+    let resuming = false;
+    ch.bind('pusher:subscription_succeeded', () => {
+      resuming = subscribedBefore && resumeAsked(channelName);
+      subscribedBefore = true;
+      if (current === conv && !resuming) syncHistory();
+    });
+    ch.bind('pusher:recovery', (notice) => {
+      if (!resuming) return;
+      resuming = false;
+      if (current === conv && (!notice || notice.status !== 'recovered')) syncHistory();
+    });
     ch.bind('pusher:subscription_error', () => {
       if (current === conv) showNotice('You can no longer read this conversation.', 'error');
     });
@@ -528,6 +549,12 @@
       typers.set(data.name, setTimeout(() => clearTyping(data.name), 3000));
       renderTyping();
     });
+  }
+
+  /** Whether the helper sent a resume (epoch and position) with this channel's subscription. */
+  function resumeAsked(channelName) {
+    const state = recovery && recovery.state(channelName);
+    return Boolean(state && state.epoch != null && state.position != null);
   }
 
   async function openConversation(id) {
@@ -810,11 +837,14 @@
 
   // ---- the broker -------------------------------------------------------------
 
-  function connect() {
+  async function connect() {
     if (typeof Pusher === 'undefined') {
       showNotice('Live updates are unavailable (pusher-js did not load).', 'error');
       return;
     }
+    // An ES module (this script is not one). Without it the page still works:
+    // every reconnect then catches up from the database.
+    const helper = await import('/static/vendor/pusher-recovery.js').catch(() => null);
     const headers = { 'X-CSRF-Token': cfg.csrf };
     pusher = new Pusher(cfg.key, {
       wsHost: cfg.wsHost,
@@ -826,6 +856,8 @@
       channelAuthorization: { endpoint: '/pusher/auth', transport: 'ajax', headers },
       userAuthentication: { endpoint: '/pusher/user-auth', transport: 'ajax', headers },
     });
+    // Before any subscription, so that each one asks for positions to resume from.
+    if (helper) recovery = helper.enableRecovery(pusher, { channels: RECOVERED_CHANNELS });
 
     let wasConnected = false;
     pusher.connection.bind('state_change', ({ current: state }) => {
@@ -861,12 +893,16 @@
     presence.bind('pusher:member_added', renderOnline);
     presence.bind('pusher:member_removed', renderOnline);
     presence.bind('pusher:subscription_error', () => showNotice('Could not join the online list.', 'error'));
+    // A conversation opened while the helper was loading.
+    const opened = current && conversations.get(current.id);
+    if (opened && !current.channel) subscribe(current, opened.channel);
   }
 
   async function start() {
     updateComposer();
-    connect();
+    const connecting = connect();
     const all = await loadSidebar();
+    await connecting;
     const fromHash = Number((window.location.hash.match(/^#c(\d+)$/) || [])[1]);
     const first = all.find((c) => c.id === fromHash) || all.find((c) => c.kind === 'everyone') || all[0];
     if (first) await openConversation(first.id);

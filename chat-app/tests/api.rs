@@ -121,6 +121,15 @@ async fn pages_assets_health_and_headers() {
         "pusher-js is served from node_modules (run npm ci)"
     );
     assert!(r.text().contains("Pusher"));
+    // The recovery helper, built into the binary: the page imports it as an ES module.
+    let r = b.get(&app, "/static/vendor/pusher-recovery.js").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.text().contains("export function enableRecovery"));
+    assert_eq!(
+        r.headers.get("content-type").map(|v| v.to_str().unwrap()),
+        Some("text/javascript; charset=utf-8"),
+        "a module script needs a JavaScript MIME type"
+    );
 
     for uri in [
         "/static/..%2FCargo.toml",

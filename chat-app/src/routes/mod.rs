@@ -35,6 +35,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/pusher/auth").route(web::post().to(pusher_auth::authorize)))
         .service(web::resource("/pusher/user-auth").route(web::post().to(pusher_auth::user_auth)))
         .service(web::resource("/static/vendor/pusher.min.js").route(web::get().to(pages::pusher_js)))
+        .service(web::resource("/static/vendor/pusher-recovery.js").route(web::get().to(pages::recovery_js)))
         .service(web::resource("/static/{file}").route(web::get().to(pages::static_file)));
 }
 

@@ -53,6 +53,20 @@ pub async fn pusher_js(
     Ok(file.into_response(&req))
 }
 
+/// The project's recovery helper (clients/pusher-recovery), built into the
+/// binary: it is part of this repository rather than an npm install, and the
+/// page must get the very version this broker's wire contract was written for.
+const RECOVERY_JS: &str = include_str!("../../../clients/pusher-recovery/index.js");
+
+/// The helper as an ES module for the page's `import()`; revalidated on each
+/// load (a new binary may carry a new helper).
+pub async fn recovery_js() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .insert_header(("Cache-Control", "no-cache"))
+        .body(RECOVERY_JS)
+}
+
 /// Files directly in the web directory; the name is checked so that no path
 /// can leave it.
 pub async fn static_file(
