@@ -205,18 +205,8 @@ impl ServerFrame<'_> {
     }
 }
 
-/// A `pusher_internal:*` frame on a channel whose data is `data` as a JSON string.
-pub fn internal(event: &str, channel: &str, data: &str) -> String {
-    ServerFrame {
-        event,
-        channel: Some(channel),
-        data: Data::Text(data),
-        user_id: None,
-    }
-    .to_json()
-}
-
-/// An ordinary event on a channel, from a REST trigger.
+/// An event on a channel whose data is `data` as a JSON string: a REST trigger's,
+/// or one of the broker's own `pusher_internal:*` frames.
 pub fn channel_event(channel: &str, event: &str, data: &str) -> String {
     ServerFrame {
         event,

@@ -305,9 +305,9 @@ pub enum Status {
 /// `{"event":"pusher_internal:position","channel":c,"data":"{\"position\":n}"}`:
 /// precedes each kept event sent to a subscription that asked for history.
 pub fn position_frame(channel: &str, position: Position) -> String {
-    crate::frame::internal(
-        "pusher_internal:position",
+    crate::frame::channel_event(
         channel,
+        "pusher_internal:position",
         &format!("{{\"position\":{position}}}"),
     )
 }
@@ -315,7 +315,7 @@ pub fn position_frame(channel: &str, position: Position) -> String {
 /// `pusher_internal:recovery`: what the replay that follows is.
 pub fn recovery_frame(channel: &str, recovery: &Recovery<'_>) -> String {
     let data = serde_json::to_string(recovery).expect("recovery serializes");
-    crate::frame::internal("pusher_internal:recovery", channel, &data)
+    crate::frame::channel_event(channel, "pusher_internal:recovery", &data)
 }
 
 /// Order of a REST history page.
