@@ -6,13 +6,12 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
+import { launchChromium } from './lib/browser.mjs';
 import { startBroker, freePort, ROOT } from './lib/broker.mjs';
 import { startProxy } from './lib/proxy.mjs';
 import { sdkFor } from './lib/clients.mjs';
 import { sleep } from './lib/probe.mjs';
 
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const PUSHER_WEB = path.join(ROOT, 'node_modules/pusher-js/dist/web/pusher.js');
 const HELPER = path.join(ROOT, 'clients/pusher-recovery/index.js');
 
@@ -52,10 +51,7 @@ history = { channels = ["history-"] }
   const port = await freePort();
   await new Promise((r) => pages.listen(port, '127.0.0.1', r));
   pagesUrl = `http://127.0.0.1:${port}`;
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {

@@ -11,11 +11,10 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
+import { launchChromium } from './lib/browser.mjs';
 import { startBroker, freePort, ROOT } from './lib/broker.mjs';
 import { clientPool, sdkFor, withTimeout } from './lib/clients.mjs';
 
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const PUSHER_WEB = path.join(ROOT, 'node_modules/pusher-js/dist/web/pusher.js');
 /** Seconds an abandoned session lives (short here, so the test is quick). */
 const SESSION_TIMEOUT = 2;
@@ -72,10 +71,7 @@ secret = "app-secret"
   const port = await freePort();
   await new Promise((r) => pages.listen(port, '127.0.0.1', r));
   pagesUrl = `http://127.0.0.1:${port}`;
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {

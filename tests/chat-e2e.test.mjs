@@ -6,13 +6,12 @@ import { spawn, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
+import { launchChromium } from './lib/browser.mjs';
 import { startBroker, freePort, waitForHttp, ROOT, BROKER_BIN } from './lib/broker.mjs';
 import { startProxy } from './lib/proxy.mjs';
 
 const CHAT_BIN = process.env.CHAT_BIN || path.join(ROOT, 'target/debug/chat-app');
 const ADMIN_URL = process.env.CHAT_TEST_ADMIN_URL || 'postgres://postgres@127.0.0.1:5432/postgres';
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const ARTIFACTS = path.join(ROOT, 'test-artifacts');
 const PASSWORD = 'e2e-password-1';
 const XSS = '<img src=x onerror=alert(1)>';
@@ -84,10 +83,7 @@ async function stopStack(stack) {
 before(async () => {
   assert.ok(fs.existsSync(CHAT_BIN), `${CHAT_BIN} is missing: run cargo build --workspace`);
   fs.mkdirSync(ARTIFACTS, { recursive: true });
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {

@@ -8,14 +8,13 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import WebSocket from 'ws';
-import { chromium } from 'playwright-core';
+import { launchChromium } from './lib/browser.mjs';
 import { startBroker, ROOT } from './lib/broker.mjs';
 import { connect, eventually, sdkFor, subscribe, withTimeout } from './lib/clients.mjs';
 import { dropKeys, hookReceiver } from './lib/servers.mjs';
 import { clusterConfig } from './lib/redis.mjs';
 import { startRedisCluster } from './lib/redis-cluster.mjs';
 
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const ARTIFACTS = path.join(ROOT, 'test-artifacts');
 const TOKEN = 'console-test-token-' + Math.random().toString(36).slice(2);
 
@@ -45,10 +44,7 @@ key = "app-key-2"
 secret = "app-secret-2"
 `,
   });
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {
