@@ -8,7 +8,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use actix_web::{dev::ServerHandle, web, App, HttpServer};
+use actix_http::HttpService;
+use actix_service::{map_config, IntoServiceFactory};
+use actix_web::{
+    dev::{AppConfig, ServerHandle},
+    web, App, HttpServer,
+};
 
 use crate::{
     adapter::{redis::RedisAdapter, Adapter, LocalAdapter},
@@ -153,10 +158,10 @@ impl Server {
             (None, Some(token)) => Some(OpsAccess::Token(token.clone())),
             (None, None) => Some(OpsAccess::LoopbackOnly),
         };
-        let mut server = HttpServer::new(move || {
+        let app_factory = move || {
             let mut app = App::new()
                 .app_data(app_state.clone())
-                .route("/app/{key}", web::get().to(ws::connect));
+                .route("/app/{key}", web::get().to(ws::not_upgraded));
             if let Some(sessions) = &app_sessions {
                 app = app.configure(|cfg| fallback::routes(cfg, sessions.clone()));
             }
@@ -167,26 +172,43 @@ impl Server {
                         ops::guarded_routes(cfg, access);
                     }
                 })
-        })
-        // A client that closes its side is gone: no browser or SDK half-closes a
-        // request and then waits for the answer. Without this a streaming answer
-        // (the console's feed, an HTTP-fallback poll or stream) outlives its page
-        // until a write to it fails: a closed page's fallback session would stay
-        // attached (its socket in CLOSE-WAIT) until the next heartbeat, and end
-        // that much later than `session_timeout_secs` after the page closed.
-        .h1_allow_half_closed(false)
-        .disable_signals()
-        .shutdown_timeout(1);
+        };
+        // What actix-web's HttpServer does, plus the WebSocket upgrade hand-over (see `ws`).
+        let mut server = actix_server::Server::build()
+            .disable_signals()
+            .shutdown_timeout(1)
+            .backlog(LISTEN_BACKLOG as u32);
         if config.workers > 0 {
             server = server.workers(config.workers);
         }
+        let mut addrs = Vec::new();
         for listener in listeners(&config)? {
-            server = match &tls {
-                Some(tls) => server.listen_rustls_0_23(listener, tls.clone())?,
-                None => server.listen(listener)?,
+            let addr = listener.local_addr()?;
+            addrs.push(addr);
+            let (app, ws_state, tls) =
+                (app_factory.clone(), state.clone().into_inner(), tls.clone());
+            let name = format!("broker-{addr}");
+            server = match tls {
+                Some(tls) => server.listen(name, listener, move || {
+                    HttpService::build()
+                        .h1_allow_half_closed(false)
+                        .client_disconnect_timeout(Duration::from_secs(1))
+                        .local_addr(addr)
+                        .upgrade(ws::upgrade(ws_state.clone(), ws::Tls))
+                        .finish(map_config(app().into_factory(), |_| AppConfig::default()))
+                        .rustls_0_23(tls.clone())
+                })?,
+                None => server.listen(name, listener, move || {
+                    HttpService::build()
+                        .h1_allow_half_closed(false)
+                        .client_disconnect_timeout(Duration::from_secs(1))
+                        .local_addr(addr)
+                        .upgrade(ws::upgrade(ws_state.clone(), |io| io))
+                        .finish(map_config(app().into_factory(), |_| AppConfig::default()))
+                        .tcp()
+                })?,
             };
         }
-        let addrs = server.addrs();
         let scheme = if config.tls_cert.is_some() {
             "https/wss"
         } else {

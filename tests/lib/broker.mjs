@@ -39,9 +39,10 @@ export async function waitForHttp(url, { timeoutMs = 20000, child } = {}) {
 /**
  * Starts a broker. `env` adds environment variables (see the README's
  * configuration table); `config` is TOML text written to a temporary file.
+ * With `https`, the broker serves TLS (pass BROKER_TLS_CERT/KEY in `env`) and `url` is https.
  * Returns { port, host, url, pid, logs(), stop() } plus the default app's credentials.
  */
-export async function startBroker({ env = {}, config } = {}) {
+export async function startBroker({ env = {}, config, https = false } = {}) {
   const port = await freePort();
   const fullEnv = { ...process.env, BROKER_HOST: '127.0.0.1', BROKER_PORT: String(port), RUST_LOG: process.env.RUST_LOG || 'warn', ...env };
   if (config !== undefined) {
@@ -55,7 +56,7 @@ export async function startBroker({ env = {}, config } = {}) {
   let output = '';
   child.stdout.on('data', (d) => (output += d));
   child.stderr.on('data', (d) => (output += d));
-  const url = `http://127.0.0.1:${port}`;
+  const url = `${https ? 'https' : 'http'}://127.0.0.1:${port}`;
   try {
     await waitForHttp(`${url}/health`, { child });
   } catch (e) {

@@ -7,12 +7,19 @@
 //! through [`Receiver::poll_drain`], taking everything queued since its last look
 //! in one step (the WebSocket transport writes it in one `write()`).
 //!
+//! A transport that owns a socket it can write from any thread (a plain-TCP
+//! WebSocket) attaches a [`DirectWriter`]: a message queued while nothing waits
+//! is then written at once by whoever queues it, under the queue's lock, instead
+//! of waking the connection's task to do it. Only what the socket cannot take at
+//! once waits in the queue. The lock keeps every write in queue order.
+//!
 //! The queue is bounded. A connection whose queue is full cannot keep up; it is
 //! closed with 4100 instead of being allowed to grow without limit. Its idle cost
 //! is one small allocation: the queue allocates only when messages wait.
 
 use std::{
     collections::VecDeque,
+    fmt,
     sync::{
         atomic::{AtomicBool, AtomicU16, Ordering},
         Arc, OnceLock,
@@ -128,9 +135,49 @@ pub enum Outgoing {
     Raw(Bytes),
 }
 
+/// Writes a message to the client's socket without waiting, from whichever thread
+/// queues it (see the module docs). Called with the connection's queue locked and
+/// empty, and the transport holding nothing unwritten.
+pub trait DirectWriter: Send + Sync {
+    /// Writes as much of `item` as the socket takes now; returns the bytes it did
+    /// not take (the whole framing when it took none), `None` when all went out.
+    fn write_now(&self, item: Outgoing) -> Option<Bytes>;
+}
+
+/// What waits for the client, and who may write it.
+#[derive(Default)]
+struct Queue {
+    items: VecDeque<Outgoing>,
+    /// The unwritten end of a frame a direct write began. It goes out first, even
+    /// when closing (the client would otherwise see half a frame).
+    tail: Option<Bytes>,
+    /// The transport took items it has not finished writing: a direct write now
+    /// would overtake them.
+    in_flight: bool,
+    direct: Option<Box<dyn DirectWriter>>,
+}
+
+impl fmt::Debug for Queue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("items", &self.items.len())
+            .field("tail", &self.tail.as_ref().map(Bytes::len))
+            .field("in_flight", &self.in_flight)
+            .field("direct", &self.direct.is_some())
+            .finish()
+    }
+}
+
+impl Queue {
+    /// Nothing waits and the transport holds nothing: a new message may be written at once.
+    fn idle(&self) -> bool {
+        self.items.is_empty() && self.tail.is_none() && !self.in_flight
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
-    queue: Mutex<VecDeque<Outgoing>>,
+    queue: Mutex<Queue>,
     capacity: usize,
     /// Wakes the transport when messages arrive or a close is requested.
     waker: AtomicWaker,
@@ -163,7 +210,7 @@ pub struct Receiver {
 /// Creates a connection's queue holding at most `capacity` messages (broadcasts and replies alike).
 pub fn queue(id: SocketId, capacity: usize) -> (ConnHandle, Receiver) {
     let shared = Arc::new(Shared {
-        queue: Mutex::new(VecDeque::new()),
+        queue: Mutex::new(Queue::default()),
         capacity,
         waker: AtomicWaker::new(),
         close: AtomicU16::new(0),
@@ -279,16 +326,16 @@ impl ConnHandle {
         }
         let was_empty = {
             let mut q = s.queue.lock();
-            let was_empty = q.is_empty();
-            let before = q.len();
-            q.extend(items);
-            if bounded && q.len() > s.capacity {
-                q.truncate(before);
+            let was_idle = q.idle();
+            let before = q.items.len();
+            q.items.extend(items);
+            if bounded && q.items.len() > s.capacity {
+                q.items.truncate(before);
                 drop(q);
                 self.close(ErrorCode::OverCapacity);
                 return false;
             }
-            was_empty && q.len() > before
+            was_idle && q.items.len() > before
         };
         if was_empty {
             s.waker.wake();
@@ -303,14 +350,26 @@ impl ConnHandle {
         }
         let was_empty = {
             let mut q = s.queue.lock();
-            if q.len() >= s.capacity {
+            if q.items.len() >= s.capacity {
                 drop(q);
                 self.close(ErrorCode::OverCapacity);
                 return false;
             }
-            let was_empty = q.is_empty();
-            q.push_back(item);
-            was_empty
+            if q.idle() {
+                if let Some(direct) = &q.direct {
+                    let Some(rest) = direct.write_now(item) else {
+                        return true;
+                    };
+                    // The socket is full: the transport writes the rest when it has room.
+                    q.tail = Some(rest);
+                    drop(q);
+                    s.waker.wake();
+                    return true;
+                }
+            }
+            let was_idle = q.idle();
+            q.items.push_back(item);
+            was_idle
         };
         // The transport drains everything at once, so only the first message needs to wake it.
         if was_empty {
@@ -396,22 +455,41 @@ impl Receiver {
         cx: &mut Context<'_>,
         batch: &mut VecDeque<Outgoing>,
     ) -> Poll<Result<(), u16>> {
+        self.poll_take(cx, batch, false).map_ok(drop)
+    }
+
+    /// [`Self::poll_drain`] for a transport with a [`DirectWriter`]: `holding` says it
+    /// still has unwritten items of its own, so direct writes must wait until it has
+    /// written those and what this takes. `Ready(Ok(true))` when the batch starts with
+    /// the rest of a frame a direct write began (it must not be dropped on a close).
+    pub fn poll_take(
+        &mut self,
+        cx: &mut Context<'_>,
+        batch: &mut VecDeque<Outgoing>,
+        holding: bool,
+    ) -> Poll<Result<bool, u16>> {
         if let Some(code) = self.close_code() {
-            self.shared.queue.lock().clear();
+            self.shared.queue.lock().items.clear();
             return Poll::Ready(Err(code));
         }
         self.shared.waker.register(cx.waker());
-        {
+        let begun = {
             let mut q = self.shared.queue.lock();
+            let begun = q.tail.is_some();
+            if let Some(tail) = q.tail.take() {
+                batch.push_back(Outgoing::Raw(tail));
+            }
             if batch.is_empty() {
                 // Swap rather than copy: the queue keeps the (empty) batch's buffer.
-                std::mem::swap(&mut *q, batch);
+                std::mem::swap(&mut q.items, batch);
             } else {
-                batch.extend(q.drain(..));
+                batch.extend(q.items.drain(..));
             }
-        }
+            q.in_flight = holding || !batch.is_empty();
+            begun
+        };
         if !batch.is_empty() {
-            return Poll::Ready(Ok(()));
+            return Poll::Ready(Ok(begun));
         }
         // A close may have been requested between the first check and the registration.
         if let Some(code) = self.close_code() {
@@ -421,8 +499,28 @@ impl Receiver {
     }
 }
 
+impl Receiver {
+    /// Lets queued messages be written directly by `writer` from now on. With
+    /// `holding`, the transport has bytes of its own to write first (direct writes
+    /// start once it has taken and written everything).
+    pub fn attach(&mut self, writer: Box<dyn DirectWriter>, holding: bool) {
+        let mut q = self.shared.queue.lock();
+        q.direct = Some(writer);
+        q.in_flight = holding;
+    }
+
+    /// Ends direct writes (no writer runs after this returns); returns the rest of a
+    /// frame a direct write began, which must go out before anything else.
+    pub fn detach(&mut self) -> Option<Bytes> {
+        let mut q = self.shared.queue.lock();
+        q.direct = None;
+        q.tail.take()
+    }
+}
+
 impl Drop for Receiver {
     fn drop(&mut self) {
+        self.shared.queue.lock().direct = None;
         self.shared.gone.store(true, Ordering::Release);
         // The session may be waiting for a close; the client is gone, so end it.
         self.shared
@@ -508,6 +606,124 @@ pub(crate) mod tests {
         assert_eq!(h.close_requested().await, 4100);
         let mut batch = VecDeque::new();
         assert_eq!(poll_fn(|cx| rx.poll_drain(cx, &mut batch)).await, Err(4100));
+    }
+
+    /// A socket that takes up to `room` bytes per write and records what it took.
+    #[derive(Clone, Default)]
+    struct FakeSocket {
+        room: Arc<Mutex<usize>>,
+        took: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl DirectWriter for FakeSocket {
+        fn write_now(&self, item: Outgoing) -> Option<Bytes> {
+            let bytes = match item {
+                Outgoing::Message(m) => Bytes::copy_from_slice(m.text().as_bytes()),
+                Outgoing::Raw(b) => b,
+            };
+            let mut room = self.room.lock();
+            let n = bytes.len().min(*room);
+            *room -= n;
+            self.took.lock().extend_from_slice(&bytes[..n]);
+            (n < bytes.len()).then(|| bytes.slice(n..))
+        }
+    }
+
+    fn take(rx: &mut Receiver, holding: bool) -> Poll<Result<Vec<String>, u16>> {
+        let mut batch = VecDeque::new();
+        let waker = futures_util::task::noop_waker();
+        rx.poll_take(&mut Context::from_waker(&waker), &mut batch, holding)
+            .map_ok(|_| {
+                batch
+                    .into_iter()
+                    .map(|o| match o {
+                        Outgoing::Message(m) => m.text().to_owned(),
+                        Outgoing::Raw(b) => format!("raw:{}", String::from_utf8_lossy(&b)),
+                    })
+                    .collect()
+            })
+    }
+
+    #[test]
+    fn an_idle_queue_writes_directly_and_keeps_order_when_the_socket_fills() {
+        let (h, mut rx) = new(8);
+        let socket = FakeSocket::default();
+        *socket.room.lock() = 5;
+        rx.attach(Box::new(socket.clone()), false);
+        assert!(h.send(&Message::from("abc")));
+        assert_eq!(&socket.took.lock()[..], b"abc", "written at once");
+        assert!(take(&mut rx, false).is_pending(), "nothing queued");
+        // Two bytes of room left: the next message is cut, its rest waits as the tail,
+        // and everything after it queues behind the tail instead of being written.
+        assert!(h.send(&Message::from("defg")));
+        assert!(h.send(&Message::from("hij")));
+        assert_eq!(&socket.took.lock()[..], b"abcde");
+        assert_eq!(
+            take(&mut rx, false),
+            Poll::Ready(Ok(vec!["raw:fg".to_owned(), "hij".to_owned()]))
+        );
+        // The transport holds what it took: new messages still queue.
+        *socket.room.lock() = 100;
+        assert!(h.send(&Message::from("k")));
+        assert_eq!(&socket.took.lock()[..], b"abcde");
+        assert_eq!(take(&mut rx, false), Poll::Ready(Ok(vec!["k".to_owned()])));
+        // Written and nothing left: direct writes resume.
+        assert!(take(&mut rx, false).is_pending());
+        assert!(h.send(&Message::from("l")));
+        assert_eq!(&socket.took.lock()[..], b"abcdel");
+    }
+
+    #[test]
+    fn a_transport_holding_its_own_bytes_comes_first() {
+        let (h, mut rx) = new(8);
+        let socket = FakeSocket::default();
+        *socket.room.lock() = 100;
+        rx.attach(Box::new(socket.clone()), true);
+        assert!(h.send_direct("established"));
+        assert!(
+            socket.took.lock().is_empty(),
+            "queued behind the handshake's answer"
+        );
+        assert_eq!(
+            take(&mut rx, true),
+            Poll::Ready(Ok(vec!["established".to_owned()]))
+        );
+        assert!(take(&mut rx, false).is_pending());
+        assert!(h.send_direct("pong"));
+        assert_eq!(&socket.took.lock()[..], b"pong");
+    }
+
+    #[test]
+    fn closing_drops_what_waits_but_not_the_rest_of_a_begun_frame() {
+        let (h, mut rx) = new(8);
+        let socket = FakeSocket::default();
+        *socket.room.lock() = 2;
+        rx.attach(Box::new(socket.clone()), false);
+        assert!(h.send(&Message::from("abcd")));
+        assert!(h.send(&Message::from("queued")));
+        h.close(ErrorCode::OverCapacity);
+        assert_eq!(take(&mut rx, false), Poll::Ready(Err(4100)));
+        assert_eq!(rx.detach(), Some(Bytes::from_static(b"cd")));
+        *socket.room.lock() = 100;
+        assert!(!h.send(&Message::from("late")));
+        assert_eq!(
+            &socket.took.lock()[..],
+            b"ab",
+            "no direct write after a close"
+        );
+    }
+
+    #[test]
+    fn a_full_queue_still_closes_with_4100_when_writing_directly() {
+        let (h, mut rx) = new(2);
+        let socket = FakeSocket::default();
+        rx.attach(Box::new(socket), false);
+        // The socket takes nothing: the first message becomes the tail, two more fill the queue.
+        assert!(h.send(&Message::from("a")));
+        assert!(h.send(&Message::from("b")));
+        assert!(h.send(&Message::from("c")));
+        assert!(!h.send(&Message::from("d")));
+        assert_eq!(h.close_code(), Some(4100));
     }
 
     #[tokio::test]

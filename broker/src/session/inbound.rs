@@ -36,3 +36,9 @@ pub trait Inbound {
     /// The next message; `None` when the client is gone.
     fn next(&mut self) -> impl Future<Output = Option<Result<Incoming, InboundError>>>;
 }
+
+impl<I: Inbound> Inbound for &mut I {
+    fn next(&mut self) -> impl Future<Output = Option<Result<Incoming, InboundError>>> {
+        (**self).next()
+    }
+}

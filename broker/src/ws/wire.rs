@@ -1,20 +1,12 @@
 //! WebSocket framing, on actix-http's codec.
 //!
 //! Outgoing frames are encoded here once per broadcast (not once per
-//! subscriber) and queued as shared bytes. Incoming frames are decoded from the
-//! request payload by [`FrameReader`], which also joins fragmented messages.
+//! subscriber) and queued as shared bytes. Incoming frames are decoded by
+//! [`super::socket`], which also joins fragmented messages.
 
-use actix_codec::Decoder;
-use actix_http::ws::{CloseCode, CloseReason, Codec, Frame, Item, OpCode, Parser, ProtocolError};
-use actix_web::web;
+use actix_http::ws::{CloseCode, CloseReason, OpCode, Parser, ProtocolError};
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
 use protocol::{frame, ErrorCode};
-
-use crate::{
-    core::{ConnHandle, Outgoing},
-    session::{Inbound, InboundError, Incoming},
-};
 
 /// A server-to-client text frame (servers never mask).
 pub fn text(payload: &str) -> Bytes {
@@ -79,111 +71,7 @@ impl ReadError {
 }
 
 /// The longest frame header a client can send: 2 bytes, an 8-byte length and a 4-byte mask.
-const MAX_FRAME_HEADER: usize = 14;
-
-/// Decodes client frames from the upgraded request's payload, and answers
-/// pings itself (the session sees them only as signs of life).
-pub struct FrameReader {
-    conn: ConnHandle,
-    payload: web::Payload,
-    buf: BytesMut,
-    codec: Codec,
-    max: usize,
-    /// A fragmented message being joined: (is text, bytes so far).
-    partial: Option<(bool, BytesMut)>,
-}
-
-impl FrameReader {
-    pub fn new(payload: web::Payload, max_message_bytes: usize, conn: ConnHandle) -> Self {
-        Self {
-            conn,
-            payload,
-            buf: BytesMut::new(),
-            codec: Codec::new().max_size(max_message_bytes),
-            max: max_message_bytes,
-            partial: None,
-        }
-    }
-
-    /// The next complete message; `None` when the client disconnected.
-    async fn next_frame(&mut self) -> Option<Result<Incoming, ReadError>> {
-        loop {
-            match self.codec.decode(&mut self.buf) {
-                Ok(Some(frame)) => {
-                    if let Some(msg) = self.assemble(frame).transpose() {
-                        return Some(msg);
-                    }
-                    continue;
-                }
-                // actix's codec checks a frame's size only once all of it has arrived, so a
-                // header announcing a huge frame would make us buffer whatever follows. A
-                // frame within the limit fits in `max` bytes plus its header: more than that
-                // buffered and still incomplete means the frame is over the limit.
-                Ok(None) if self.buf.len() > self.max + MAX_FRAME_HEADER => {
-                    return Some(Err(ReadError::TooBig(self.max)))
-                }
-                Ok(None) => {}
-                Err(e) => return Some(Err(e.into())),
-            }
-            match self.payload.next().await {
-                Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
-                Some(Err(e)) => return Some(Err(ReadError::Payload(e.to_string()))),
-                None => return None,
-            }
-        }
-    }
-
-    fn assemble(&mut self, frame: Frame) -> Result<Option<Incoming>, ReadError> {
-        Ok(Some(match frame {
-            Frame::Text(b) => Incoming::Text(b),
-            Frame::Binary(_) => Incoming::Binary,
-            Frame::Ping(b) => {
-                self.conn.send_direct(Outgoing::Raw(pong(&b)));
-                Incoming::Heard
-            }
-            Frame::Pong(_) => Incoming::Heard,
-            Frame::Close(_) => Incoming::Close,
-            Frame::Continuation(item) => {
-                let (first, chunk, last) = match item {
-                    Item::FirstText(b) => (Some(true), b, false),
-                    Item::FirstBinary(b) => (Some(false), b, false),
-                    Item::Continue(b) => (None, b, false),
-                    Item::Last(b) => (None, b, true),
-                };
-                if let Some(is_text) = first {
-                    self.partial = Some((is_text, BytesMut::new()));
-                }
-                let Some((is_text, data)) = self.partial.as_mut() else {
-                    return Err(ProtocolError::ContinuationNotStarted.into());
-                };
-                if data.len() + chunk.len() > self.max {
-                    return Err(ReadError::TooBig(self.max));
-                }
-                data.extend_from_slice(&chunk);
-                if !last {
-                    return Ok(None);
-                }
-                let is_text = *is_text;
-                let (_, data) = self.partial.take().expect("checked above");
-                if is_text {
-                    Incoming::Text(data.freeze())
-                } else {
-                    Incoming::Binary
-                }
-            }
-        }))
-    }
-}
-
-impl Inbound for FrameReader {
-    async fn next(&mut self) -> Option<Result<Incoming, InboundError>> {
-        // Mostly an over-long message; any broken frame ends the connection the same way.
-        Some(self.next_frame().await?.map_err(|e| InboundError {
-            message: format!("WebSocket protocol error: {e}"),
-            close_code: e.close_code(),
-        }))
-    }
-}
+pub const MAX_FRAME_HEADER: usize = 14;
 
 #[cfg(test)]
 mod tests {
