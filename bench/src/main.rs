@@ -82,7 +82,7 @@ struct Common {
 enum Cmd {
     /// Open N connections over C public channels; connect rate, time to subscribed, broker RSS per connection.
     Connect(connect::Args),
-    /// N subscribers, signed REST triggers at a fixed rate; deliveries/s, loss, end-to-end latency, broker CPU.
+    /// N subscribers, signed REST triggers (or batches) at a fixed rate; deliveries/s, loss, end-to-end latency, broker CPU.
     Fanout(fanout::Args),
     /// Private-channel client events between sender/receiver pairs; latency and loss.
     ClientEvents(client_events::Args),

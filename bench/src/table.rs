@@ -108,9 +108,13 @@ fn rows(mode: &str) -> Vec<Row> {
         ],
         "fanout" => vec![
             ("subscribers", |r| join(r, &["subscribed", "subs"])),
-            ("triggers sent / planned (failed)", |r| {
+            ("trigger requests sent / planned (failed)", |r| {
+                let batch = match r["batch_events"].as_u64() {
+                    Some(n) if n > 1 => format!(", {n} events each"),
+                    _ => String::new(),
+                };
                 Some(format!(
-                    "{} ({})",
+                    "{} ({}){batch}",
                     join(r, &["triggers_sent", "triggers_planned"])?,
                     num(&r["triggers_failed"]).unwrap_or_default()
                 ))
@@ -141,6 +145,9 @@ fn rows(mode: &str) -> Vec<Row> {
             }),
             ("broker CPU s / µs per delivery", |r| {
                 join(r, &["broker_cpu_s", "broker_cpu_us_per_delivery"])
+            }),
+            ("broker CPU µs per trigger request", |r| {
+                num(&r["broker_cpu_us_per_request"])
             }),
             ("generator CPU s", |r| num(&r["generator_cpu_s"])),
             ("subscribers dropped", |r| {

@@ -202,6 +202,30 @@ fn generator_runs_every_scenario_against_the_broker() {
     assert_eq!(v["expected_deliveries"], 100, "{v}");
     assert_eq!(v["lost_deliveries"], 0, "{v}");
     assert_eq!(v["subscribers_dropped"]["count"], 0, "{v}");
+    has(&v, &["broker_cpu_us_per_request", "batch_events"]);
+
+    // Batches: 10 requests of 2 events over 3 channels of 3 subscribers each.
+    let v = bench(
+        &broker,
+        &[
+            "fanout",
+            "--subs",
+            "9",
+            "--channels",
+            "3",
+            "--rate",
+            "10",
+            "--batch-events",
+            "2",
+            "--duration",
+            "1",
+        ],
+    );
+    assert_eq!(v["batch_events"], 2, "{v}");
+    assert_eq!(v["triggers_ok"], 10, "{v}");
+    assert_eq!(v["offered_deliveries_per_s"], 60.0, "{v}");
+    assert_eq!(v["expected_deliveries"], 60, "{v}");
+    assert_eq!(v["lost_deliveries"], 0, "{v}");
 
     let v = bench(
         &broker,
