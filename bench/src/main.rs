@@ -11,6 +11,7 @@ mod connect;
 mod ctx;
 mod fallback;
 mod fanout;
+mod idle;
 mod presence;
 mod rest;
 mod sink;
@@ -82,8 +83,10 @@ struct Common {
 enum Cmd {
     /// Open N connections over C public channels; connect rate, time to subscribed, broker RSS per connection.
     Connect(connect::Args),
-    /// N subscribers, signed REST triggers at a fixed rate; deliveries/s, loss, end-to-end latency, broker CPU.
+    /// N subscribers, signed REST triggers (or batches) at a fixed rate; deliveries/s, loss, end-to-end latency, broker CPU.
     Fanout(fanout::Args),
+    /// N connections held at rest, stage by stage (TCP only, WebSocket, subscribed): broker RSS per connection at each, CPU while idle.
+    Idle(idle::Args),
     /// Private-channel client events between sender/receiver pairs; latency and loss.
     ClientEvents(client_events::Args),
     /// Presence join/leave churn; member_added/member_removed latency at a watcher.
@@ -158,6 +161,7 @@ fn main() -> ExitCode {
     let (mode, default_timeout) = match &cli.cmd {
         Cmd::Connect(a) => ("connect", connect::default_timeout(a)),
         Cmd::Fanout(a) => ("fanout", fanout::default_timeout(a)),
+        Cmd::Idle(a) => ("idle", idle::default_timeout(a)),
         Cmd::ClientEvents(a) => ("client-events", client_events::default_timeout(a)),
         Cmd::Presence(a) => ("presence", presence::default_timeout(a)),
         Cmd::SubscribeStorm(a) => ("subscribe-storm", storm::default_timeout(a)),
@@ -213,6 +217,7 @@ fn main() -> ExitCode {
             match &cli.cmd {
                 Cmd::Connect(a) => connect::run(&ctx, a).await,
                 Cmd::Fanout(a) => fanout::run(&ctx, a).await,
+                Cmd::Idle(a) => idle::run(&ctx, a).await,
                 Cmd::ClientEvents(a) => client_events::run(&ctx, a).await,
                 Cmd::Presence(a) => presence::run(&ctx, a).await,
                 Cmd::SubscribeStorm(a) => storm::run(&ctx, a).await,

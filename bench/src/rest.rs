@@ -9,7 +9,8 @@ use crate::ws::Target;
 pub struct Rest {
     client: reqwest::Client,
     target: Target,
-    path: String,
+    events_path: String,
+    batch_path: String,
 }
 
 fn encode(v: &str) -> String {
@@ -34,17 +35,42 @@ impl Rest {
             .map_err(|e| format!("http client: {e}"))?;
         Ok(Self {
             client,
-            path: format!("/apps/{}/events", target.app_id),
+            events_path: format!("/apps/{}/events", target.app_id),
+            batch_path: format!("/apps/{}/batch_events", target.app_id),
             target: target.clone(),
         })
     }
 
     /// `POST /apps/{id}/events` with one channel; `Err` carries the status and body.
     pub async fn trigger(&self, channel: &str, event: &str, data: &str) -> Result<(), String> {
-        let body = serde_json::to_vec(
-            &serde_json::json!({ "name": event, "channel": channel, "data": data }),
+        let body = serde_json::json!({ "name": event, "channel": channel, "data": data });
+        self.post_signed(&self.events_path, &body, "trigger").await
+    }
+
+    /// `POST /apps/{id}/batch_events` with one event per `(channel, data)`, all named
+    /// `event`; `Err` carries the status and body.
+    pub async fn batch(&self, event: &str, items: &[(&str, String)]) -> Result<(), String> {
+        let batch: Vec<_> = items
+            .iter()
+            .map(|(channel, data)| serde_json::json!({ "name": event, "channel": channel, "data": data }))
+            .collect();
+        self.post_signed(
+            &self.batch_path,
+            &serde_json::json!({ "batch": batch }),
+            "batch",
         )
-        .expect("serializes");
+        .await
+    }
+
+    /// POSTs `body` to `path`, signed with the app's key and secret (the auth_* query
+    /// parameters over the method, path and body's MD5). `what` names the request in errors.
+    async fn post_signed(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        what: &str,
+    ) -> Result<(), String> {
+        let body = serde_json::to_vec(body).expect("serializes");
         let ts = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -53,12 +79,12 @@ impl Rest {
             &self.target.key,
             &self.target.secret,
             "POST",
-            &self.path,
+            path,
             &[],
             &body,
             ts,
         );
-        let mut url = format!("{}{}?", self.target.http_base, self.path);
+        let mut url = format!("{}{}?", self.target.http_base, path);
         for (i, (k, v)) in params.iter().enumerate() {
             if i > 0 {
                 url.push('&');
@@ -74,17 +100,17 @@ impl Rest {
             .body(body)
             .send()
             .await
-            .map_err(|e| format!("trigger request: {e}"))?;
+            .map_err(|e| format!("{what} request: {e}"))?;
         let status = resp.status();
         let text = resp
             .bytes()
             .await
-            .map_err(|e| format!("trigger response: {e}"))?;
+            .map_err(|e| format!("{what} response: {e}"))?;
         if status.is_success() {
             Ok(())
         } else {
             Err(format!(
-                "trigger HTTP {}: {}",
+                "{what} HTTP {}: {}",
                 status.as_u16(),
                 String::from_utf8_lossy(&text[..text.len().min(200)])
             ))

@@ -86,6 +86,82 @@ fn rows(mode: &str) -> Vec<Row> {
                 num(&r["dropped_while_idle"]["count"])
             }),
         ],
+        "idle" => vec![
+            ("held TCP-only / WebSocket / subscribed (asked)", |r| {
+                Some(format!(
+                    "{} ({})",
+                    join(r, &["tcp_alive_at_reading", "upgraded", "subscribed"])?,
+                    num(&r["conns"]).unwrap_or_default()
+                ))
+            }),
+            ("TCP-only conns closed by broker before upgrade", |r| {
+                num(&r["tcp_closed_by_broker"])
+            }),
+            (
+                "broker RSS per conn: TCP-only / WebSocket / subscribed (KiB)",
+                |r| {
+                    scaled(
+                        r,
+                        &[
+                            "broker_rss.per_conn_tcp_bytes",
+                            "broker_rss.per_conn_ws_bytes",
+                            "broker_rss.per_conn_subscribed_bytes",
+                        ],
+                        1024.0,
+                    )
+                },
+            ),
+            (
+                "cost per conn: accepted / upgrade+session / subscription (KiB)",
+                |r| {
+                    scaled(
+                        r,
+                        &[
+                            "broker_rss.accepted_cost_bytes",
+                            "broker_rss.upgrade_cost_bytes",
+                            "broker_rss.subscribe_cost_bytes",
+                        ],
+                        1024.0,
+                    )
+                },
+            ),
+            ("broker RSS before / subscribed / after close (MiB)", |r| {
+                scaled(
+                    r,
+                    &[
+                        "broker_rss.before_bytes",
+                        "broker_rss.subscribed_bytes",
+                        "broker_rss.after_close_bytes",
+                    ],
+                    1048576.0,
+                )
+            }),
+            (
+                "broker CPU µs per conn: accept / upgrade / subscribe",
+                |r| {
+                    join(
+                        r,
+                        &[
+                            "broker_cpu.tcp_us_per_conn",
+                            "broker_cpu.upgrade_us_per_conn",
+                            "broker_cpu.subscribe_us_per_conn",
+                        ],
+                    )
+                },
+            ),
+            ("broker CPU idle: ms per s / µs per conn per s", |r| {
+                join(
+                    r,
+                    &[
+                        "broker_cpu.idle_ms_per_s",
+                        "broker_cpu.idle_us_per_conn_per_s",
+                    ],
+                )
+            }),
+            ("conns dropped while idle", |r| {
+                num(&r["dropped_while_idle"]["count"])
+            }),
+        ],
         "subscribe-storm" => vec![
             ("subscribed / asked", |r| {
                 join(r, &["subscribed", "channels"])
@@ -108,9 +184,13 @@ fn rows(mode: &str) -> Vec<Row> {
         ],
         "fanout" => vec![
             ("subscribers", |r| join(r, &["subscribed", "subs"])),
-            ("triggers sent / planned (failed)", |r| {
+            ("trigger requests sent / planned (failed)", |r| {
+                let batch = match r["batch_events"].as_u64() {
+                    Some(n) if n > 1 => format!(", {n} events each"),
+                    _ => String::new(),
+                };
                 Some(format!(
-                    "{} ({})",
+                    "{} ({}){batch}",
                     join(r, &["triggers_sent", "triggers_planned"])?,
                     num(&r["triggers_failed"]).unwrap_or_default()
                 ))
@@ -141,6 +221,9 @@ fn rows(mode: &str) -> Vec<Row> {
             }),
             ("broker CPU s / µs per delivery", |r| {
                 join(r, &["broker_cpu_s", "broker_cpu_us_per_delivery"])
+            }),
+            ("broker CPU µs per trigger request", |r| {
+                num(&r["broker_cpu_us_per_request"])
             }),
             ("generator CPU s", |r| num(&r["generator_cpu_s"])),
             ("subscribers dropped", |r| {

@@ -85,10 +85,21 @@ fn ws_config() -> WebSocketConfig {
 
 /// Opens a connection and waits for `pusher:connection_established`; returns the socket id.
 pub async fn open(t: &Target) -> Result<(Ws, String), String> {
+    upgrade(t, connect_tcp(t).await?).await
+}
+
+/// Opens a TCP connection to the broker (nothing sent).
+pub async fn connect_tcp(t: &Target) -> Result<TcpStream, String> {
     let tcp = TcpStream::connect(&t.authority)
         .await
         .map_err(|e| format!("tcp connect: {e}"))?;
     let _ = tcp.set_nodelay(true);
+    Ok(tcp)
+}
+
+/// Does the WebSocket handshake over an open TCP connection and waits for
+/// `pusher:connection_established`; returns the socket id.
+pub async fn upgrade(t: &Target, tcp: TcpStream) -> Result<(Ws, String), String> {
     let (mut ws, _) =
         tokio_tungstenite::client_async_with_config(t.ws_url(), tcp, Some(ws_config()))
             .await

@@ -202,6 +202,69 @@ fn generator_runs_every_scenario_against_the_broker() {
     assert_eq!(v["expected_deliveries"], 100, "{v}");
     assert_eq!(v["lost_deliveries"], 0, "{v}");
     assert_eq!(v["subscribers_dropped"]["count"], 0, "{v}");
+    has(&v, &["broker_cpu_us_per_request", "batch_events"]);
+
+    // Batches: 10 requests of 2 events over 3 channels of 3 subscribers each.
+    let v = bench(
+        &broker,
+        &[
+            "fanout",
+            "--subs",
+            "9",
+            "--channels",
+            "3",
+            "--rate",
+            "10",
+            "--batch-events",
+            "2",
+            "--duration",
+            "1",
+        ],
+    );
+    assert_eq!(v["batch_events"], 2, "{v}");
+    assert_eq!(v["triggers_ok"], 10, "{v}");
+    assert_eq!(v["offered_deliveries_per_s"], 60.0, "{v}");
+    assert_eq!(v["expected_deliveries"], 60, "{v}");
+    assert_eq!(v["lost_deliveries"], 0, "{v}");
+
+    let v = bench(
+        &broker,
+        &[
+            "idle",
+            "--conns",
+            "10",
+            "--channels",
+            "2",
+            "--idle",
+            "0.3",
+            "--hold",
+            "0.2",
+            "--settle",
+            "0.2",
+        ],
+    );
+    has(
+        &v,
+        &[
+            "broker_rss.before_bytes",
+            "broker_rss.tcp_bytes",
+            "broker_rss.ws_bytes",
+            "broker_rss.subscribed_bytes",
+            "broker_rss.after_close_bytes",
+            "broker_rss.per_conn_tcp_bytes",
+            "broker_rss.upgrade_cost_bytes",
+            "broker_rss.subscribe_cost_bytes",
+            "broker_cpu.idle_ms_per_s",
+            "broker_cpu.idle_us_per_conn_per_s",
+            "upgrade_ms.p50",
+        ],
+    );
+    assert_eq!(v["tcp_alive_at_reading"], 10, "{v}");
+    assert_eq!(v["tcp_closed_by_broker"], 0, "{v}");
+    assert_eq!(v["upgraded"], 10, "{v}");
+    assert_eq!(v["upgraded_fresh"], 0, "{v}");
+    assert_eq!(v["subscribed"], 10, "{v}");
+    assert_eq!(v["dropped_while_idle"]["count"], 0, "{v}");
 
     let v = bench(
         &broker,
