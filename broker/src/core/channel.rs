@@ -5,7 +5,7 @@ use std::{collections::HashMap, sync::Arc};
 use protocol::SocketId;
 use serde_json::value::RawValue;
 
-use super::connection::{ConnHandle, Message};
+use super::connection::{ConnHandle, Message, Write};
 
 /// A presence member: one user, however many of their connections subscribe.
 #[derive(Debug)]
@@ -138,10 +138,10 @@ impl Channel {
     }
 
     /// Queues `message` for every subscriber but `except`. Returns how many got it.
-    pub fn deliver(&self, message: &Message, except: Option<SocketId>) -> usize {
+    pub fn deliver(&self, message: &Message, except: Option<SocketId>, how: Write) -> usize {
         let mut sent = 0;
         for (id, sub) in &self.subscribers {
-            if Some(*id) != except && sub.conn.send(message) {
+            if Some(*id) != except && sub.conn.send_with(message, how) {
                 sent += 1;
             }
         }

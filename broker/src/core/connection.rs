@@ -126,6 +126,17 @@ impl From<&'static str> for Message {
     }
 }
 
+/// How a broadcast reaches a connection whose queue is idle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Write {
+    /// Written at once by whoever sends it, when the transport allows
+    /// ([`DirectWriter`]): no wake-up of the connection's task.
+    Now,
+    /// Queued for the connection's task, which writes whatever has piled up by then
+    /// in one go: cheaper per message while the workers are busy anyway.
+    Queued,
+}
+
 /// What waits in a connection's queue.
 #[derive(Clone, Debug)]
 pub enum Outgoing {
@@ -135,13 +146,21 @@ pub enum Outgoing {
     Raw(Bytes),
 }
 
-/// Writes a message to the client's socket without waiting, from whichever thread
-/// queues it (see the module docs). Called with the connection's queue locked and
+/// Writes messages to the client's socket without waiting, from whichever thread
+/// queues them (see the module docs). Called with the connection's queue locked and
 /// empty, and the transport holding nothing unwritten.
 pub trait DirectWriter: Send + Sync {
-    /// Writes as much of `item` as the socket takes now; returns the bytes it did
-    /// not take (the whole framing when it took none), `None` when all went out.
-    fn write_now(&self, item: Outgoing) -> Option<Bytes>;
+    /// Writes as much of `items`, in order, as the socket takes now.
+    fn write_now(&self, items: &[Outgoing]) -> Leftover;
+}
+
+/// What a direct write could not write.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Leftover {
+    /// Items written whole, from the first.
+    pub written: usize,
+    /// The unwritten end of the next item, when the socket took only part of it.
+    pub tail: Option<Bytes>,
 }
 
 /// What waits for the client, and who may write it.
@@ -172,6 +191,17 @@ impl Queue {
     /// Nothing waits and the transport holds nothing: a new message may be written at once.
     fn idle(&self) -> bool {
         self.items.is_empty() && self.tail.is_none() && !self.in_flight
+    }
+
+    /// Queues what a direct write of `items` left: the rest of a begun item as the tail,
+    /// then the items not begun.
+    fn queue_leftover(&mut self, items: impl IntoIterator<Item = Outgoing>, left: Leftover) {
+        let mut rest = items.into_iter().skip(left.written);
+        if let Some(tail) = left.tail {
+            rest.next();
+            self.tail = Some(tail);
+        }
+        self.items.extend(rest);
     }
 }
 
@@ -232,22 +262,28 @@ impl ConnHandle {
     /// Queues a broadcast message without waiting. Returns false if it was
     /// dropped: the connection is gone or closing, or too slow (and is now being closed).
     pub fn send(&self, message: &Message) -> bool {
+        self.send_with(message, Write::Now)
+    }
+
+    /// [`Self::send`], saying how the message should reach an idle socket.
+    pub fn send_with(&self, message: &Message, how: Write) -> bool {
         match message.kept_at() {
             Some(kept) if self.shared.tracks.load(Ordering::Acquire) => {
-                self.send_tracked(kept, message)
+                self.send_tracked(kept, message, how)
             }
-            _ => self.push(Outgoing::Message(message.clone())),
+            _ => self.push(Outgoing::Message(message.clone()), how),
         }
     }
 
-    fn send_tracked(&self, kept: &Kept, message: &Message) -> bool {
+    fn send_tracked(&self, kept: &Kept, message: &Message, how: Write) -> bool {
         let s = &self.shared;
         let mut tracking = self.tracking();
         match tracking.route(&kept.channel, kept.position, message, s.capacity) {
-            Ok(Route::Plain) => self.push(Outgoing::Message(message.clone())),
+            Ok(Route::Plain) => self.push(Outgoing::Message(message.clone()), how),
             Ok(Route::WithPosition) => self.push_all(
                 [kept.marker.clone(), message.clone()].map(Outgoing::Message),
                 true,
+                how,
             ),
             Ok(Route::Held | Route::Duplicate) => true,
             Err(_) => {
@@ -295,7 +331,7 @@ impl ConnHandle {
                 })
                 .map(Outgoing::Message),
         );
-        self.push_all(items, false)
+        self.push_all(items, false, Write::Now)
     }
 
     /// Stops tracking `channel`: what was held goes out as plain frames (after `notice`, if any).
@@ -306,7 +342,7 @@ impl ConnHandle {
             .map(Outgoing::from)
             .into_iter()
             .chain(held.into_iter().map(Outgoing::Message));
-        self.push_all(items, false)
+        self.push_all(items, false, Write::Now)
     }
 
     /// Queues a reply to the client's own request (subscription answers, pongs,
@@ -314,12 +350,17 @@ impl ConnHandle {
     /// that keeps asking but never reads fills it like a slow subscriber and is
     /// closed with 4100, instead of growing the broker's memory with answers.
     pub fn send_direct(&self, item: impl Into<Outgoing>) -> bool {
-        self.push(item.into())
+        self.push(item.into(), Write::Now)
     }
 
     /// Queues several items in one step (nothing can come between them); with
     /// `bounded` the queue's capacity applies to the whole group.
-    fn push_all(&self, items: impl IntoIterator<Item = Outgoing>, bounded: bool) -> bool {
+    fn push_all(
+        &self,
+        items: impl IntoIterator<Item = Outgoing>,
+        bounded: bool,
+        how: Write,
+    ) -> bool {
         let s = &self.shared;
         if s.gone.load(Ordering::Relaxed) || s.close.load(Ordering::Relaxed) != 0 {
             return false;
@@ -328,14 +369,21 @@ impl ConnHandle {
             let mut q = s.queue.lock();
             let was_idle = q.idle();
             let before = q.items.len();
-            q.items.extend(items);
+            match q.direct.as_ref().filter(|_| was_idle && how == Write::Now) {
+                Some(direct) => {
+                    let items: Vec<Outgoing> = items.into_iter().collect();
+                    let left = direct.write_now(&items);
+                    q.queue_leftover(items, left);
+                }
+                None => q.items.extend(items),
+            }
             if bounded && q.items.len() > s.capacity {
                 q.items.truncate(before);
                 drop(q);
                 self.close(ErrorCode::OverCapacity);
                 return false;
             }
-            was_idle && q.items.len() > before
+            was_idle && !q.idle()
         };
         if was_empty {
             s.waker.wake();
@@ -343,7 +391,7 @@ impl ConnHandle {
         true
     }
 
-    fn push(&self, item: Outgoing) -> bool {
+    fn push(&self, item: Outgoing, how: Write) -> bool {
         let s = &self.shared;
         if s.gone.load(Ordering::Relaxed) || s.close.load(Ordering::Relaxed) != 0 {
             return false;
@@ -355,21 +403,17 @@ impl ConnHandle {
                 self.close(ErrorCode::OverCapacity);
                 return false;
             }
-            if q.idle() {
-                if let Some(direct) = &q.direct {
-                    let Some(rest) = direct.write_now(item) else {
-                        return true;
-                    };
-                    // The socket is full: the transport writes the rest when it has room.
-                    q.tail = Some(rest);
-                    drop(q);
-                    s.waker.wake();
-                    return true;
-                }
-            }
             let was_idle = q.idle();
-            q.items.push_back(item);
-            was_idle
+            match q.direct.as_ref().filter(|_| was_idle && how == Write::Now) {
+                Some(direct) => {
+                    let items = [item];
+                    let left = direct.write_now(&items);
+                    // What the socket could not take waits for the transport.
+                    q.queue_leftover(items, left);
+                }
+                None => q.items.push_back(item),
+            }
+            was_idle && !q.idle()
         };
         // The transport drains everything at once, so only the first message needs to wake it.
         if was_empty {
@@ -610,22 +654,31 @@ pub(crate) mod tests {
 
     /// A socket that takes up to `room` bytes per write and records what it took.
     #[derive(Clone, Default)]
-    struct FakeSocket {
-        room: Arc<Mutex<usize>>,
-        took: Arc<Mutex<Vec<u8>>>,
+    pub(crate) struct FakeSocket {
+        pub(crate) room: Arc<Mutex<usize>>,
+        pub(crate) took: Arc<Mutex<Vec<u8>>>,
     }
 
     impl DirectWriter for FakeSocket {
-        fn write_now(&self, item: Outgoing) -> Option<Bytes> {
-            let bytes = match item {
-                Outgoing::Message(m) => Bytes::copy_from_slice(m.text().as_bytes()),
-                Outgoing::Raw(b) => b,
-            };
+        fn write_now(&self, items: &[Outgoing]) -> Leftover {
             let mut room = self.room.lock();
-            let n = bytes.len().min(*room);
-            *room -= n;
-            self.took.lock().extend_from_slice(&bytes[..n]);
-            (n < bytes.len()).then(|| bytes.slice(n..))
+            for (written, item) in items.iter().enumerate() {
+                let bytes = match item {
+                    Outgoing::Message(m) => Bytes::copy_from_slice(m.text().as_bytes()),
+                    Outgoing::Raw(b) => b.clone(),
+                };
+                let n = bytes.len().min(*room);
+                *room -= n;
+                self.took.lock().extend_from_slice(&bytes[..n]);
+                if n < bytes.len() {
+                    let tail = (n > 0).then(|| bytes.slice(n..));
+                    return Leftover { written, tail };
+                }
+            }
+            Leftover {
+                written: items.len(),
+                tail: None,
+            }
         }
     }
 
@@ -718,12 +771,26 @@ pub(crate) mod tests {
         let (h, mut rx) = new(2);
         let socket = FakeSocket::default();
         rx.attach(Box::new(socket), false);
-        // The socket takes nothing: the first message becomes the tail, two more fill the queue.
+        // The socket takes nothing: two messages fill the queue, the third is one too many.
         assert!(h.send(&Message::from("a")));
         assert!(h.send(&Message::from("b")));
-        assert!(h.send(&Message::from("c")));
-        assert!(!h.send(&Message::from("d")));
+        assert!(!h.send(&Message::from("c")));
         assert_eq!(h.close_code(), Some(4100));
+    }
+
+    #[test]
+    fn a_group_is_written_directly_in_one_go_and_its_rest_waits_in_order() {
+        let (h, mut rx) = new(8);
+        let socket = FakeSocket::default();
+        *socket.room.lock() = 7;
+        rx.attach(Box::new(socket.clone()), false);
+        assert!(h.push_all(["abc", "def", "ghi"].map(Outgoing::from), true, Write::Now));
+        assert_eq!(&socket.took.lock()[..], b"abcdefg");
+        assert_eq!(
+            take(&mut rx, false),
+            Poll::Ready(Ok(vec!["raw:hi".to_owned()])),
+            "the begun third item's rest, nothing else"
+        );
     }
 
     #[tokio::test]

@@ -22,7 +22,7 @@ use serde_json::value::RawValue;
 
 use super::{
     channel::{Channel, ChannelCounts, Join},
-    connection::{ConnHandle, Message},
+    connection::{ConnHandle, Message, Write},
 };
 
 /// How long a cache channel keeps its last event.
@@ -32,6 +32,8 @@ pub const CACHE_TTL: Duration = Duration::from_secs(30 * 60);
 pub struct Hub {
     channels: DashMap<ChannelName, Channel>,
     connections: AtomicUsize,
+    /// Deliveries under way (see [`Hub::deliver`]).
+    delivering: AtomicUsize,
     /// Last event of each cache channel, kept whether or not anyone subscribes.
     cache: DashMap<ChannelName, CachedEvent>,
     /// Signed-in connections watching a user id (from `user_data.watchlist`).
@@ -166,7 +168,7 @@ impl Hub {
             Join::AlreadySubscribed => Ok(None),
             Join::Joined { first } => {
                 if first {
-                    channel.deliver(&Message::new(added), Some(conn.id));
+                    channel.deliver(&Message::new(added), Some(conn.id), Write::Now);
                 }
                 let members: Vec<(&str, &RawValue)> =
                     channel.members().map(|(id, m)| (id, &*m.info)).collect();
@@ -223,7 +225,11 @@ impl Hub {
             if let Some((user, last)) = channel.unsubscribe(socket) {
                 let user_left = if last { user.clone() } else { None };
                 if let (Some(u), Announce::Members) = (&user_left, announce) {
-                    channel.deliver(&Message::new(frame::member_removed(name.as_str(), u)), None);
+                    channel.deliver(
+                        &Message::new(frame::member_removed(name.as_str(), u)),
+                        None,
+                        Write::Now,
+                    );
                 }
                 let subscriptions = channel.counts().subscriptions;
                 result = Some(Unsubscribed {
@@ -246,15 +252,27 @@ impl Hub {
     /// Queues a message for the channel's local subscribers but `except`. The
     /// message is made once, and only if the channel has local subscribers (most
     /// nodes of a cluster have none for a given event).
+    ///
+    /// A delivery that starts while another is under way on this hub queues its
+    /// message for each connection's task instead of writing it at once: the
+    /// workers are busy, and a task that runs later writes everything queued for
+    /// its connection by then in one write (see [`Write`]).
     pub fn deliver(
         &self,
         name: &ChannelName,
         except: Option<SocketId>,
         message: impl FnOnce() -> Message,
     ) -> usize {
-        self.channels
-            .get(name)
-            .map_or(0, |c| c.deliver(&message(), except))
+        let Some(channel) = self.channels.get(name) else {
+            return 0;
+        };
+        let how = match self.delivering.fetch_add(1, Ordering::Relaxed) {
+            0 => Write::Now,
+            _ => Write::Queued,
+        };
+        let sent = channel.deliver(&message(), except, how);
+        self.delivering.fetch_sub(1, Ordering::Relaxed);
+        sent
     }
 
     /// Closes every local connection subscribed to the channel.
@@ -362,7 +380,36 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::connection::{queue, tests::queued, Receiver};
+    use crate::core::connection::{
+        queue,
+        tests::{queued, FakeSocket},
+        Receiver,
+    };
+
+    #[test]
+    fn a_delivery_that_overlaps_another_is_queued_not_written_at_once() {
+        let hub = Hub::default();
+        let (a, mut rx) = conn(1);
+        let socket = FakeSocket::default();
+        *socket.room.lock() = 1000;
+        rx.attach(Box::new(socket.clone()), false);
+        hub.subscribe(&ch("outer"), &a);
+        hub.subscribe(&ch("inner"), &a);
+        // The inner delivery starts while the outer one is under way (its message is
+        // made inside it): it is queued for the task, not written; the outer one then
+        // queues behind it (the queue is no longer idle).
+        hub.deliver(&ch("outer"), None, || {
+            hub.deliver(&ch("inner"), None, || Message::from("second"));
+            Message::from("first")
+        });
+        assert!(socket.took.lock().is_empty());
+        assert_eq!(queued(&mut rx), ["second", "first"]);
+        // The transport wrote them and found nothing more: alone, a delivery is written at once.
+        assert_eq!(queued(&mut rx), Vec::<String>::new());
+        hub.deliver(&ch("outer"), None, || Message::from("alone"));
+        assert_eq!(queued(&mut rx), Vec::<String>::new());
+        assert_eq!(&socket.took.lock()[..], b"alone", "alone: written at once");
+    }
 
     fn conn(n: u64) -> (ConnHandle, Receiver) {
         queue(SocketId::new(1, n), 8)

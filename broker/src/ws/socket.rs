@@ -19,6 +19,7 @@ use std::{
     collections::VecDeque,
     future::poll_fn,
     io::{self, IoSlice},
+    mem::MaybeUninit,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -50,11 +51,11 @@ const MAX_IOV: usize = 64;
 /// How long a closing connection may take to accept its last frames and close its side.
 pub const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 
-/// A WebSocket message framed for this connection.
-pub fn frame(item: Outgoing) -> Bytes {
+/// A WebSocket message framed (made once per message, then shared).
+pub fn frame(item: &Outgoing) -> Bytes {
     match item {
         Outgoing::Message(m) => m.framed(Framing::WebSocket, wire::text),
-        Outgoing::Raw(b) => b,
+        Outgoing::Raw(b) => b.clone(),
     }
 }
 
@@ -134,13 +135,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Socket<T> {
                 let mut bytes = 0;
                 let before = self.out.len();
                 for item in self.taken.drain(..) {
-                    let framed = frame(item);
+                    let framed = frame(&item);
                     bytes += framed.len();
                     self.out.push_back(framed);
                 }
-                self.metrics
-                    .messages_out
-                    .inc_by((self.out.len() - before) as u64);
+                // The rest of a frame a direct write began was counted with that write.
+                let (messages, bytes) = match (begun, self.out.get(before)) {
+                    (true, Some(rest)) => (self.out.len() - before - 1, bytes - rest.len()),
+                    _ => (self.out.len() - before, bytes),
+                };
+                self.metrics.messages_out.inc_by(messages as u64);
                 self.metrics.bytes_out.inc_by(bytes as u64);
                 shrink(&mut self.taken);
             }
@@ -268,8 +272,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Socket<T> {
             if let Some(msg) = self.decode() {
                 return Poll::Ready(Some(msg));
             }
-            let mut chunk = [0u8; READ_CHUNK];
-            let mut read = ReadBuf::new(&mut chunk);
+            // Uninitialised: most polls find nothing to read (the task was woken to write),
+            // and the socket initialises only what it reads into.
+            let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+            let mut read = ReadBuf::uninit(&mut chunk);
             match Pin::new(&mut self.io).poll_read(cx, &mut read) {
                 Poll::Ready(Ok(())) if read.filled().is_empty() => return Poll::Ready(self.end()),
                 Poll::Ready(Ok(())) => self.buf.extend_from_slice(read.filled()),
@@ -316,8 +322,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Socket<T> {
             loop {
                 let got = poll_fn(|cx| {
                     // On the stack of the poll, not in the (long-lived) future.
-                    let mut sink = [0u8; READ_CHUNK];
-                    let mut read = ReadBuf::new(&mut sink);
+                    let mut sink = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+                    let mut read = ReadBuf::uninit(&mut sink);
                     Pin::new(&mut self.io)
                         .poll_read(cx, &mut read)
                         .map_ok(|()| read.filled().len())

@@ -24,7 +24,10 @@ use tokio::{
 
 use super::socket::frame;
 use crate::{
-    core::{connection::DirectWriter, Outgoing},
+    core::{
+        connection::{DirectWriter, Leftover},
+        Outgoing,
+    },
     metrics::Metrics,
 };
 
@@ -39,6 +42,7 @@ impl AsyncRead for SharedTcp {
     ) -> Poll<io::Result<()>> {
         loop {
             ready!(self.0.poll_read_ready(cx))?;
+            // Zeroed only now that there is something to read.
             match self.0.try_read(buf.initialize_unfilled()) {
                 Ok(n) => {
                     buf.advance(n);
@@ -88,22 +92,42 @@ impl AsyncWrite for SharedTcp {
     }
 }
 
-/// The publishers' side: writes a framed message if the socket takes it now.
+/// The publishers' side: writes framed messages if the socket takes them now.
 pub struct Direct {
     pub socket: Arc<TcpStream>,
     pub metrics: Arc<Metrics>,
 }
 
+/// Frames handed to one vectored write at most.
+const MAX_IOV: usize = 16;
+
 impl DirectWriter for Direct {
-    fn write_now(&self, item: Outgoing) -> Option<Bytes> {
-        let framed = frame(item);
-        self.metrics.messages_out.inc();
-        self.metrics.bytes_out.inc_by(framed.len() as u64);
-        match self.socket.try_write(&framed) {
-            Ok(n) if n == framed.len() => None,
-            Ok(n) => Some(framed.slice(n..)),
-            // Full (or failing: the task meets the error when it writes the rest).
-            Err(_) => Some(framed),
+    fn write_now(&self, items: &[Outgoing]) -> Leftover {
+        let mut left = Leftover::default();
+        for chunk in items.chunks(MAX_IOV) {
+            let frames: Vec<Bytes> = chunk.iter().map(frame).collect();
+            let slices: Vec<IoSlice<'_>> = frames.iter().map(|f| IoSlice::new(f)).collect();
+            // Full, or failing: the task meets the error when it writes what is left.
+            let Ok(mut n) = self.socket.try_write_vectored(&slices) else {
+                return left;
+            };
+            for f in &frames {
+                if n >= f.len() {
+                    n -= f.len();
+                    self.metrics.messages_out.inc();
+                    self.metrics.bytes_out.inc_by(f.len() as u64);
+                    left.written += 1;
+                    continue;
+                }
+                if n > 0 {
+                    // Begun: counted now, its rest is written by the task.
+                    self.metrics.messages_out.inc();
+                    self.metrics.bytes_out.inc_by(n as u64);
+                    left.tail = Some(f.slice(n..));
+                }
+                return left;
+            }
         }
+        left
     }
 }
