@@ -72,16 +72,8 @@ pub async fn run(ctx: &Ctx, a: &Args) -> Result<(), String> {
     tokio::time::sleep(Duration::from_secs_f64(a.idle)).await;
     let rss_subscribed = ctx.rss();
 
-    ctx.phase("closing");
-    let unfinished = ws::stop_all(&stop, tasks, Duration::from_secs(20)).await;
+    let rss_after = ctx.close_and_settle(&stop, tasks, a.settle).await;
     ctx.set("dropped_while_idle", health.json());
-    if unfinished > 0 {
-        ctx.note(format!(
-            "{unfinished} connections did not finish closing within 20s"
-        ));
-    }
-    tokio::time::sleep(Duration::from_secs_f64(a.settle)).await;
-    let rss_after = ctx.rss();
 
     if ctx.pid.is_some() {
         let per_conn = match (rss_before, rss_subscribed) {

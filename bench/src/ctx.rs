@@ -74,4 +74,23 @@ impl Ctx {
         self.phase("closing");
         ws::stop_all(stop, tasks, Duration::from_secs(15)).await;
     }
+
+    /// Ends a run that measures memory: closes every driven connection (bounded, noting
+    /// those that did not finish), waits `settle` seconds and returns the broker's RSS.
+    pub async fn close_and_settle(
+        &self,
+        stop: &watch::Sender<bool>,
+        tasks: Vec<JoinHandle<()>>,
+        settle: f64,
+    ) -> Option<u64> {
+        self.phase("closing");
+        let unfinished = ws::stop_all(stop, tasks, Duration::from_secs(20)).await;
+        if unfinished > 0 {
+            self.note(format!(
+                "{unfinished} connections did not finish closing within 20s"
+            ));
+        }
+        tokio::time::sleep(Duration::from_secs_f64(settle)).await;
+        self.rss()
+    }
 }

@@ -242,15 +242,7 @@ pub async fn run(ctx: &Ctx, a: &Args) -> Result<(), String> {
     let idle_read = read(ctx, subscribed);
     ctx.set("dropped_while_idle", health.json());
 
-    ctx.phase("closing");
-    let unfinished = ws::stop_all(&stop, tasks, Duration::from_secs(20)).await;
-    if unfinished > 0 {
-        ctx.note(format!(
-            "{unfinished} connections did not finish closing within 20s"
-        ));
-    }
-    tokio::time::sleep(Duration::from_secs_f64(a.settle)).await;
-    let after = ctx.rss();
+    let after = ctx.close_and_settle(&stop, tasks, a.settle).await;
 
     if ctx.pid.is_some() {
         let b = before.rss;
