@@ -174,6 +174,14 @@ impl Server {
                 })
         };
         // What actix-web's HttpServer does, plus the WebSocket upgrade hand-over (see `ws`).
+        // Both listeners below also refuse half-closed requests: a client that closes its side
+        // is gone (no browser or SDK half-closes a request and then waits for the answer).
+        // Without it a streaming answer (the console's feed, an HTTP-fallback poll or stream)
+        // outlives its page until a write to it fails: a closed page's fallback session would
+        // stay attached (its socket in CLOSE-WAIT) until the next heartbeat, and end that much
+        // later than `session_timeout_secs` after the page closed. `AppConfig::default()`: its
+        // host and scheme only feed `ConnectionInfo` and URL generation, which the broker does
+        // not use.
         let mut server = actix_server::Server::build()
             .disable_signals()
             .shutdown_timeout(1)
