@@ -475,24 +475,18 @@ pub async fn run(ctx: &Ctx, a: &Args) -> Result<(), String> {
     let requests_ok = ok.load(Ordering::Relaxed);
     if let (Some(c0), Some(c1)) = (cpu0, cpu1) {
         ctx.set("broker_cpu_s", r3(c1 - c0));
-        ctx.set(
-            "broker_cpu_us_per_delivery",
-            if received > 0 {
-                r3((c1 - c0) * 1e6 / received as f64)
+        // Microseconds of broker CPU per one of `n` things (0 when there were none).
+        let per = |n: u64| {
+            if n > 0 {
+                r3((c1 - c0) * 1e6 / n as f64)
             } else {
                 0.0
-            },
-        );
+            }
+        };
+        ctx.set("broker_cpu_us_per_delivery", per(received));
         // Per HTTP request (a batch counts once): with few subscribers, the cost of the
         // REST path itself.
-        ctx.set(
-            "broker_cpu_us_per_request",
-            if requests_ok > 0 {
-                r3((c1 - c0) * 1e6 / requests_ok as f64)
-            } else {
-                0.0
-            },
-        );
+        ctx.set("broker_cpu_us_per_request", per(requests_ok));
     }
     if let (Some(c0), Some(c1)) = (self_cpu0, self_cpu1) {
         ctx.set("generator_cpu_s", r3(c1 - c0));

@@ -50,6 +50,19 @@ fn scaled(r: &Value, paths: &[&str], div: f64) -> Option<String> {
 
 type Row = (&'static str, fn(&Value) -> Option<String>);
 
+/// The broker's RSS at the start, with every connection subscribed, and after they closed.
+const RSS_ROW: Row = ("broker RSS before / subscribed / after close (MiB)", |r| {
+    scaled(
+        r,
+        &[
+            "broker_rss.before_bytes",
+            "broker_rss.subscribed_bytes",
+            "broker_rss.after_close_bytes",
+        ],
+        1048576.0,
+    )
+});
+
 fn rows(mode: &str) -> Vec<Row> {
     match mode {
         "connect" => vec![
@@ -71,17 +84,7 @@ fn rows(mode: &str) -> Vec<Row> {
             ("broker RSS per conn (KiB)", |r| {
                 scaled(r, &["broker_rss.per_conn_bytes"], 1024.0)
             }),
-            ("broker RSS before / subscribed / after close (MiB)", |r| {
-                scaled(
-                    r,
-                    &[
-                        "broker_rss.before_bytes",
-                        "broker_rss.subscribed_bytes",
-                        "broker_rss.after_close_bytes",
-                    ],
-                    1048576.0,
-                )
-            }),
+            RSS_ROW,
             ("conns dropped while idle", |r| {
                 num(&r["dropped_while_idle"]["count"])
             }),
@@ -125,17 +128,7 @@ fn rows(mode: &str) -> Vec<Row> {
                     )
                 },
             ),
-            ("broker RSS before / subscribed / after close (MiB)", |r| {
-                scaled(
-                    r,
-                    &[
-                        "broker_rss.before_bytes",
-                        "broker_rss.subscribed_bytes",
-                        "broker_rss.after_close_bytes",
-                    ],
-                    1048576.0,
-                )
-            }),
+            RSS_ROW,
             (
                 "broker CPU µs per conn: accept / upgrade / subscribe",
                 |r| {
