@@ -193,15 +193,26 @@ impl Queue {
         self.items.is_empty() && self.tail.is_none() && !self.in_flight
     }
 
-    /// Queues what a direct write of `items` left: the rest of a begun item as the tail,
-    /// then the items not begun.
-    fn queue_leftover(&mut self, items: impl IntoIterator<Item = Outgoing>, left: Leftover) {
+    /// Takes `items` for the client: written at once when nothing waits, `how` allows
+    /// it and the transport can (what the socket does not take is queued: the rest of
+    /// a begun item as the tail, then the items not begun), queued otherwise. True when
+    /// the queue stopped being idle, so the transport must be woken.
+    fn offer<I>(&mut self, items: I, how: Write) -> bool
+    where
+        I: AsRef<[Outgoing]> + IntoIterator<Item = Outgoing>,
+    {
+        let was_idle = self.idle();
+        let left = match &self.direct {
+            Some(direct) if was_idle && how == Write::Now => direct.write_now(items.as_ref()),
+            _ => Leftover::default(),
+        };
         let mut rest = items.into_iter().skip(left.written);
         if let Some(tail) = left.tail {
             rest.next();
             self.tail = Some(tail);
         }
         self.items.extend(rest);
+        was_idle && !self.idle()
     }
 }
 
@@ -365,27 +376,19 @@ impl ConnHandle {
         if s.gone.load(Ordering::Relaxed) || s.close.load(Ordering::Relaxed) != 0 {
             return false;
         }
-        let was_empty = {
+        let wake = {
             let mut q = s.queue.lock();
-            let was_idle = q.idle();
             let before = q.items.len();
-            match q.direct.as_ref().filter(|_| was_idle && how == Write::Now) {
-                Some(direct) => {
-                    let items: Vec<Outgoing> = items.into_iter().collect();
-                    let left = direct.write_now(&items);
-                    q.queue_leftover(items, left);
-                }
-                None => q.items.extend(items),
-            }
+            let wake = q.offer(items.into_iter().collect::<Vec<_>>(), how);
             if bounded && q.items.len() > s.capacity {
                 q.items.truncate(before);
                 drop(q);
                 self.close(ErrorCode::OverCapacity);
                 return false;
             }
-            was_idle && !q.idle()
+            wake
         };
-        if was_empty {
+        if wake {
             s.waker.wake();
         }
         true
@@ -396,27 +399,17 @@ impl ConnHandle {
         if s.gone.load(Ordering::Relaxed) || s.close.load(Ordering::Relaxed) != 0 {
             return false;
         }
-        let was_empty = {
+        let wake = {
             let mut q = s.queue.lock();
             if q.items.len() >= s.capacity {
                 drop(q);
                 self.close(ErrorCode::OverCapacity);
                 return false;
             }
-            let was_idle = q.idle();
-            match q.direct.as_ref().filter(|_| was_idle && how == Write::Now) {
-                Some(direct) => {
-                    let items = [item];
-                    let left = direct.write_now(&items);
-                    // What the socket could not take waits for the transport.
-                    q.queue_leftover(items, left);
-                }
-                None => q.items.push_back(item),
-            }
-            was_idle && !q.idle()
+            q.offer([item], how)
         };
         // The transport drains everything at once, so only the first message needs to wake it.
-        if was_empty {
+        if wake {
             s.waker.wake();
         }
         true
@@ -519,10 +512,9 @@ impl Receiver {
         self.shared.waker.register(cx.waker());
         let begun = {
             let mut q = self.shared.queue.lock();
-            let begun = q.tail.is_some();
-            if let Some(tail) = q.tail.take() {
-                batch.push_back(Outgoing::Raw(tail));
-            }
+            let tail = q.tail.take();
+            let begun = tail.is_some();
+            batch.extend(tail.map(Outgoing::Raw));
             if batch.is_empty() {
                 // Swap rather than copy: the queue keeps the (empty) batch's buffer.
                 std::mem::swap(&mut q.items, batch);
