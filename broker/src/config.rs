@@ -39,6 +39,9 @@ pub struct Config {
     /// (`TCP_USER_TIMEOUT`); 0 leaves the kernel default (about 15 minutes of
     /// retransmits, and never while the peer answers zero-window probes).
     pub tcp_user_timeout: u64,
+    /// Seconds a closing WebSocket connection gets to take its last frames and close
+    /// its side (its unread input is drained meanwhile); then the socket is closed.
+    pub close_timeout: u64,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
     /// Seconds a shutdown may take: clients are told to reconnect (4200), webhooks flushed.
@@ -506,6 +509,7 @@ impl Default for Config {
             pong_timeout: 30,
             send_queue: 1024,
             tcp_user_timeout: 30,
+            close_timeout: 2,
             workers: 0,
             shutdown_timeout: 10,
             tls_cert: None,
@@ -626,6 +630,9 @@ impl Config {
         }
         if let Some(v) = get("BROKER_TCP_USER_TIMEOUT") {
             self.tcp_user_timeout = num("BROKER_TCP_USER_TIMEOUT", v)?;
+        }
+        if let Some(v) = get("BROKER_CLOSE_TIMEOUT") {
+            self.close_timeout = num("BROKER_CLOSE_TIMEOUT", v)?;
         }
         if let Some(v) = get("BROKER_WORKERS") {
             self.workers = num("BROKER_WORKERS", v)?;
@@ -824,6 +831,11 @@ impl Config {
         }
         if self.pong_timeout == 0 {
             return Err(ConfigError("pong_timeout must be at least 1 second".into()));
+        }
+        if self.close_timeout == 0 {
+            return Err(ConfigError(
+                "close_timeout must be at least 1 second".into(),
+            ));
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError(
@@ -1032,6 +1044,19 @@ mod tests {
                 .0
                 .contains("max_sessions_per_ip_percent"));
         }
+    }
+
+    #[test]
+    fn close_timeout_is_read_and_must_be_positive() {
+        let mut c = Config::default();
+        assert_eq!(c.close_timeout, 2);
+        c.apply_env(env(&[("BROKER_CLOSE_TIMEOUT", "5")])).unwrap();
+        assert_eq!(c.close_timeout, 5);
+        c.close_timeout = 0;
+        let e = c.validate().unwrap_err();
+        assert!(e.0.contains("close_timeout"), "{e}");
+        let toml = Config::from_toml("close_timeout = 7\n").unwrap();
+        assert_eq!(toml.close_timeout, 7);
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub struct State {
     pub activity_timeout: Duration,
     pub pong_timeout: Duration,
     pub send_queue: usize,
+    /// `close_timeout`: how long a closing WebSocket may take to flush and close.
+    pub close_timeout: Duration,
     /// `max_connections_per_ip`; `None` when there is no limit.
     pub per_ip: Option<IpLimiter>,
     /// `max_rest_body_bytes`.
@@ -44,6 +46,7 @@ impl State {
             activity_timeout: Duration::from_secs(config.activity_timeout),
             pong_timeout: Duration::from_secs(config.pong_timeout),
             send_queue: config.send_queue,
+            close_timeout: Duration::from_secs(config.close_timeout),
             per_ip: IpLimiter::new(config.max_connections_per_ip),
             max_rest_body_bytes: config.max_rest_body_bytes,
             apps: Arc::new(apps),

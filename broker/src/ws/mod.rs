@@ -12,7 +12,7 @@ mod socket;
 mod tcp;
 pub mod wire;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use actix_codec::{AsyncRead, AsyncWrite, Encoder, Framed};
 use actix_http::{body::BodySize, h1, ws, Request, Response, StatusCode};
@@ -145,7 +145,7 @@ async fn upgraded<T, S>(
         return;
     }
     let (Some(key), true) = (key, switching) else {
-        answer_and_close(io, answer).await;
+        answer_and_close(io, answer, state.close_timeout).await;
         return;
     };
     let protocol =
@@ -162,7 +162,13 @@ async fn upgraded<T, S>(
             None => {
                 tracing::debug!(peer = %peer.ip(), "refusing connection: max_connections_per_ip");
                 state.metrics.refused_per_ip.inc();
-                refuse(io, answer, ErrorCode::OverAddressQuota.code()).await;
+                refuse(
+                    io,
+                    answer,
+                    ErrorCode::OverAddressQuota.code(),
+                    state.close_timeout,
+                )
+                .await;
                 return;
             }
         },
@@ -172,7 +178,7 @@ async fn upgraded<T, S>(
         Ok(app) => app,
         Err(code) => {
             tracing::debug!(code = code.code(), "refusing connection");
-            refuse(io, answer, code.code()).await;
+            refuse(io, answer, code.code(), state.close_timeout).await;
             return;
         }
     };
@@ -193,23 +199,24 @@ async fn upgraded<T, S>(
         state.metrics.clone(),
     );
     drop(req);
+    let close_timeout = state.close_timeout;
     session::run(state, app, conn.clone(), &mut socket).await;
-    socket.finish(conn.close_code()).await;
+    socket.finish(conn.close_code(), close_timeout).await;
     // The address's place is held for the connection's whole life.
     drop(slot);
 }
 
 /// The `101`, then `pusher:error` with `code` and the close frame.
-async fn refuse<T: AsyncWrite + Unpin>(io: T, mut answer: BytesMut, code: u16) {
+async fn refuse<T: AsyncWrite + Unpin>(io: T, mut answer: BytesMut, code: u16, within: Duration) {
     answer.extend_from_slice(&wire::closing(code));
-    answer_and_close(io, answer).await;
+    answer_and_close(io, answer, within).await;
 }
 
-/// Writes the last bytes a connection gets and closes it, within [`socket::CLOSE_FLUSH`].
-async fn answer_and_close<T: AsyncWrite + Unpin>(mut io: T, answer: BytesMut) {
+/// Writes the last bytes a connection gets and closes it, within `within` (`close_timeout`).
+async fn answer_and_close<T: AsyncWrite + Unpin>(mut io: T, answer: BytesMut, within: Duration) {
     let write = async {
         io.write_all(&answer).await?;
         io.shutdown().await
     };
-    let _ = tokio::time::timeout(socket::CLOSE_FLUSH, write).await;
+    let _ = tokio::time::timeout(within, write).await;
 }

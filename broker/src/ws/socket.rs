@@ -48,9 +48,6 @@ const READ_CHUNK: usize = 4096;
 /// Frames handed to one vectored write at most.
 const MAX_IOV: usize = 64;
 
-/// How long a closing connection may take to accept its last frames and close its side.
-pub const CLOSE_FLUSH: Duration = Duration::from_secs(2);
-
 /// A WebSocket message framed (made once per message, then shared).
 pub fn frame(item: &Outgoing) -> Bytes {
     match item {
@@ -298,8 +295,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Socket<T> {
 
     /// Ends the connection after its session: the rest of a frame already begun, then
     /// (for a code other than 1006) `pusher:error` and the close frame, within
-    /// [`CLOSE_FLUSH`]. What else was queued is dropped: the connection is closing.
-    pub async fn finish(mut self, code: Option<u16>) {
+    /// `within` (the `close_timeout` setting). What else was queued is dropped: the
+    /// connection is closing.
+    pub async fn finish(mut self, code: Option<u16>, within: Duration) {
         let tail = self.rx.detach();
         if self.ended {
             return;
@@ -334,7 +332,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Socket<T> {
                 }
             }
         };
-        if let Ok(Err(e)) = tokio::time::timeout(CLOSE_FLUSH, flush).await {
+        if let Ok(Err(e)) = tokio::time::timeout(within, flush).await {
             tracing::debug!(error = %e, "closing write failed");
         }
     }
