@@ -13,7 +13,7 @@ import path from 'node:path';
 import PusherJS from 'pusher-js';
 import { startBroker } from './lib/broker.mjs';
 import { connect, sdkFor, withTimeout, TIMEOUT_MS } from './lib/clients.mjs';
-import { clientFrame } from './lib/probe.mjs';
+import { clientFrame, sleep } from './lib/probe.mjs';
 
 let broker;
 let tlsBroker;
@@ -155,4 +155,43 @@ test('wss://: pusher-js connects over TLS, subscribes and receives events', asyn
   } finally {
     client.disconnect();
   }
+});
+
+/** Whether the broker (listening on `port`) still holds an open TCP connection to our local `clientPort`. */
+function brokerHolds(port, clientPort) {
+  const hex = (n) => n.toString(16).toUpperCase().padStart(4, '0');
+  return fs
+    .readFileSync('/proc/net/tcp', 'utf8')
+    .split('\n')
+    .slice(1)
+    .some((line) => {
+      const [, local, remote] = line.trim().split(/\s+/);
+      return local?.endsWith(`:${hex(port)}`) && remote?.endsWith(`:${hex(clientPort)}`);
+    });
+}
+
+test('a cut client that never reads loses its socket close_timeout later', async (t) => {
+  const b = await startBroker({ env: { BROKER_CLOSE_TIMEOUT: '1', BROKER_SEND_QUEUE: '16' } });
+  t.after(() => b.stop());
+  const s = net.connect(b.port, '127.0.0.1');
+  // Once the broker closes, our writes fail with a reset: that is the point.
+  s.on('error', () => {});
+  await new Promise((r) => s.once('connect', r));
+  const clientPort = s.localPort;
+  s.write(handshake(`/app/${b.key}?protocol=7&client=js&version=8.4.0`));
+  await new Promise((r) => s.once('data', r));
+  // Stop reading for good and flood pings: each pong waits in a socket that never drains,
+  // the queue fills, the broker cuts the client (4100) and its close frame cannot go out.
+  s.pause();
+  const flood = Buffer.concat(Array(2000).fill(clientFrame(0x9, Buffer.alloc(125, 'p'))));
+  for (let i = 0; i < 40 && !s.destroyed; i++) {
+    s.write(flood);
+    await sleep(20);
+  }
+  assert.ok(brokerHolds(b.port, clientPort), 'the broker still holds the socket right after the cut');
+  // Within close_timeout (1 s) it lets go, although the client has read nothing.
+  const deadline = Date.now() + 5000;
+  while (brokerHolds(b.port, clientPort) && Date.now() < deadline) await sleep(50);
+  assert.ok(!brokerHolds(b.port, clientPort), 'the broker closed the socket');
+  s.destroy();
 });
